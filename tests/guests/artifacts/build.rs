@@ -1,0 +1,19 @@
+//! Builds the hostile test guests for wasm32-wasip2; see `tools/guest-builder`.
+
+fn main() {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
+    guest_builder::build_and_embed(
+        &workspace,
+        &[
+            "guest-spin-loop",
+            "guest-host-call-loop",
+            "guest-memory-bomb",
+            "guest-panic",
+            "guest-huge-output",
+            "guest-deep-recursion",
+            "guest-sleepy",
+            "guest-forbidden-import",
+            "guest-wrong-world",
+        ],
+    );
+}
