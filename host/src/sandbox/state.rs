@@ -1,0 +1,94 @@
+//! What one plugin call carries in its wasmtime `Store`: the locked-down WASI context, the
+//! memory limiter, who is calling (for logs), the binding's configuration and grants, and for
+//! channels the network and real-time handles.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::Binding;
+use super::imports::http::HttpClient;
+use super::imports::realtime::Realtime;
+use super::imports::wasi::{self, CapturedOutput};
+use super::limits::MemoryLimiter;
+use crate::clock::Clock;
+
+/// Who is calling, for log lines.
+pub(crate) struct CallInfo {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) digest: String,
+    pub(crate) tenant_id: String,
+    pub(crate) message_id: String,
+}
+
+/// Handles only channel calls get.
+pub(crate) struct ChannelContext {
+    pub(crate) http: HttpClient,
+    pub(crate) realtime: Arc<dyn Realtime>,
+    /// HTTP requests made so far in this call.
+    pub(crate) requests: u32,
+    /// The recipient's endpoint, and whether it answered 410 Gone during this call.
+    pub(crate) endpoint: Option<String>,
+    pub(crate) endpoint_gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) call: CallInfo,
+    pub(crate) clock: Clock,
+    pub(crate) binding: Arc<Binding>,
+    pub(crate) channel: Option<ChannelContext>,
+    pub(crate) log_lines: u32,
+    pub(crate) log_dropped: u32,
+}
+
+/// The guest's captured stdout and stderr, readable after the store is gone.
+pub(crate) struct Stdio {
+    pub(crate) stdout: CapturedOutput,
+    pub(crate) stderr: CapturedOutput,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        call: CallInfo,
+        clock: Clock,
+        binding: Arc<Binding>,
+        memory_limit: usize,
+        channel: Option<ChannelContext>,
+    ) -> (Self, Stdio) {
+        let stdio = Stdio {
+            stdout: CapturedOutput::default(),
+            stderr: CapturedOutput::default(),
+        };
+        let state = Self {
+            wasi: wasi::locked_down(&clock, &stdio.stdout, &stdio.stderr),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_limit),
+            call,
+            clock,
+            binding,
+            channel,
+            log_lines: 0,
+            log_dropped: 0,
+        };
+        (state, stdio)
+    }
+
+    pub(crate) fn channel_context(&mut self) -> Result<&mut ChannelContext, String> {
+        self.channel
+            .as_mut()
+            .ok_or_else(|| "only channel plugins may use this import".to_owned())
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

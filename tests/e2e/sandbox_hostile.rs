@@ -1,0 +1,311 @@
+//! Hostile guests: each is contained with the exact error, and the same sandbox serves a
+//! normal call right after. Every guest in `tests/guests/` must have a test here
+//! (`foreach_guest!` below fails to compile otherwise).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dms::sandbox::{
+    Binding, CallError, FailureKind, LimitOverrides, Limits, LoadError, Plugin, Recorder, Sandbox,
+    SandboxConfig, World,
+};
+
+use crate::harness::{binding, cache_dir, message, sandbox};
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports, reason = "only checks that the test exists")]
+        use self::$name as _;
+    };
+}
+guest_artifacts::foreach_guest!(assert_test_exists);
+
+async fn load(sandbox: &Sandbox, name: &str, bytes: &[u8]) -> Arc<Plugin> {
+    sandbox.load(name, bytes).await.expect("the guest loads")
+}
+
+/// The sandbox still answers a normal call correctly.
+async fn assert_still_serves(sandbox: &Sandbox) {
+    let guard = sandbox.builtin("content-guard").await.unwrap();
+    assert_eq!(
+        sandbox
+            .validate(&guard, &binding(&[]), &message("hello"))
+            .await,
+        Ok(Ok(()))
+    );
+    let empty = sandbox
+        .validate(&guard, &binding(&[]), &message(""))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(empty.code, "content_empty");
+}
+
+async fn validate_guest(bytes: &[u8]) -> (Sandbox, Arc<Plugin>, CallError) {
+    let (sandbox, _) = sandbox();
+    let plugin = load(&sandbox, "hostile", bytes).await;
+    assert_eq!(plugin.world(), World::Validator);
+    let error = sandbox
+        .validate(&plugin, &binding(&[]), &message("hello"))
+        .await
+        .expect_err("the hostile guest must fail");
+    (sandbox, plugin, error)
+}
+
+#[tokio::test]
+async fn guest_spin_loop() {
+    let (sandbox, plugin, error) = validate_guest(guest_artifacts::GUEST_SPIN_LOOP).await;
+    assert_eq!(
+        error,
+        CallError::Timeout {
+            deadline: Duration::from_millis(10)
+        }
+    );
+    assert_eq!(plugin.stats().failures_of(FailureKind::Timeout), 1);
+    assert_still_serves(&sandbox).await;
+}
+
+#[tokio::test]
+async fn guest_host_call_loop() {
+    let (sandbox, plugin, error) = validate_guest(guest_artifacts::GUEST_HOST_CALL_LOOP).await;
+    assert_eq!(
+        error,
+        CallError::Timeout {
+            deadline: Duration::from_millis(10)
+        }
+    );
+    assert_eq!(plugin.stats().calls, 1);
+    assert_still_serves(&sandbox).await;
+}
+
+#[tokio::test]
+async fn guest_memory_bomb() {
+    let (sandbox, _, error) = validate_guest(guest_artifacts::GUEST_MEMORY_BOMB).await;
+    assert_eq!(error, CallError::MemoryLimit { limit: 32 << 20 });
+    assert_still_serves(&sandbox).await;
+}
+
+#[tokio::test]
+async fn a_binding_can_lower_the_memory_limit_but_not_raise_it() {
+    let (sandbox, _) = sandbox();
+    let plugin = load(&sandbox, "bomb", guest_artifacts::GUEST_MEMORY_BOMB).await;
+    for (asked, applied) in [(8 << 20, 8 << 20), (1 << 30, 32 << 20)] {
+        let binding = Arc::new(Binding {
+            limits: LimitOverrides {
+                memory_bytes: Some(asked),
+                ..LimitOverrides::default()
+            },
+            ..Binding::default()
+        });
+        assert_eq!(
+            sandbox.validate(&plugin, &binding, &message("x")).await,
+            Err(CallError::MemoryLimit { limit: applied })
+        );
+    }
+}
+
+#[tokio::test]
+async fn guest_panic() {
+    let (sandbox, _, error) = validate_guest(guest_artifacts::GUEST_PANIC).await;
+    let CallError::Trap { trap, stderr } = &error else {
+        panic!("expected a trap, got {error:?}");
+    };
+    assert_eq!(trap, "wasm trap: wasm `unreachable` instruction executed");
+    assert!(
+        stderr.contains("guest panicked on purpose for msg_01JTEST0000000000000000000"),
+        "the panic message reaches the error: {stderr}"
+    );
+    assert_still_serves(&sandbox).await;
+}
+
+#[tokio::test]
+async fn guest_huge_output() {
+    // Writing and lifting 10 MB takes about as long as the default 10 ms deadline, so under
+    // the defaults the deadline may stop the guest first: contained either way.
+    let (sandbox, _, error) = validate_guest(guest_artifacts::GUEST_HUGE_OUTPUT).await;
+    assert!(
+        matches!(
+            error,
+            CallError::OutputTooLarge { .. } | CallError::Timeout { .. }
+        ),
+        "{error:?}"
+    );
+    assert_still_serves(&sandbox).await;
+
+    // With an operator deadline long enough to finish, the output cap refuses the answer.
+    let patient = Sandbox::new(
+        SandboxConfig {
+            limits: Limits {
+                decision_deadline: Duration::from_secs(2),
+                ..Limits::default()
+            },
+            max_instances: 8,
+            cache_dir: Some(cache_dir()),
+            ..SandboxConfig::default()
+        },
+        Arc::new(Recorder::new()),
+    )
+    .unwrap();
+    let plugin = load(&patient, "huge", guest_artifacts::GUEST_HUGE_OUTPUT).await;
+    assert_eq!(
+        patient
+            .validate(&plugin, &binding(&[]), &message("hello"))
+            .await,
+        Err(CallError::OutputTooLarge {
+            what: "rejection reason",
+            size: 10 << 20,
+            limit: 64 << 10
+        })
+    );
+    assert_still_serves(&patient).await;
+}
+
+#[tokio::test]
+async fn guest_deep_recursion() {
+    let (sandbox, _, error) = validate_guest(guest_artifacts::GUEST_DEEP_RECURSION).await;
+    let CallError::Trap { trap, .. } = &error else {
+        panic!("expected a trap, got {error:?}");
+    };
+    assert_eq!(trap, "wasm trap: out of bounds memory access");
+    assert_still_serves(&sandbox).await;
+}
+
+#[tokio::test]
+async fn guest_sleepy() {
+    // Blocked inside a WASI host call for an hour: only the async timeout can stop it. If it
+    // did not, this test would hang.
+    let (sandbox, _, error) = validate_guest(guest_artifacts::GUEST_SLEEPY).await;
+    assert_eq!(
+        error,
+        CallError::Timeout {
+            deadline: Duration::from_millis(10)
+        }
+    );
+    assert_still_serves(&sandbox).await;
+}
+
+#[tokio::test]
+async fn guest_forbidden_import() {
+    let (sandbox, _) = sandbox();
+    assert_eq!(
+        sandbox
+            .load("forbidden", guest_artifacts::GUEST_FORBIDDEN_IMPORT)
+            .await
+            .unwrap_err(),
+        LoadError::ForbiddenImport {
+            import: "dms:plugin/channel-host@0.1.0".into(),
+            world: World::Validator,
+        }
+    );
+    assert_still_serves(&sandbox).await;
+}
+
+#[tokio::test]
+async fn guest_wrong_world() {
+    let (sandbox, _) = sandbox();
+    assert_eq!(
+        sandbox
+            .load("greeter", guest_artifacts::GUEST_WRONG_WORLD)
+            .await
+            .unwrap_err(),
+        LoadError::UnknownWorld {
+            exports: "`greet`".into()
+        }
+    );
+    assert_still_serves(&sandbox).await;
+}
+
+#[tokio::test]
+async fn files_that_are_not_components_are_refused_precisely() {
+    let (sandbox, _) = sandbox();
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut truncated = guest_artifacts::GUEST_PANIC.to_vec();
+    truncated.truncate(truncated.len() / 2);
+    let cases: Vec<(&str, Vec<u8>, LoadError)> = vec![
+        ("zero bytes", Vec::new(), LoadError::Empty),
+        ("random bytes", random, LoadError::NotWasm),
+        (
+            "a core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            LoadError::CoreModule,
+        ),
+        (
+            "too large",
+            vec![0; (10 << 20) + 1],
+            LoadError::TooLarge {
+                size: (10 << 20) + 1,
+                limit: 10 << 20,
+            },
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        assert_eq!(
+            sandbox.load(what, &bytes).await.unwrap_err(),
+            expected,
+            "{what}"
+        );
+    }
+    let error = sandbox.load("truncated", &truncated).await.unwrap_err();
+    assert!(
+        matches!(&error, LoadError::Invalid(detail) if !detail.is_empty()),
+        "a truncated component: {error:?}"
+    );
+    assert_still_serves(&sandbox).await;
+}
+
+#[tokio::test]
+async fn calling_a_plugin_as_the_wrong_hook_is_a_typed_error() {
+    let (sandbox, _) = sandbox();
+    let delay = sandbox.builtin("standard-delay").await.unwrap();
+    assert_eq!(
+        sandbox
+            .validate(&delay, &binding(&[]), &message("hello"))
+            .await,
+        Err(CallError::WrongWorld {
+            expected: World::Validator,
+            actual: World::DelayPolicy,
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_guest_does_not_stall_other_calls() {
+    let (sandbox, _) = sandbox();
+    let spinner = load(&sandbox, "spinner", guest_artifacts::GUEST_SPIN_LOOP).await;
+    // A longer deadline keeps the spinner busy while the normal calls run.
+    let slow = Arc::new(Binding {
+        limits: LimitOverrides {
+            decision_deadline_ms: Some(10),
+            ..LimitOverrides::default()
+        },
+        ..Binding::default()
+    });
+    let guard = sandbox.builtin("content-guard").await.unwrap();
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let (sandbox, spinner, slow) = (sandbox.clone(), spinner.clone(), slow.clone());
+            tokio::spawn(async move { sandbox.validate(&spinner, &slow, &message("x")).await })
+        })
+        .collect();
+    let normal: Vec<_> = (0..200)
+        .map(|i| {
+            let (sandbox, guard) = (sandbox.clone(), guard.clone());
+            tokio::spawn(async move {
+                sandbox
+                    .validate(&guard, &binding(&[]), &message(&format!("hello {i}")))
+                    .await
+            })
+        })
+        .collect();
+    for call in normal {
+        assert_eq!(call.await.unwrap(), Ok(Ok(())));
+    }
+    for call in spinners {
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(CallError::Timeout { .. })
+        ));
+    }
+}
