@@ -1,0 +1,231 @@
+//! `/auth`: login, refresh-token rotation, logout, and the caller's sessions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, Code};
+use super::extract::{ApiJson, Caller, ClientIp};
+use super::users::UserBody;
+use crate::app::AppState;
+use crate::auth::rate_limit::Limit;
+use crate::auth::refresh;
+use crate::clock::rfc3339;
+use crate::domain::ids::SessionId;
+use crate::domain::user::{Session, User};
+use crate::store::{NewSession, Rotation};
+
+/// The longest user agent kept with a session.
+const MAX_USER_AGENT: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Login {
+    username: String,
+    password: String,
+}
+
+/// What login and refresh return. `token` is the access token (the original system's name).
+#[derive(Debug, Serialize)]
+pub(super) struct Tokens {
+    token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    user: UserBody,
+}
+
+fn tokens(state: &AppState, user: User, session: &SessionId, refresh_token: String) -> Tokens {
+    Tokens {
+        token: state.tokens.issue(&user, session),
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.tokens.ttl_seconds(),
+        user: user.into(),
+    }
+}
+
+fn session_expiry(state: &AppState, now_ms: u64) -> u64 {
+    now_ms + state.config.session_ttl_days * 86_400_000
+}
+
+/// `POST /auth/login`.
+pub(super) async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Login>,
+) -> Result<Json<Tokens>, ApiError> {
+    state
+        .limits
+        .check(Limit::LoginPerIp, &ip)
+        .await
+        .map_err(ApiError::rate_limited)?;
+    state
+        .limits
+        .check(Limit::LoginPerUsername, &body.username)
+        .await
+        .map_err(ApiError::rate_limited)?;
+    let found = state.store.credentials(&body.username).await?;
+    let hash = found.as_ref().map(|(_, hash)| hash.as_str());
+    let valid = state.passwords.verify(&body.password, hash).await;
+    let Some((user, _)) = found.filter(|_| valid) else {
+        return Err(ApiError::new(
+            Code::InvalidCredentials,
+            "the username or the password is wrong",
+        ));
+    };
+    let (refresh_token, refresh_hash) = refresh::issue();
+    let now = state.clock.now_ms();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .map(|agent| agent.chars().take(MAX_USER_AGENT).collect());
+    let session = state
+        .store
+        .create_session(NewSession {
+            tenant_id: user.tenant_id.clone(),
+            user_id: user.id.clone(),
+            refresh_hash,
+            now_ms: now,
+            expires_at_ms: session_expiry(&state, now),
+            user_agent,
+            ip: Some(ip),
+        })
+        .await?;
+    Ok(Json(tokens(&state, user, &session.id, refresh_token)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Refresh {
+    refresh_token: String,
+}
+
+/// `POST /auth/refresh`: trades a refresh token for a new access token and a new refresh
+/// token. A refresh token works once; presenting it again revokes its whole session.
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Refresh>,
+) -> Result<Json<Tokens>, ApiError> {
+    let (refresh_token, new_hash) = refresh::issue();
+    let now = state.clock.now_ms();
+    let rotation = state
+        .store
+        .rotate_refresh(
+            &refresh::hash(&body.refresh_token),
+            &new_hash,
+            now,
+            session_expiry(&state, now),
+        )
+        .await?;
+    match rotation {
+        Rotation::Rotated { session, user } => {
+            Ok(Json(tokens(&state, *user, &session.id, refresh_token)))
+        }
+        Rotation::Reused { session_id } => {
+            tracing::warn!(
+                message = "A used refresh token was presented again; its session is revoked.",
+                session_id = %session_id,
+            );
+            Err(ApiError::new(
+                Code::RefreshTokenReused,
+                "this refresh token was already used, so its session has been revoked; log in again",
+            ))
+        }
+        Rotation::Invalid => Err(ApiError::new(
+            Code::InvalidRefreshToken,
+            "the refresh token is unknown or its session has ended; log in again",
+        )),
+    }
+}
+
+/// `POST /auth/logout`: ends the caller's session.
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .revoke_session(
+            caller.tenant(),
+            &caller.user.id,
+            &caller.session,
+            "logged out",
+            state.clock.now_ms(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct SessionBody {
+    id: SessionId,
+    current: bool,
+    created_at: String,
+    last_used_at: String,
+    expires_at: String,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+impl SessionBody {
+    fn new(session: Session, current: &SessionId) -> Self {
+        Self {
+            current: &session.id == current,
+            id: session.id,
+            created_at: rfc3339(session.created_at_ms),
+            last_used_at: rfc3339(session.last_used_at_ms),
+            expires_at: rfc3339(session.expires_at_ms),
+            user_agent: session.user_agent,
+            ip: session.ip,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct SessionList {
+    items: Vec<SessionBody>,
+}
+
+/// `GET /auth/sessions`: the caller's live sessions, newest first.
+pub(super) async fn sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SessionList>, ApiError> {
+    let sessions = state
+        .store
+        .list_sessions(caller.tenant(), &caller.user.id, state.clock.now_ms())
+        .await?;
+    Ok(Json(SessionList {
+        items: sessions
+            .into_iter()
+            .map(|session| SessionBody::new(session, &caller.session))
+            .collect(),
+    }))
+}
+
+/// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions.
+pub(super) async fn end_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: SessionId = id.parse().map_err(|_| ApiError::not_found("session"))?;
+    let revoked = state
+        .store
+        .revoke_session(
+            caller.tenant(),
+            &caller.user.id,
+            &id,
+            "ended by its user",
+            state.clock.now_ms(),
+        )
+        .await?;
+    if revoked {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("session"))
+    }
+}

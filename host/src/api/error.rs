@@ -1,0 +1,347 @@
+//! Every error the API can answer, in one table, and the one mapping to
+//! `application/problem+json` (RFC 9457).
+//!
+//! A problem body carries `type` (`/problems/<code>`, served by the API itself), `title`,
+//! `status`, `detail` (a sentence a person can act on), the stable `code`, the `request_id`
+//! (also in the `x-request-id` header) and, for field errors, the `field`. Internal causes are
+//! never shown: the client gets a generic 500 with the request id, and [`problem_details`]
+//! logs the cause once, with that id.
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+macro_rules! codes {
+    ($($variant:ident = ($code:literal, $status:literal, $title:literal, $description:literal);)*) => {
+        /// A stable error code. Clients match on it; its status and title never change.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $(#[doc = $description] $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in table order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            /// The code as clients see it.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $code,)* }
+            }
+
+            /// Its HTTP status.
+            pub fn status(self) -> StatusCode {
+                let status = match self { $(Code::$variant => $status,)* };
+                StatusCode::from_u16(status).expect("valid status in the table")
+            }
+
+            /// Its short title.
+            pub fn title(self) -> &'static str {
+                match self { $(Code::$variant => $title,)* }
+            }
+
+            /// What it means and what to do about it.
+            pub fn description(self) -> &'static str {
+                match self { $(Code::$variant => $description,)* }
+            }
+
+            /// The code named `text`.
+            pub fn parse(text: &str) -> Option<Code> {
+                Self::ALL.iter().copied().find(|code| code.as_str() == text)
+            }
+        }
+    };
+}
+
+codes! {
+    MalformedJson = ("malformed_json", 400, "Malformed JSON", "The request body is not valid JSON.");
+    InvalidQuery = ("invalid_query", 400, "Invalid query parameter", "A query parameter is malformed or out of range; `field` names it.");
+    Unauthenticated = ("unauthenticated", 401, "Authentication required", "Send an access token: `Authorization: Bearer <token>` from POST /auth/login.");
+    InvalidCredentials = ("invalid_credentials", 401, "Invalid credentials", "The username or the password is wrong.");
+    InvalidToken = ("invalid_token", 401, "Invalid token", "The access token is malformed, not signed by this server, or for another audience.");
+    TokenExpired = ("token_expired", 401, "Token expired", "The access token has expired; get a new one with POST /auth/refresh.");
+    SessionEnded = ("session_ended", 401, "Session ended", "The token's session was logged out or revoked, or its user deleted; log in again.");
+    InvalidRefreshToken = ("invalid_refresh_token", 401, "Invalid refresh token", "The refresh token is unknown or its session has ended; log in again.");
+    RefreshTokenReused = ("refresh_token_reused", 401, "Refresh token reused", "This refresh token was used before, so it may have been stolen: its whole session is now revoked. Log in again.");
+    WrongPassword = ("wrong_password", 403, "Wrong password", "The current password does not match.");
+    Forbidden = ("forbidden", 403, "Forbidden", "You can see this resource but may not do this to it.");
+    AdminRequired = ("admin_required", 403, "Admin role required", "Only an admin of the tenant may do this.");
+    NotFound = ("not_found", 404, "Not found", "There is no such resource in your tenant.");
+    RouteNotFound = ("route_not_found", 404, "No such route", "No endpoint has this path; see /openapi.json.");
+    MethodNotAllowed = ("method_not_allowed", 405, "Method not allowed", "The endpoint exists but not with this method; the `allow` header lists the methods it takes.");
+    Conflict = ("conflict", 409, "Conflict", "The request conflicts with the current state: a name is taken, or the action is not possible now.");
+    PayloadTooLarge = ("payload_too_large", 413, "Payload too large", "The request body is larger than the server accepts.");
+    UnsupportedMediaType = ("unsupported_media_type", 415, "Unsupported media type", "Send the body as JSON with `content-type: application/json`.");
+    InvalidField = ("invalid_field", 422, "Invalid field", "A field is missing, has the wrong type, or has a value that is not allowed; `field` names it.");
+    Rejected = ("rejected", 422, "Rejected by policy", "A policy plugin of your tenant refused the message; `reason_code` is the plugin's code and `plugin` its name.");
+    IdempotencyKeyReused = ("idempotency_key_reused", 422, "Idempotency key reused", "This Idempotency-Key came with a different request body in the last 24 hours; use a new key for a new request.");
+    RateLimited = ("rate_limited", 429, "Too many requests", "Slow down: retry after the number of seconds in the `retry-after` header.");
+    Internal = ("internal_error", 500, "Internal error", "The server failed; the cause is logged with the request id. Quote it when reporting the problem.");
+    ContentUnreadable = ("content_unreadable", 500, "Content unreadable", "Stored content could not be decrypted: its encryption key is missing from DMS_ENCRYPTION_KEYS, or the stored value was moved or altered.");
+    Unavailable = ("service_unavailable", 503, "Service unavailable", "A backing service (database or Redis) is unavailable; retry shortly.");
+}
+
+/// An API error: a code from the table and the details of this occurrence. Boxed, so a
+/// `Result<_, ApiError>` stays small on the happy path.
+#[derive(Debug, Clone)]
+pub struct ApiError(Box<Problem>);
+
+#[derive(Debug, Clone)]
+struct Problem {
+    code: Code,
+    detail: String,
+    field: Option<String>,
+    /// Extra members of the problem body.
+    extra: serde_json::Map<String, serde_json::Value>,
+    retry_after_seconds: Option<u64>,
+    allow: Option<String>,
+    /// The cause, for the log only.
+    internal: Option<String>,
+}
+
+impl ApiError {
+    /// An error with `code` and a `detail` sentence.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Self(Box::new(Problem {
+            code,
+            detail: detail.into(),
+            field: None,
+            extra: serde_json::Map::new(),
+            retry_after_seconds: None,
+            allow: None,
+            internal: None,
+        }))
+    }
+
+    /// A 422 about one field (a JSON pointer such as `/recipient_id`, or a name).
+    pub fn field(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        let mut error = Self::new(Code::InvalidField, detail);
+        error.0.field = Some(field.into());
+        error
+    }
+
+    /// A 400 about one query parameter.
+    pub fn query(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        let mut error = Self::new(Code::InvalidQuery, detail);
+        error.0.field = Some(field.into());
+        error
+    }
+
+    /// A 404 that reveals nothing about whether the resource exists elsewhere.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            Code::NotFound,
+            format!("there is no such {what} in your tenant"),
+        )
+    }
+
+    /// A 429 with the wait in seconds (at least 1).
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let mut error = Self::new(
+            Code::RateLimited,
+            format!("too many requests; retry in {seconds} s"),
+        );
+        error.0.retry_after_seconds = Some(seconds);
+        error
+    }
+
+    /// A 405 listing the allowed methods.
+    pub fn method_not_allowed(allow: Option<String>) -> Self {
+        let mut error = Self::new(
+            Code::MethodNotAllowed,
+            "this endpoint does not take this method",
+        );
+        error.0.allow = allow;
+        error
+    }
+
+    /// A 500 whose `cause` is logged and not shown.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::new(
+            Code::Internal,
+            "the server failed to handle the request; it has been logged",
+        )
+        .logging(cause)
+    }
+
+    /// A 503 about a backing service; the cause is logged.
+    pub fn unavailable(service: &str, cause: impl std::fmt::Display) -> Self {
+        Self::new(
+            Code::Unavailable,
+            format!("the {service} is unavailable; retry shortly"),
+        )
+        .logging(cause)
+    }
+
+    /// Logs `cause` (once, with the request id) when this error is answered.
+    pub fn logging(mut self, cause: impl std::fmt::Display) -> Self {
+        self.0.internal = Some(cause.to_string());
+        self
+    }
+
+    /// Adds a member to the problem body.
+    pub fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.0.extra.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.0.code
+    }
+
+    fn body(&self, request_id: Option<&str>) -> serde_json::Value {
+        let problem = &self.0;
+        let mut body = json!({
+            "type": format!("/problems/{}", problem.code.as_str()),
+            "title": problem.code.title(),
+            "status": problem.code.status().as_u16(),
+            "detail": problem.detail,
+            "code": problem.code.as_str(),
+        });
+        if let Some(field) = &problem.field {
+            body["field"] = json!(field);
+        }
+        for (name, value) in &problem.extra {
+            body[name] = value.clone();
+        }
+        if let Some(request_id) = request_id {
+            body["request_id"] = json!(request_id);
+        }
+        body
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(detail) => Self::new(Code::Conflict, detail),
+            StoreError::Unavailable(cause) => Self::unavailable("database", cause),
+            StoreError::Sealed { record, source } => Self::new(
+                Code::ContentUnreadable,
+                format!("the stored content of {record} cannot be decrypted: {source}"),
+            )
+            .logging(format!("{record}: {source}")),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<crate::messages::Error> for ApiError {
+    fn from(error: crate::messages::Error) -> Self {
+        use crate::messages::Error;
+        match error {
+            Error::NotFound => Self::not_found("message"),
+            Error::Forbidden(reason) => Self::new(Code::Forbidden, reason),
+            Error::Invalid { field, reason } => Self::field(field, format!("{field}: {reason}")),
+            Error::Rejected(rejection) => Self::new(Code::Rejected, rejection.reason)
+                .with("reason_code", rejection.code)
+                .with("plugin", rejection.plugin),
+            Error::NotPending(status) => Self::new(
+                Code::Conflict,
+                format!("the message is {status}; it can no longer be changed this way"),
+            )
+            .with("message_status", status.as_str()),
+            Error::IdempotencyMismatch => Self::new(Code::IdempotencyKeyReused, error.to_string()),
+            Error::Store(store) => store.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.0.code.status(), axum::Json(self.body(None))).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(seconds) = self.0.retry_after_seconds {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(allow) = self
+            .0
+            .allow
+            .as_deref()
+            .and_then(|allow| HeaderValue::from_str(allow).ok())
+        {
+            headers.insert(header::ALLOW, allow);
+        }
+        if matches!(
+            self.0.code,
+            Code::Unauthenticated | Code::InvalidToken | Code::TokenExpired | Code::SessionEnded
+        ) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Middleware: adds the request id to problem bodies and logs internal causes, once.
+pub async fn problem_details(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    if let Some(error) = response.extensions_mut().remove::<ApiError>() {
+        if let Some(cause) = &error.0.internal {
+            tracing::error!(
+                message = "Request failed.",
+                request_id = request_id.as_deref().unwrap_or("-"),
+                %method,
+                path,
+                code = error.0.code.as_str(),
+                error = cause.as_str(),
+            );
+        }
+        let body = serde_json::to_vec(&error.body(request_id.as_deref())).expect("JSON");
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *response.body_mut() = axum::body::Body::from(body);
+    }
+    response
+}
+
+/// `GET /problems/{code}`: what a problem `type` means.
+pub async fn describe(axum::extract::Path(code): axum::extract::Path<String>) -> Response {
+    match Code::parse(&code) {
+        Some(code) => axum::Json(json!({
+            "code": code.as_str(),
+            "status": code.status().as_u16(),
+            "title": code.title(),
+            "description": code.description(),
+        }))
+        .into_response(),
+        None => ApiError::new(Code::NotFound, format!("there is no problem type {code:?}"))
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate {}", code.as_str());
+            assert!(
+                code.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            );
+            assert!(code.description().ends_with('.'));
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Extractors that turn bad input into the right problem, never a 500:
+//! - [`ApiJson`]: 415 without a JSON content type, 413 over the body limit, 400 for malformed
+//!   JSON, 422 naming the field (`/display_name`) for a missing or mistyped one;
+//! - [`ApiQuery`]: 400 naming the query parameter;
+//! - [`Caller`]: the authenticated user, from a bearer token whose session is still live, after
+//!   the per-user rate limit;
+//! - [`ClientIp`]: the client's address, for login rate limits.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, Code};
+use crate::app::AppState;
+use crate::auth::jwt::TokenError;
+use crate::auth::rate_limit::Limit;
+use crate::domain::ids::{SessionId, TenantId};
+use crate::domain::user::{Role, User};
+
+/// A JSON body, parsed with exact errors.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if !is_json(&content_type) {
+            let got = if content_type.is_empty() {
+                "no content-type".to_owned()
+            } else {
+                format!("content-type {content_type}")
+            };
+            return Err(ApiError::new(
+                Code::UnsupportedMediaType,
+                format!("the body must be JSON (content-type: application/json); got {got}"),
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        Code::PayloadTooLarge,
+                        "the request body is larger than the server accepts (max_body_bytes)",
+                    )
+                } else {
+                    ApiError::new(
+                        Code::MalformedJson,
+                        format!("the body could not be read: {rejection}"),
+                    )
+                }
+            })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON, telling syntax errors (400) from field errors (422, with the field's path).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let malformed = |error: serde_json::Error| {
+        ApiError::new(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {error}"),
+        )
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.classify() != serde_json::error::Category::Data {
+            return malformed(inner);
+        }
+        let message = strip_position(&inner.to_string());
+        let mut field = if path == "." {
+            String::new()
+        } else {
+            format!("/{}", path.replace('.', "/"))
+        };
+        // A missing field is reported at its parent; name the field itself.
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            field = format!("{field}/{name}");
+        }
+        if field.is_empty() {
+            field.push('/');
+        }
+        ApiError::field(field.clone(), format!("{field}: {message}"))
+    })?;
+    deserializer.end().map_err(malformed)?;
+    Ok(value)
+}
+
+/// Converts parsed JSON into `T`, with the same field errors as [`parse_json`].
+pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    parse_json(value.to_string().as_bytes())
+}
+
+/// serde_json appends "at line 1 column 42" to data errors; the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Query parameters, parsed with the parameter's name in errors.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(ApiQuery)
+            .map_err(|error| {
+                let field = error.path().to_string();
+                let message = error.into_inner().to_string();
+                ApiError::query(field.clone(), format!("query parameter {field}: {message}"))
+            })
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user, as stored now (role changes apply at once).
+    pub user: User,
+    /// The session the token belongs to.
+    pub session: SessionId,
+}
+
+impl Caller {
+    /// The caller's tenant: every query of a handler is scoped by it.
+    pub fn tenant(&self) -> &TenantId {
+        &self.user.tenant_id
+    }
+
+    /// Refuses non-admins.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.user.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                Code::AdminRequired,
+                "only an admin of your tenant may do this",
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::Unauthenticated,
+                    "this endpoint needs an access token: Authorization: Bearer <token>",
+                )
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::InvalidToken,
+                    "the Authorization header must be \"Bearer <token>\"",
+                )
+            })?
+            .trim();
+        let claims = state.tokens.verify(token).map_err(|error| match error {
+            TokenError::Expired => ApiError::new(Code::TokenExpired, error.to_string()),
+            TokenError::Invalid(_) => ApiError::new(Code::InvalidToken, error.to_string()),
+        })?;
+        let user = state
+            .store
+            .authenticate(&claims.tid, &claims.sub, &claims.sid, state.clock.now_ms())
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::SessionEnded,
+                    "this session has ended (logged out, revoked, or its user deleted); log in again",
+                )
+            })?;
+        state
+            .limits
+            .check(Limit::ApiPerUser, user.id.as_str())
+            .await
+            .map_err(ApiError::rate_limited)?;
+        Ok(Self {
+            user,
+            session: claims.sid,
+        })
+    }
+}
+
+/// The client's address: the peer, or the first address of the configured proxy header.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub String);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = &state.config.client_ip_header;
+        if !header.is_empty()
+            && let Some(forwarded) = parts
+                .headers
+                .get(header.as_str())
+                .and_then(|v| v.to_str().ok())
+            && let Some(first) = forwarded
+                .split(',')
+                .next()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        {
+            return Ok(Self(first.to_owned()));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string());
+        Ok(Self(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "only parsed")]
+    struct Login {
+        username: String,
+        password: String,
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code, reason = "only parsed")]
+    struct Nested {
+        depth: u8,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let error = parse_json::<Login>(br#"{"username": "a"}"#).unwrap_err();
+        assert_eq!(error.code(), Code::InvalidField);
+        let error = parse_json::<Login>(br#"{"username": "a", "password": 5}"#).unwrap_err();
+        assert!(format!("{error:?}").contains("/password"));
+        let error =
+            parse_json::<Login>(br#"{"username": "a", "password": "b", "nested": {"depth": 300}}"#)
+                .unwrap_err();
+        assert!(format!("{error:?}").contains("/nested/depth"), "{error:?}");
+        let error = parse_json::<Login>(b"{\"username\": ").unwrap_err();
+        assert_eq!(error.code(), Code::MalformedJson);
+        let error =
+            parse_json::<Login>(br#"{"username":"a","password":"b"} trailing"#).unwrap_err();
+        assert_eq!(error.code(), Code::MalformedJson);
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
+    }
+}

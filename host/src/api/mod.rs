@@ -1,0 +1,117 @@
+//! The HTTP edge (axum). Nothing below this module knows about HTTP: handlers parse input with
+//! the extractors in `extract.rs`, call the store and auth modules, and map every failure to a
+//! problem through the one table in `error.rs`.
+//!
+//! Every response carries `x-request-id` (the client's, or a new UUID); every request is
+//! logged once when it completes.
+
+pub mod error;
+pub mod extract;
+
+mod auth;
+mod dead_letters;
+mod health;
+mod messages;
+mod users;
+mod webhooks;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post, put};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::app::AppState;
+use error::{ApiError, Code};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/sessions", get(auth::sessions))
+        .route("/auth/sessions/{id}", delete(auth::end_session))
+        .route("/users", post(users::create).get(users::list))
+        .route("/users/me", get(users::me))
+        .route("/users/me/password", put(users::change_password))
+        .route("/users/{id}", get(users::get).delete(users::delete))
+        .route(
+            "/users/me/webhook",
+            get(webhooks::get)
+                .put(webhooks::set)
+                .delete(webhooks::delete),
+        )
+        .route("/users/me/webhook/rotate", post(webhooks::rotate))
+        .route("/messages", post(messages::submit).get(messages::list))
+        .route(
+            "/messages/{id}",
+            get(messages::get)
+                .delete(messages::cancel)
+                .merge(patch(messages::reschedule)),
+        )
+        .route("/messages/{id}/status", get(messages::status))
+        .route("/messages/{id}/events", get(messages::events))
+        .route("/messages/{id}/deliver-now", post(messages::deliver_now))
+        .route("/messages/{id}/read", post(messages::read))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/replay", post(dead_letters::replay_many))
+        .route("/dead-letters/{id}/replay", post(dead_letters::replay))
+        .route("/dead-letters/{id}", delete(dead_letters::delete))
+        .route("/health", get(health::health))
+        .route("/health/db", get(health::db))
+        .route("/health/redis", get(health::redis))
+        .route("/problems/{code}", get(error::describe))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request| {
+                            let request_id = request
+                                .headers()
+                                .get(&REQUEST_ID)
+                                .and_then(|value| value.to_str().ok())
+                                .unwrap_or("-");
+                            tracing::info_span!(
+                                "request",
+                                method = %request.method(),
+                                path = request.uri().path(),
+                                request_id,
+                            )
+                        })
+                        .on_request(())
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(axum::middleware::from_fn(error::problem_details))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+}
+
+async fn route_not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        Code::RouteNotFound,
+        format!("no endpoint matches {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    // axum adds the `allow` header to this response itself.
+    let mut response = ApiError::new(
+        Code::MethodNotAllowed,
+        format!("{} does not take {method}", uri.path()),
+    )
+    .into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}

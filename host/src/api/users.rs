@@ -1,0 +1,263 @@
+//! `/users`: the tenant's users. Admins create, list and delete them; everyone sees
+//! themselves and the users of their own tenant. Another tenant's user is a 404, like one that
+//! does not exist.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, Code};
+use super::extract::{ApiJson, ApiQuery, Caller};
+use crate::app::AppState;
+use crate::auth::password;
+use crate::clock::rfc3339;
+use crate::domain::ids::{TenantId, UserId};
+use crate::domain::user::{Role, User};
+use crate::store::{NewUser, Page, StoreError};
+
+/// The longest display name, in characters.
+const MAX_DISPLAY_NAME: usize = 200;
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize)]
+pub(super) struct UserBody {
+    id: UserId,
+    tenant_id: TenantId,
+    username: String,
+    display_name: Option<String>,
+    role: Role,
+    created_at: String,
+}
+
+impl From<User> for UserBody {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            tenant_id: user.tenant_id,
+            username: user.username,
+            display_name: user.display_name,
+            role: user.role,
+            created_at: rfc3339(user.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateUser {
+    username: String,
+    password: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default = "member")]
+    role: Role,
+}
+
+fn member() -> Role {
+    Role::Member
+}
+
+/// `POST /users` (admin): creates a user in the caller's tenant.
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    crate::domain::user::check_username(&body.username)
+        .map_err(|reason| ApiError::field("/username", reason))?;
+    password::check_new(&body.password).map_err(|reason| ApiError::field("/password", reason))?;
+    if let Some(name) = &body.display_name
+        && name.chars().count() > MAX_DISPLAY_NAME
+    {
+        return Err(ApiError::field(
+            "/display_name",
+            format!("the display name must have at most {MAX_DISPLAY_NAME} characters"),
+        ));
+    }
+    let hash = state
+        .passwords
+        .hash(&body.password)
+        .await
+        .map_err(ApiError::internal)?;
+    let user = state
+        .store
+        .create_user(
+            caller.tenant(),
+            NewUser {
+                username: body.username,
+                display_name: body.display_name,
+                role: body.role,
+                password_hash: hash,
+            },
+            state.clock.now_ms(),
+        )
+        .await
+        .map_err(|error| match error {
+            StoreError::Conflict(detail) => ApiError::new(Code::Conflict, detail),
+            other => other.into(),
+        })?;
+    let location = format!("/users/{}", user.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(UserBody::from(user)),
+    )
+        .into_response())
+}
+
+/// `limit` and `offset` of a listing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PageQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    offset: Option<u64>,
+}
+
+/// The default page size.
+pub(super) const DEFAULT_LIMIT: u32 = 20;
+/// The largest page size.
+pub(super) const MAX_LIMIT: u32 = 100;
+
+impl PageQuery {
+    pub(super) fn page(&self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::query(
+                "limit",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        Ok(Page {
+            limit,
+            offset: self.offset.unwrap_or(0),
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct UserPage {
+    items: Vec<UserBody>,
+    total: u64,
+    limit: u32,
+    offset: u64,
+}
+
+/// `GET /users` (admin): the tenant's users, oldest first.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<UserPage>, ApiError> {
+    caller.require_admin()?;
+    let page = query.page()?;
+    let (users, total) = state.store.list_users(caller.tenant(), page).await?;
+    Ok(Json(UserPage {
+        items: users.into_iter().map(UserBody::from).collect(),
+        total,
+        limit: page.limit,
+        offset: page.offset,
+    }))
+}
+
+/// `GET /users/me`.
+pub(super) async fn me(caller: Caller) -> Json<UserBody> {
+    Json(caller.user.into())
+}
+
+/// Parses a user id from a path; a malformed one cannot exist, so it is a 404.
+fn user_id(id: &str) -> Result<UserId, ApiError> {
+    id.parse().map_err(|_| ApiError::not_found("user"))
+}
+
+/// `GET /users/{id}`: a user of the caller's tenant.
+pub(super) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UserBody>, ApiError> {
+    let id = user_id(&id)?;
+    let user = state
+        .store
+        .user(caller.tenant(), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(user.into()))
+}
+
+/// `DELETE /users/{id}` (admin): deletes the user and ends their sessions.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let id = user_id(&id)?;
+    if id == caller.user.id {
+        return Err(ApiError::new(
+            Code::Conflict,
+            "you cannot delete yourself; ask another admin",
+        ));
+    }
+    if state
+        .store
+        .delete_user(caller.tenant(), &id, state.clock.now_ms())
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("user"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// `PUT /users/me/password`: needs the current password; ends the caller's other sessions.
+pub(super) async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> Result<StatusCode, ApiError> {
+    password::check_new(&body.new_password)
+        .map_err(|reason| ApiError::field("/new_password", reason))?;
+    let stored = state.store.credentials(&caller.user.username).await?;
+    let hash = stored.as_ref().map(|(_, hash)| hash.as_str());
+    if !state.passwords.verify(&body.current_password, hash).await {
+        return Err(ApiError::new(
+            Code::WrongPassword,
+            "the current password does not match",
+        ));
+    }
+    let new_hash = state
+        .passwords
+        .hash(&body.new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    let updated = state
+        .store
+        .set_password(
+            caller.tenant(),
+            &caller.user.id,
+            &new_hash,
+            Some(&caller.session),
+            state.clock.now_ms(),
+        )
+        .await?;
+    if updated {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            Code::SessionEnded,
+            "your user no longer exists",
+        ))
+    }
+}

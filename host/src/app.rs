@@ -1,0 +1,432 @@
+//! The running server: its shared state, start-up, and serving with graceful shutdown.
+//!
+//! Start-up, in order: validate the configuration, open the database (SQLite under `data_dir`
+//! or PostgreSQL) with the content encryption keys and apply migrations, link Redis if
+//! configured, load or create the JWT secret, start the plugin sandbox with the built-in
+//! policies, rebuild the schedule index from the database, and on an empty database create the
+//! tenant `default` with its `admin` user.
+//!
+//! Serving runs the API and, on worker nodes, the dispatcher and the reconciler; a shutdown
+//! signal stops the API first, then lets deliveries in flight commit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tokio::net::TcpListener;
+
+use crate::auth::password::{HashError, Passwords};
+use crate::auth::rate_limit::{Rate, RateLimits};
+use crate::auth::{jwt::Tokens, random_bytes};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::dispatch::{self, Dispatcher};
+use crate::domain::user::Role;
+use crate::policies::Policies;
+use crate::realtime::Hub;
+use crate::redis_link::RedisLink;
+use crate::sandbox::{LoadError, Sandbox, SandboxConfig, SetupError};
+use crate::schedule::{Schedule, local::LocalSchedule, redis::RedisSchedule};
+use crate::store::crypto::{CryptoError, Keyring};
+use crate::store::{self, Location, NewUser, Store, StoreError};
+
+/// What every request handler can reach.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Password hashing.
+    pub passwords: Passwords,
+    /// Access tokens.
+    pub tokens: Tokens,
+    /// Rate limits.
+    pub limits: RateLimits,
+    /// Redis, when configured.
+    pub redis: Option<RedisLink>,
+    /// The clock.
+    pub clock: Clock,
+    /// When the server started.
+    pub started: Instant,
+    /// The tenants' policy plugins, in the sandbox.
+    pub policies: Policies,
+    /// The schedule index.
+    pub schedule: Arc<dyn Schedule>,
+    /// The dispatcher (running only on worker nodes; tests drive it by hand).
+    pub dispatcher: Arc<Dispatcher>,
+    /// Real-time events and presence.
+    pub hub: Arc<Hub>,
+}
+
+/// The server's state. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Redis URL is unusable.
+    #[error("invalid REDIS_URL: {0}")]
+    Redis(String),
+    /// A file under the data directory could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Hashing the first admin's password failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The encryption keys are unusable.
+    #[error(transparent)]
+    Keys(#[from] CryptoError),
+    /// The plugin sandbox could not start.
+    #[error(transparent)]
+    Sandbox(#[from] SetupError),
+    /// A built-in plugin failed to load.
+    #[error("a built-in plugin failed to load: {0}")]
+    Plugins(#[from] LoadError),
+}
+
+/// What the first start created, to tell the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstRun {
+    /// The generated admin password (`None` when `DMS_ADMIN_PASSWORD` set it).
+    pub password: Option<String>,
+    /// Where the generated password was also written.
+    pub password_file: Option<PathBuf>,
+}
+
+impl AppState {
+    /// Starts everything the server needs; see the module docs.
+    pub async fn build(
+        config: Config,
+        clock: Clock,
+    ) -> Result<(Self, Option<FirstRun>), StartError> {
+        config.validate()?;
+        let keyring = Arc::new(keyring(&config)?);
+        let store = open_store_with(&config, keyring).await?;
+        let redis = match config.redis_url.expose() {
+            Some(url) => Some(
+                RedisLink::new(url, &config.redis_prefix)
+                    .map_err(|error| StartError::Redis(error.to_string()))?,
+            ),
+            None => None,
+        };
+        let secret = match config.jwt_secret.expose() {
+            Some(secret) => secret.as_bytes().to_vec(),
+            None => generated_secret(&config.data_dir)?,
+        };
+        let tokens = Tokens::new(
+            &secret,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.access_token_ttl_seconds,
+            clock.clone(),
+        );
+        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let passwords = Passwords::new(parallelism).await?;
+        let limits = RateLimits::new(
+            Rate::per_minute(config.rate_limit_login_per_ip),
+            Rate::per_minute(config.rate_limit_login_per_username),
+            Rate::per_second(
+                config.rate_limit_api_per_second,
+                config.rate_limit_api_burst,
+            ),
+            redis.clone(),
+        );
+        let hub = Hub::new();
+        let sandbox = Sandbox::new(
+            SandboxConfig {
+                limits: config.plugin_limits(),
+                max_instances: config.plugin_max_instances,
+                cache_dir: Some(config.plugin_cache_dir()),
+                allow_private_networks: config.allow_private_networks,
+                clock: clock.clone(),
+                ..SandboxConfig::default()
+            },
+            hub.clone(),
+        )?;
+        let policies = Policies::new(sandbox).await?;
+        let schedule: Arc<dyn Schedule> = match &redis {
+            Some(link) => Arc::new(RedisSchedule::new(link.clone())),
+            None => Arc::new(LocalSchedule::new()),
+        };
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            schedule.clone(),
+            policies.clone(),
+            clock.clone(),
+            dispatch::Settings {
+                concurrency: config.dispatch_concurrency as usize,
+                lease: Duration::from_secs(config.lease_seconds),
+                // In process, every addition wakes the loop; across nodes a wake-up can be
+                // missed while Redis reconnects, so look at least once a second.
+                max_idle: if redis.is_some() {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_secs(60)
+                },
+            },
+        ));
+        if let Err(error) = dispatcher.rebuild().await {
+            // Redis may be down at start; the dispatcher rebuilds when it is back.
+            tracing::warn!(message = "Could not rebuild the schedule index at start.", %error);
+        }
+        let first_run = first_run(store.as_ref(), &passwords, &config, &clock).await?;
+        let state = Self(Arc::new(Shared {
+            config,
+            store,
+            passwords,
+            tokens,
+            limits,
+            redis,
+            clock,
+            started: Instant::now(),
+            policies,
+            schedule,
+            dispatcher,
+            hub,
+        }));
+        Ok((state, first_run))
+    }
+}
+
+/// Opens the configured database and applies migrations.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let keyring = Arc::new(keyring(config)?);
+    open_store_with(config, keyring).await
+}
+
+async fn open_store_with(
+    config: &Config,
+    keyring: Arc<Keyring>,
+) -> Result<Arc<dyn Store>, StartError> {
+    let sqlite = config.sqlite_path();
+    let location = match config.database_url.expose() {
+        Some(url) => Location::Postgres(url),
+        None => {
+            create_private_dir(&config.data_dir)?;
+            Location::Sqlite(&sqlite)
+        }
+    };
+    Ok(store::connect(location, config.db_max_connections, keyring).await?)
+}
+
+/// The content encryption keys: configured, or (embedded default) generated once under
+/// `data_dir/encryption-keys`.
+fn keyring(config: &Config) -> Result<Keyring, StartError> {
+    if let Some(keys) = config.encryption_keys.expose() {
+        return Ok(Keyring::parse(keys)?);
+    }
+    let path = config.data_dir.join("encryption-keys");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return Ok(Keyring::parse(text.trim())?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(StartError::File { path, source }),
+    }
+    create_private_dir(&config.data_dir)?;
+    let entry = Keyring::generate_entry("local1");
+    write_private(&path, entry.as_bytes())?;
+    Ok(Keyring::parse(&entry)?)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then lets requests in flight
+/// finish for up to `shutdown_grace_seconds`.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+    let janitor = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                state.limits.shrink();
+            }
+        }
+    });
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_workers, workers_stopping) = tokio::sync::watch::channel(false);
+    let workers = state.config.worker_enabled.then(|| {
+        let stopping = workers_stopping.clone();
+        let dispatcher = tokio::spawn(state.dispatcher.clone().run(async move {
+            let mut stopping = stopping;
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }));
+        let reconciler = tokio::spawn(reconcile(state.clone()));
+        (dispatcher, reconciler)
+    });
+    let server = axum::serve(
+        listener,
+        crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let deadline = async move {
+        match stopping_rx.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(
+                message = "Requests still in flight after the shutdown grace period; stopping anyway.",
+                grace_seconds = grace.as_secs(),
+            );
+            Ok(())
+        }
+    };
+    janitor.abort();
+    if let Some((dispatcher, reconciler)) = workers {
+        reconciler.abort();
+        let _ = stop_workers.send(true);
+        if tokio::time::timeout(grace, dispatcher).await.is_err() {
+            tracing::warn!(
+                message = "Deliveries still in flight after the grace period; their leases will expire and another node will deliver them."
+            );
+        }
+    }
+    result
+}
+
+/// Every `reconcile_seconds`, puts any pending message the index lacks back into it (messages
+/// committed while Redis was down, for example).
+async fn reconcile(state: AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(state.config.reconcile_seconds));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if let Err(error) = state.dispatcher.rebuild().await {
+            tracing::warn!(message = "Schedule reconciliation failed; retrying later.", %error);
+        }
+    }
+}
+
+async fn first_run(
+    store: &dyn Store,
+    passwords: &Passwords,
+    config: &Config,
+    clock: &Clock,
+) -> Result<Option<FirstRun>, StartError> {
+    if !store.list_tenants().await?.is_empty() {
+        return Ok(None);
+    }
+    let now = clock.now_ms();
+    let tenant = match store.create_tenant("default", now).await {
+        Ok(tenant) => tenant,
+        // Another node starting at the same moment won the race.
+        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let (password, generated) = match config.admin_password.expose() {
+        Some(password) => (password.to_owned(), false),
+        None => (
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<15>()),
+            true,
+        ),
+    };
+    let admin = NewUser {
+        username: "admin".into(),
+        display_name: Some("Administrator".into()),
+        role: Role::Admin,
+        password_hash: passwords.hash(&password).await?,
+    };
+    match store.create_user(&tenant.id, admin, now).await {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    }
+    if !generated {
+        return Ok(Some(FirstRun {
+            password: None,
+            password_file: None,
+        }));
+    }
+    create_private_dir(&config.data_dir)?;
+    let file = config.data_dir.join("initial-admin-password");
+    write_private(&file, format!("{password}\n").as_bytes())?;
+    Ok(Some(FirstRun {
+        password: Some(password),
+        password_file: Some(file),
+    }))
+}
+
+/// The JWT secret of the embedded default: generated once, kept in `data_dir/jwt-secret`.
+fn generated_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().len() >= crate::config::MIN_JWT_SECRET_BYTES => {
+            return Ok(text.trim().as_bytes().to_vec());
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(StartError::File { path, source }),
+    }
+    create_private_dir(data_dir)?;
+    let secret = base64::engine::general_purpose::STANDARD.encode(random_bytes::<48>());
+    write_private(&path, secret.as_bytes())?;
+    Ok(secret.into_bytes())
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StartError> {
+    let io = |source| StartError::File {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner can read (mode 0600).
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), StartError> {
+    use std::io::Write;
+    let io = |source| StartError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(contents).map_err(io)
+}

@@ -1,0 +1,88 @@
+//! The `dms` command line: one module per command group. Like `main.rs`, this is a binary
+//! edge, so it reports errors with `anyhow`.
+
+mod admin;
+mod healthcheck;
+mod plugin;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// DMS: a delayed messaging server whose policies are sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "dms", version, about, long_about = None)]
+struct Cli {
+    /// A TOML configuration file (see config.default.toml for every setting); also
+    /// `DMS_CONFIG`.
+    #[arg(long, global = true, value_name = "FILE")]
+    config_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (with no configuration: SQLite under ./dms-data on 127.0.0.1:3000).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(admin::TenantCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Exit 0 when a DMS health endpoint answers 2xx (for container health checks).
+    Healthcheck(healthcheck::Args),
+    /// Write, check and try out policy plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = cli.config_file.as_deref();
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve::serve(config).await,
+            Command::Migrate => admin::migrate(config).await,
+            Command::Tenant(command) => admin::tenant(config, command).await,
+            Command::User(command) => admin::user(config, command).await,
+            Command::Healthcheck(args) => healthcheck::run(&args).await,
+            Command::Plugin(command) => plugin::run(command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: DMS and request logs at info).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,dms=info,tower_http=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

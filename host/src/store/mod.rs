@@ -1,0 +1,510 @@
+//! Storage: the database is the source of truth.
+//!
+//! [`Store`] is the seam with exactly two implementations: [`sqlite::SqliteStore`] (the
+//! embedded default, one file under `DATA_DIR`) and [`postgres::PostgresStore`] (scale-out).
+//! Both run the same SQL, written once in `sql.rs`; each backend module adds only how it
+//! connects, its migrations (`migrations/<backend>/`) and its transaction flavour.
+//!
+//! Every method that reads or writes tenant data takes the [`TenantId`] first, so no query can
+//! forget the tenant boundary. Times are Unix milliseconds, passed in by the caller (the
+//! server's clock), never taken from the database's own clock.
+
+pub mod crypto;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::domain::ids::{MessageId, SessionId, TenantId, UserId};
+use crate::domain::message::{Channel, Event, Message, Requested, Status};
+use crate::domain::user::{Role, Session, Tenant, User};
+use crypto::{CryptoError, Keyring};
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value (a tenant name, a username) is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database cannot be reached, or has no free connection in time.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database URL or file location is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A sealed value could not be opened (wrong key ring, or a value moved or altered).
+    #[error("cannot open the sealed content of {record}: {source}")]
+    Sealed {
+        /// The record.
+        record: String,
+        /// Why.
+        source: CryptoError,
+    },
+    /// Any other database error: a bug or a corrupted database, never the caller's input.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(database) if database.is_unique_violation() => {
+                Self::Conflict(database.message().to_owned())
+            }
+            _ => Self::Database(error),
+        }
+    }
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The login name.
+    pub username: String,
+    /// The free-form name.
+    pub display_name: Option<String>,
+    /// The role.
+    pub role: Role,
+    /// The argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// A session to create, with its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The user.
+    pub user_id: UserId,
+    /// SHA-256 of the first refresh token, hex.
+    pub refresh_hash: String,
+    /// Now.
+    pub now_ms: u64,
+    /// When the session ends unless refreshed.
+    pub expires_at_ms: u64,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// The client's address.
+    pub ip: Option<String>,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is now used, and `new_hash` is the session's current token.
+    Rotated {
+        /// The session, with its new expiry.
+        session: Box<Session>,
+        /// Its user.
+        user: Box<User>,
+    },
+    /// The token had been used before: someone replayed it, so the whole session is revoked.
+    Reused {
+        /// The revoked session.
+        session_id: SessionId,
+    },
+    /// No such token, or its session has ended.
+    Invalid,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// At most this many items.
+    pub limit: u32,
+    /// After skipping this many.
+    pub offset: u64,
+}
+
+/// How long an `Idempotency-Key` is remembered: 24 hours.
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3_600_000;
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Its id, chosen by the caller so plugins see it before it is stored.
+    pub id: MessageId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The sender.
+    pub sender_id: UserId,
+    /// The recipient.
+    pub recipient_id: UserId,
+    /// The channel.
+    pub channel: Channel,
+    /// The content, sealed before it is written.
+    pub content: Vec<u8>,
+    /// Its media type.
+    pub content_type: String,
+    /// Metadata (stored in plaintext: do not put secrets there).
+    pub metadata: BTreeMap<String, String>,
+    /// What the sender asked for.
+    pub requested: Requested,
+    /// The planned delivery time.
+    pub deliver_at_ms: u64,
+    /// Now.
+    pub created_at_ms: u64,
+}
+
+/// An `Idempotency-Key` and the response to replay for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The user who sent the key (keys are per user).
+    pub user_id: UserId,
+    /// The key.
+    pub key: String,
+    /// SHA-256 of the request body.
+    pub request_hash: String,
+    /// The response body to replay.
+    pub response: String,
+}
+
+/// Which messages a listing shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mailbox {
+    /// Sent by this user.
+    Sent(UserId),
+    /// Delivered to this user.
+    Received(UserId),
+    /// Every message of the tenant (admins).
+    All,
+}
+
+/// A listing of messages, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageQuery {
+    /// Whose messages.
+    pub mailbox: Mailbox,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// At most this many.
+    pub limit: u32,
+    /// After skipping this many (offset form).
+    pub offset: u64,
+    /// Only messages older than this one (cursor form).
+    pub before: Option<MessageId>,
+}
+
+/// A status change requested by a person (cancel, reschedule, deliver now, read, replay).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The statuses it applies from; always a subset of what the transition table allows.
+    pub from: Vec<Status>,
+    /// The new status.
+    pub to: Status,
+    /// A new due time.
+    pub deliver_at_ms: Option<u64>,
+    /// Start counting attempts again (replay).
+    pub reset_attempts: bool,
+    /// History entries to record with it.
+    pub events: Vec<Event>,
+}
+
+impl Change {
+    /// A change to `to` from those of `from` that the transition table allows.
+    pub fn new(from: &[Status], to: Status) -> Self {
+        let allowed: Vec<Status> = from
+            .iter()
+            .copied()
+            .filter(|status| status.can_transition_to(to))
+            .collect();
+        debug_assert_eq!(allowed.len(), from.len(), "a transition the table forbids");
+        Self {
+            from: allowed,
+            to,
+            deliver_at_ms: None,
+            reset_attempts: false,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// How a delivery attempt ended, committed under the lease token that started it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The message.
+    pub id: MessageId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The lease token of the claim.
+    pub token: String,
+    /// `Delivered`, `Retrying` or `Dead`.
+    pub status: Status,
+    /// The retry time, for `Retrying`.
+    pub deliver_at_ms: Option<u64>,
+    /// The attempt's error, if it failed.
+    pub error: Option<String>,
+    /// History entries to record with it.
+    pub events: Vec<Event>,
+}
+
+/// A user's webhook endpoint, secrets opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Where to POST.
+    pub url: String,
+    /// Secrets to sign with, newest first (expired ones left out).
+    pub secrets: Vec<String>,
+    /// When it was created.
+    pub created_at_ms: u64,
+    /// Why it is disabled, if it is.
+    pub disabled: Option<String>,
+}
+
+/// The storage operations of the server.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is: `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// A trivial query, to check the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a tenant. [`StoreError::Conflict`] when the name is taken.
+    async fn create_tenant(&self, name: &str, now_ms: u64) -> Result<Tenant, StoreError>;
+
+    /// A tenant by name.
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError>;
+
+    /// Every tenant, by name.
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+
+    /// Creates a user. [`StoreError::Conflict`] when the username is taken.
+    async fn create_user(
+        &self,
+        tenant: &TenantId,
+        user: NewUser,
+        now_ms: u64,
+    ) -> Result<User, StoreError>;
+
+    /// A live user of the tenant.
+    async fn user(&self, tenant: &TenantId, id: &UserId) -> Result<Option<User>, StoreError>;
+
+    /// A live user and their password hash, by username (usernames are unique on the server).
+    async fn credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError>;
+
+    /// A page of the tenant's live users, oldest first, and how many there are in all.
+    async fn list_users(
+        &self,
+        tenant: &TenantId,
+        page: Page,
+    ) -> Result<(Vec<User>, u64), StoreError>;
+
+    /// Deletes a user and revokes their sessions, in one transaction. False when there is no
+    /// such live user in the tenant.
+    async fn delete_user(
+        &self,
+        tenant: &TenantId,
+        id: &UserId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets a user's password hash and revokes their sessions except `keep`, in one
+    /// transaction. False when there is no such live user in the tenant.
+    async fn set_password(
+        &self,
+        tenant: &TenantId,
+        id: &UserId,
+        password_hash: &str,
+        keep: Option<&SessionId>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Starts a session with its first refresh token.
+    async fn create_session(&self, session: NewSession) -> Result<Session, StoreError>;
+
+    /// Presents a refresh token: rotates it, or detects its reuse. Atomic: of two concurrent
+    /// presentations of the same token exactly one rotates it.
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<Rotation, StoreError>;
+
+    /// The user behind an access token, if its session is still live (not revoked, not
+    /// expired, user not deleted).
+    async fn authenticate(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        session: &SessionId,
+        now_ms: u64,
+    ) -> Result<Option<User>, StoreError>;
+
+    /// The user's live sessions, newest first.
+    async fn list_sessions(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now_ms: u64,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    /// Revokes one of the user's sessions. False when it is not theirs or already ended.
+    async fn revoke_session(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        session: &SessionId,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores a new message (status `scheduled`) with its first history entries and, when
+    /// given, its idempotency key, in one transaction. [`StoreError::Conflict`] when the key
+    /// exists already (a concurrent request with the same key won).
+    async fn insert_message(
+        &self,
+        message: NewMessage,
+        events: Vec<Event>,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Message, StoreError>;
+
+    /// The stored request hash and response of an idempotency key newer than `since_ms`.
+    async fn idempotency(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        key: &str,
+        since_ms: u64,
+    ) -> Result<Option<(String, String)>, StoreError>;
+
+    /// A message of the tenant.
+    async fn message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> Result<Option<Message>, StoreError>;
+
+    /// Messages of the tenant, newest first.
+    async fn list_messages(
+        &self,
+        tenant: &TenantId,
+        query: &MessageQuery,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// A message's history, oldest first.
+    async fn message_events(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Applies a requested status change if the message is in a status it is allowed from;
+    /// `None` when it is not (or does not exist).
+    async fn transition(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+        change: &Change,
+        now_ms: u64,
+    ) -> Result<Option<Message>, StoreError>;
+
+    /// Deletes a message that is in `status`. False when there is none.
+    async fn delete_message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+        status: Status,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks claimed messages `delivering` under a lease (those still pending, or whose
+    /// previous lease expired) and returns them. Ids no longer deliverable (cancelled,
+    /// delivered, leased by a live claim) are left out.
+    async fn begin_deliveries(
+        &self,
+        ids: &[MessageId],
+        token: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// Commits an attempt's outcome if the message is still `delivering` under `token`. False
+    /// means a newer claim took over (the lease expired): the stale result is refused.
+    async fn finish_delivery(&self, outcome: &Outcome, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// A page of the messages the schedule index must hold, by id: pending ones with their due
+    /// time, and leased ones with their lease expiry.
+    async fn pending(
+        &self,
+        after: Option<&MessageId>,
+        limit: u32,
+    ) -> Result<Vec<(MessageId, u64)>, StoreError>;
+
+    /// Sets a user's webhook endpoint with one new secret, replacing any previous endpoint.
+    async fn set_webhook(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        url: &str,
+        secret: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Adds a secret to a user's webhook; the others expire at `retire_at_ms`. False when the
+    /// user has no webhook.
+    async fn add_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        secret: &str,
+        now_ms: u64,
+        retire_at_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a user's webhook. False when there was none.
+    async fn delete_webhook(&self, tenant: &TenantId, user: &UserId) -> Result<bool, StoreError>;
+
+    /// A user's webhook, with its secrets valid at `now_ms`.
+    async fn webhook(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now_ms: u64,
+    ) -> Result<Option<Webhook>, StoreError>;
+
+    /// Disables a user's webhook (for example after a 410 Gone).
+    async fn disable_webhook(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+}
+
+/// Which database to use.
+#[derive(Debug, Clone)]
+pub enum Location<'a> {
+    /// A SQLite file (created if missing).
+    Sqlite(&'a Path),
+    /// A PostgreSQL URL.
+    Postgres(&'a str),
+}
+
+/// Connects to the database and applies pending migrations. `keyring` seals and opens
+/// message content and webhook secrets.
+pub async fn connect(
+    location: Location<'_>,
+    max_connections: u32,
+    keyring: Arc<Keyring>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => {
+            Arc::new(sqlite::SqliteStore::connect(path, max_connections, keyring).await?)
+        }
+        Location::Postgres(url) => {
+            Arc::new(postgres::PostgresStore::connect(url, max_connections, keyring).await?)
+        }
+    })
+}

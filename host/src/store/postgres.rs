@@ -1,0 +1,61 @@
+//! Scale-out storage: PostgreSQL, shared by any number of `dms serve` nodes.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use std::sync::Arc;
+
+use super::crypto::Keyring;
+use super::sql::{self, CountRow, CredentialsRow, IdRow, SessionRow, TenantRow, UserRow};
+use super::{
+    Change, Idempotency, Mailbox, MessageQuery, NewMessage, NewSession, NewUser, Outcome, Page,
+    Rotation, StoreError, Webhook,
+};
+use crate::domain::ids::{MessageId, SessionId, TenantId, UserId};
+use crate::domain::message::{Event, Message, Status};
+use crate::domain::user::{Session, Tenant, User};
+
+type Db = sqlx::Postgres;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    /// Reads.
+    pool: sqlx::Pool<Db>,
+    /// Writes: the same pool (PostgreSQL takes concurrent writers in its stride).
+    writer: sqlx::Pool<Db>,
+    keyring: Arc<Keyring>,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and migrates the database. Concurrent starts of several nodes are
+    /// safe: sqlx serializes migrations with an advisory lock.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        keyring: Arc<Keyring>,
+    ) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|error| StoreError::Config(format!("invalid DATABASE_URL: {error}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|error| {
+                StoreError::Unavailable(format!("cannot connect to PostgreSQL: {error}"))
+            })?;
+        MIGRATIONS.run(&pool).await?;
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+            keyring,
+        })
+    }
+}
+
+sql::impl_store!(PostgresStore, "postgres");

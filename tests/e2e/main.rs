@@ -1,0 +1,17 @@
+//! The end-to-end suite: one test binary, one module per feature. Tests use real Wasm
+//! components, real HTTP receivers on loopback and the real `dms` binary.
+
+mod harness;
+
+mod api_conventions;
+mod auth;
+mod config_docs;
+mod faults;
+mod messages;
+mod plugin_cli;
+mod redis_limits;
+mod sandbox_defaults;
+mod sandbox_hostile;
+mod server_binary;
+mod users;
+mod webhook_signature;
