@@ -1,0 +1,412 @@
+//! The dispatcher: claims due messages from the schedule, delivers each through its channel,
+//! and commits the outcome.
+//!
+//! One delivery, as explicit states:
+//!
+//! ```text
+//! claimed (schedule lease + token)
+//!   └─► delivering   (database: conditional update from scheduled/retrying, or an expired lease)
+//!         └─► attempted (channel plugin)
+//!               ├─► delivered
+//!               ├─► retrying at T   (delay policy: retry)
+//!               └─► dead            (delay policy gave up, or a permanent failure)
+//! ```
+//!
+//! The commit is the database update conditional on the claim's lease token: a node that was
+//! paused past its lease finds its token replaced and its commit refused, so no message is ever
+//! marked delivered twice. Delivery itself is at least once: a node that dies after the
+//! channel delivered and before the commit leaves the message to be delivered again when its
+//! lease expires; receivers de-duplicate on the message id.
+//!
+//! [`Dispatcher::dispatch_once`] does one claim-and-deliver round and is what tests drive;
+//! [`Dispatcher::run`] is the loop the server runs, waking exactly when the next message is
+//! due.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::clock::Clock;
+use crate::domain::message::{Channel, Event, Message, Status};
+use crate::policies::{Attempted, Policies, Retry};
+use crate::sandbox;
+use crate::schedule::{self, Schedule, ScheduleError};
+use crate::store::{Outcome, Store, StoreError};
+
+/// Why a dispatch round failed (the round is retried; no message is lost).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The schedule index failed.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// Rebuilding the index failed.
+    #[error(transparent)]
+    Rebuild(#[from] schedule::RebuildError),
+}
+
+/// What a round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Ids claimed from the schedule.
+    pub claimed: usize,
+    /// Messages delivered.
+    pub delivered: usize,
+    /// Messages scheduled for a retry.
+    pub retried: usize,
+    /// Messages dead-lettered.
+    pub dead: usize,
+    /// Claimed ids that were no longer deliverable (cancelled, already done).
+    pub skipped: usize,
+    /// Outcomes refused because a newer claim took the message over.
+    pub stale: usize,
+}
+
+impl Report {
+    fn add(&mut self, other: Report) {
+        self.claimed += other.claimed;
+        self.delivered += other.delivered;
+        self.retried += other.retried;
+        self.dead += other.dead;
+        self.skipped += other.skipped;
+        self.stale += other.stale;
+    }
+}
+
+/// Settings of the dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Deliveries in flight at once on this node.
+    pub concurrency: usize,
+    /// How long a claim holds a message before another node may take it over. Longer than
+    /// the channel deadline, so a live node never loses a lease mid-delivery.
+    pub lease: Duration,
+    /// The longest the loop sleeps without looking at the schedule: a safety net for wake-ups
+    /// missed across nodes (Redis), not the way messages are found.
+    pub max_idle: Duration,
+}
+
+/// The dispatcher of one node.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    schedule: Arc<dyn Schedule>,
+    policies: Policies,
+    clock: Clock,
+    settings: Settings,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Done {
+    Delivered,
+    Retried,
+    Dead,
+    Stale,
+}
+
+impl Dispatcher {
+    /// A dispatcher over these parts.
+    pub fn new(
+        store: Arc<dyn Store>,
+        schedule: Arc<dyn Schedule>,
+        policies: Policies,
+        clock: Clock,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            store,
+            schedule,
+            policies,
+            clock,
+            settings,
+        }
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Claims up to `max` due messages and marks them `delivering`. Claimed ids that are no
+    /// longer deliverable are dropped from the schedule.
+    async fn claim(&self, max: usize) -> Result<(String, Vec<Message>, usize), DispatchError> {
+        let token = ulid::Ulid::from(uuid::Uuid::now_v7().as_u128()).to_string();
+        let now = self.clock.now_ms();
+        let ids = self
+            .schedule
+            .claim(now, max, self.lease_ms(), &token)
+            .await?;
+        if ids.is_empty() {
+            return Ok((token, Vec::new(), 0));
+        }
+        let messages = self
+            .store
+            .begin_deliveries(&ids, &token, now, now + self.lease_ms())
+            .await?;
+        let mut skipped = 0;
+        for id in &ids {
+            if !messages.iter().any(|message| &message.id == id) {
+                skipped += 1;
+                self.schedule.release(id, &token, None).await?;
+            }
+        }
+        Ok((token, messages, skipped))
+    }
+
+    /// One round: claims what is due (up to the free delivery slots), delivers it, and waits
+    /// for every delivery of the round to be committed.
+    pub async fn dispatch_once(&self) -> Result<Report, DispatchError> {
+        if !self.schedule.intact().await? {
+            self.rebuild().await?;
+        }
+        let free = self.permits.available_permits();
+        let (token, messages, skipped) = self.claim(free).await?;
+        let mut report = Report {
+            claimed: messages.len() + skipped,
+            skipped,
+            ..Report::default()
+        };
+        let deliveries = messages
+            .into_iter()
+            .map(|message| self.deliver(message, &token));
+        for done in futures_util::future::join_all(deliveries).await {
+            match done? {
+                Done::Delivered => report.delivered += 1,
+                Done::Retried => report.retried += 1,
+                Done::Dead => report.dead += 1,
+                Done::Stale => report.stale += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Rounds until nothing is due now.
+    pub async fn dispatch_until_idle(&self) -> Result<Report, DispatchError> {
+        let mut total = Report::default();
+        loop {
+            let round = self.dispatch_once().await?;
+            total.add(round);
+            if round.claimed == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Puts every pending message of the database into the schedule.
+    pub async fn rebuild(&self) -> Result<u64, DispatchError> {
+        let count = schedule::rebuild(self.store.as_ref(), self.schedule.as_ref()).await?;
+        tracing::info!(
+            message = "Schedule index rebuilt from the database.",
+            entries = count
+        );
+        Ok(count)
+    }
+
+    /// Delivers one claimed message and commits the outcome.
+    async fn deliver(&self, message: Message, token: &str) -> Result<Done, DispatchError> {
+        let (attempted, mut events, gone) = match self.address(&message).await? {
+            Ok(address) => self.policies.deliver(&message, &address).await,
+            Err(reason) => (
+                Attempted::Permanent(reason.clone()),
+                vec![Event::host_decision(
+                    self.clock.now_ms(),
+                    Some(message.attempts),
+                    reason,
+                )],
+                false,
+            ),
+        };
+        let (status, retry_at, error) = match attempted {
+            Attempted::Delivered => (Status::Delivered, None, None),
+            Attempted::Permanent(reason) => (Status::Dead, None, Some(reason)),
+            Attempted::Failed {
+                reason,
+                retry_after_ms,
+            } => {
+                let (decision, decided) = self
+                    .policies
+                    .retry(&message, message.attempts, &reason, retry_after_ms)
+                    .await;
+                events.extend(decided);
+                match decision {
+                    Retry::At(at) => (Status::Retrying, Some(at), Some(reason)),
+                    Retry::GiveUp(why) => (Status::Dead, None, Some(why)),
+                }
+            }
+        };
+        let now = self.clock.now_ms();
+        let result = match (&status, &error) {
+            (Status::Delivered, _) => "delivered".to_owned(),
+            (_, Some(error)) => error.clone(),
+            _ => status.to_string(),
+        };
+        events.push(Event::transition(
+            now,
+            Some(Status::Delivering),
+            status,
+            result,
+        ));
+        let outcome = Outcome {
+            id: message.id.clone(),
+            tenant_id: message.tenant_id.clone(),
+            token: token.to_owned(),
+            status,
+            deliver_at_ms: retry_at,
+            error,
+            events,
+        };
+        if !self.store.finish_delivery(&outcome, now).await? {
+            tracing::warn!(
+                message = "Delivery outcome refused: a newer claim holds the message (its lease had expired).",
+                message_id = %message.id,
+                tenant_id = %message.tenant_id,
+            );
+            return Ok(Done::Stale);
+        }
+        if let Err(error) = self.schedule.release(&message.id, token, retry_at).await {
+            // The database has the outcome; the reconciler puts the index right.
+            tracing::warn!(message = "Could not update the schedule index.", message_id = %message.id, %error);
+        }
+        if gone {
+            self.store
+                .disable_webhook(
+                    &message.tenant_id,
+                    &message.recipient_id,
+                    "the endpoint answered 410 Gone",
+                    now,
+                )
+                .await?;
+            tracing::info!(
+                message = "Webhook disabled: the endpoint answered 410 Gone.",
+                user_id = %message.recipient_id,
+                tenant_id = %message.tenant_id,
+            );
+        }
+        Ok(match status {
+            Status::Delivered => Done::Delivered,
+            Status::Retrying => Done::Retried,
+            _ => Done::Dead,
+        })
+    }
+
+    /// Where the message goes, or why it cannot go anywhere.
+    async fn address(
+        &self,
+        message: &Message,
+    ) -> Result<Result<sandbox::Address, String>, DispatchError> {
+        let mut address = sandbox::Address {
+            recipient_id: message.recipient_id.to_string(),
+            url: None,
+            signing_secrets: Vec::new(),
+        };
+        if message.channel == Channel::Webhook {
+            let webhook = self
+                .store
+                .webhook(
+                    &message.tenant_id,
+                    &message.recipient_id,
+                    self.clock.now_ms(),
+                )
+                .await?;
+            if let Some(webhook) = webhook {
+                if let Some(reason) = webhook.disabled {
+                    return Ok(Err(format!(
+                        "the recipient's webhook is disabled ({reason}); they can set it again with PUT /users/me/webhook"
+                    )));
+                }
+                address.url = Some(webhook.url);
+                address.signing_secrets = webhook.secrets;
+            }
+        }
+        Ok(Ok(address))
+    }
+
+    /// The loop the server runs until `shutdown` resolves: claims as slots free up, and
+    /// otherwise sleeps until the next due time or an addition.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let outcome = tokio::select! {
+                () = &mut shutdown => break,
+                outcome = self.clone().round() => outcome,
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(message = "Dispatch round failed; retrying shortly.", %error);
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        // Let deliveries in flight commit before returning.
+        let _ = self
+            .permits
+            .acquire_many(self.settings.concurrency.max(1) as u32)
+            .await;
+    }
+
+    /// Claims and spawns deliveries, or waits until something may be due.
+    async fn round(self: Arc<Self>) -> Result<(), DispatchError> {
+        if !self.schedule.intact().await? {
+            self.rebuild().await?;
+        }
+        // Wait for a free slot first.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let free = self.permits.available_permits() + 1;
+        let (token, messages, _) = self.claim(free).await?;
+        if messages.is_empty() {
+            drop(permit);
+            let now = self.clock.now_ms();
+            let wait = match self.schedule.next_due().await? {
+                Some(due) if due <= now => return Ok(()),
+                Some(due) => Duration::from_millis(due - now).min(self.settings.max_idle),
+                None => self.settings.max_idle,
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.schedule.changed() => {}
+            }
+            return Ok(());
+        }
+        let mut permit = Some(permit);
+        for message in messages {
+            let permit = match permit.take() {
+                Some(permit) => permit,
+                None => self
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed"),
+            };
+            let (dispatcher, token) = (self.clone(), token.clone());
+            tokio::spawn(async move {
+                let id = message.id.clone();
+                if let Err(error) = dispatcher.deliver(message, &token).await {
+                    tracing::warn!(
+                        message = "Delivery could not be committed; the lease will expire and the message be delivered again.",
+                        message_id = %id,
+                        %error,
+                    );
+                }
+                drop(permit);
+            });
+        }
+        Ok(())
+    }
+}

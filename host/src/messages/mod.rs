@@ -1,0 +1,47 @@
+//! The message use cases, over the store, the schedule and the tenant's policies:
+//! - `submit`: validate → plan → store (the commit point) → index;
+//! - `manage`: cancel, reschedule, deliver now, mark read, and who may see a message;
+//! - `dead_letters`: list, replay (one or paced in bulk), delete;
+//! - `endpoint`: the recipient's webhook endpoint and its signing secrets;
+//! - `view`: messages as the API shows them.
+
+pub mod dead_letters;
+pub mod endpoint;
+pub mod manage;
+pub mod submit;
+pub mod view;
+
+use crate::domain::message::Status;
+use crate::policies::Rejection;
+use crate::store::StoreError;
+
+/// Why a message operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such message visible to the caller.
+    #[error("there is no such message in your tenant")]
+    NotFound,
+    /// The caller sees the message but may not do this to it.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A field of the request is unusable.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// A JSON pointer to the field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A policy plugin refused the message.
+    #[error("{}", .0.reason)]
+    Rejected(Rejection),
+    /// The message is past the point where this is possible.
+    #[error("the message is {0}; it can no longer be changed this way")]
+    NotPending(Status),
+    /// The same `Idempotency-Key` came with a different body.
+    #[error("this Idempotency-Key was used with a different request body in the last 24 hours")]
+    IdempotencyMismatch,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
