@@ -20,7 +20,9 @@
 //!
 //! [`Dispatcher::dispatch_once`] does one claim-and-deliver round and is what tests drive;
 //! [`Dispatcher::run`] is the loop the server runs, waking exactly when the next message is
-//! due.
+//! due. Outcomes are committed in groups ([`commit`]).
+
+mod commit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +99,7 @@ pub struct Dispatcher {
     clock: Clock,
     settings: Settings,
     permits: Arc<Semaphore>,
+    committer: commit::Committer,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -115,7 +118,7 @@ enum Done {
 }
 
 impl Dispatcher {
-    /// A dispatcher over these parts.
+    /// A dispatcher over these parts. Starts its committer task on the current runtime.
     pub fn new(
         store: Arc<dyn Store>,
         schedule: Arc<dyn Schedule>,
@@ -125,6 +128,7 @@ impl Dispatcher {
     ) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            committer: commit::Committer::start(store.clone()),
             store,
             schedule,
             policies,
@@ -264,8 +268,9 @@ impl Dispatcher {
             deliver_at_ms: retry_at,
             error,
             events,
+            at_ms: now,
         };
-        if !self.store.finish_delivery(&outcome, now).await? {
+        if !self.committer.commit(outcome).await? {
             tracing::warn!(
                 message = "Delivery outcome refused: a newer claim holds the message (its lease had expired).",
                 message_id = %message.id,

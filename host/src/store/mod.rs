@@ -245,6 +245,8 @@ pub struct Outcome {
     pub error: Option<String>,
     /// History entries to record with it.
     pub events: Vec<Event>,
+    /// When the attempt ended (Unix ms).
+    pub at_ms: u64,
 }
 
 /// A user's webhook endpoint, secrets opened.
@@ -429,9 +431,14 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: u64,
     ) -> Result<Vec<Message>, StoreError>;
 
-    /// Commits an attempt's outcome if the message is still `delivering` under `token`. False
-    /// means a newer claim took over (the lease expired): the stale result is refused.
-    async fn finish_delivery(&self, outcome: &Outcome, now_ms: u64) -> Result<bool, StoreError>;
+    /// How many write transactions the backend runs at once (its writer connections).
+    fn writers(&self) -> usize;
+
+    /// Commits attempts' outcomes in one transaction (a group commit), each only if its
+    /// message is still `delivering` under its token. The answer has one entry per outcome,
+    /// in order: false means a newer claim took over (the lease expired) and that stale
+    /// result was refused. An error commits none of them.
+    async fn finish_deliveries(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError>;
 
     /// A page of the messages the schedule index must hold, by id: pending ones with their due
     /// time, and leased ones with their lease expiry.

@@ -26,7 +26,8 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postg
 pub struct PostgresStore {
     /// Reads.
     pool: sqlx::Pool<Db>,
-    /// Writes: the same pool (PostgreSQL takes concurrent writers in its stride).
+    /// Writes, on connections of their own: a burst of reads (one webhook lookup per
+    /// delivery) queued on a shared pool would hold commits back past their leases.
     writer: sqlx::Pool<Db>,
     keyring: Arc<Keyring>,
 }
@@ -41,18 +42,23 @@ impl PostgresStore {
     ) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|error| StoreError::Config(format!("invalid DATABASE_URL: {error}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+        // DB_MAX_CONNECTIONS in all: half for reads, half for writes (at least one each).
+        let open = |size: u32| {
+            PgPoolOptions::new()
+                .max_connections(size.max(1))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options.clone())
+        };
+        let unavailable =
+            |error| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {error}"));
+        let pool = open(max_connections / 2).await.map_err(unavailable)?;
+        let writer = open(max_connections - max_connections / 2)
             .await
-            .map_err(|error| {
-                StoreError::Unavailable(format!("cannot connect to PostgreSQL: {error}"))
-            })?;
-        MIGRATIONS.run(&pool).await?;
+            .map_err(unavailable)?;
+        MIGRATIONS.run(&writer).await?;
         Ok(Self {
-            writer: pool.clone(),
             pool,
+            writer,
             keyring,
         })
     }

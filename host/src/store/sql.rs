@@ -397,11 +397,17 @@ pub(super) const MESSAGE_EVENTS: &str = "SELECT e.at_ms, e.kind, e.from_status, 
      WHERE m.tenant_id = $1 AND e.message_id = $2 ORDER BY e.id";
 pub(super) const DELETE_MESSAGE: &str =
     "DELETE FROM messages WHERE tenant_id = $1 AND id = $2 AND status = $3";
-pub(super) const FINISH_DELIVERY: &str = "UPDATE messages SET previous_status = status, status = $4, \
-     deliver_at_ms = COALESCE($5, deliver_at_ms), last_error = COALESCE($6, last_error), \
-     delivered_at_ms = CASE WHEN $4 = 'delivered' THEN $7 ELSE delivered_at_ms END, \
-     lease_token = NULL, lease_until_ms = NULL, updated_at_ms = $7 \
-     WHERE id = $1 AND tenant_id = $2 AND lease_token = $3 AND status = 'delivering'";
+pub(super) const FINISH_DELIVERIES_HEAD: &str = "UPDATE messages SET previous_status = messages.status, \
+     status = v.column4, deliver_at_ms = COALESCE(v.column5, messages.deliver_at_ms), \
+     last_error = COALESCE(v.column6, messages.last_error), \
+     delivered_at_ms = CASE WHEN v.column4 = 'delivered' THEN v.column7 ELSE messages.delivered_at_ms END, \
+     lease_token = NULL, lease_until_ms = NULL, updated_at_ms = v.column7 FROM (";
+pub(super) const FINISH_DELIVERIES_TAIL: &str = ") AS v WHERE messages.id = v.column1 \
+     AND messages.tenant_id = v.column2 AND messages.lease_token = v.column3 \
+     AND messages.status = 'delivering' RETURNING messages.id";
+pub(super) const INSERT_EVENTS_HEAD: &str = "INSERT INTO message_events \
+     (message_id, at_ms, kind, from_status, to_status, attempt, result, duration_ms, plugin_name, \
+     plugin_digest) ";
 pub(super) const PENDING: &str = "SELECT id, status, deliver_at_ms, lease_until_ms FROM messages \
      WHERE status IN ('scheduled', 'retrying', 'delivering') AND ($1 IS NULL OR id > $1) \
      ORDER BY id LIMIT $2";
@@ -980,25 +986,73 @@ macro_rules! impl_store {
                 Ok(messages)
             }
 
-            async fn finish_delivery(&self, outcome: &Outcome, now_ms: u64) -> Result<bool, StoreError> {
+            fn writers(&self) -> usize {
+                self.writer.options().get_max_connections() as usize
+            }
+
+            async fn finish_deliveries(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError> {
+                if outcomes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // One UPDATE for the whole group, joined to its outcomes by a VALUES list
+                // (columns column1…column7 on both backends), and one INSERT for their events.
+                let mut update = sqlx::QueryBuilder::<Db>::new(sql::FINISH_DELIVERIES_HEAD);
+                update.push_values(outcomes, |mut row, outcome| {
+                    row.push("CAST(")
+                        .push_bind_unseparated(&outcome.id)
+                        .push_unseparated(" AS TEXT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(&outcome.tenant_id)
+                        .push_unseparated(" AS TEXT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(&outcome.token)
+                        .push_unseparated(" AS TEXT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(outcome.status.as_str())
+                        .push_unseparated(" AS TEXT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(outcome.deliver_at_ms.map(sql::ms))
+                        .push_unseparated(" AS BIGINT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(&outcome.error)
+                        .push_unseparated(" AS TEXT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(sql::ms(outcome.at_ms))
+                        .push_unseparated(" AS BIGINT)");
+                });
+                update.push(sql::FINISH_DELIVERIES_TAIL);
                 let mut tx = self.writer.begin().await?;
-                let updated = sqlx::query::<Db>(sql::FINISH_DELIVERY)
-                    .bind(&outcome.id)
-                    .bind(&outcome.tenant_id)
-                    .bind(&outcome.token)
-                    .bind(outcome.status.as_str())
-                    .bind(outcome.deliver_at_ms.map(sql::ms))
-                    .bind(&outcome.error)
-                    .bind(sql::ms(now_ms))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    == 1;
-                if updated {
-                    record_events(&mut tx, &outcome.id, &outcome.events).await?;
+                let updated: Vec<MessageId> =
+                    update.build_query_scalar().fetch_all(&mut *tx).await?;
+                let committed: Vec<bool> = outcomes
+                    .iter()
+                    .map(|outcome| updated.contains(&outcome.id))
+                    .collect();
+                let events: Vec<(&MessageId, &Event)> = outcomes
+                    .iter()
+                    .zip(&committed)
+                    .filter(|(_, committed)| **committed)
+                    .flat_map(|(outcome, _)| outcome.events.iter().map(|event| (&outcome.id, event)))
+                    .collect();
+                // Bounded well under both backends' bind-parameter limits.
+                for chunk in events.chunks(1000) {
+                    let mut insert = sqlx::QueryBuilder::<Db>::new(sql::INSERT_EVENTS_HEAD);
+                    insert.push_values(chunk, |mut row, (id, event)| {
+                        row.push_bind(*id)
+                            .push_bind(sql::ms(event.at_ms))
+                            .push_bind(event.kind.as_str())
+                            .push_bind(event.from.map(Status::as_str))
+                            .push_bind(event.to.map(Status::as_str))
+                            .push_bind(event.attempt.map(i64::from))
+                            .push_bind(&event.result)
+                            .push_bind(event.duration_ms.map(sql::ms))
+                            .push_bind(event.plugin.as_ref().map(|plugin| plugin.name.as_str()))
+                            .push_bind(event.plugin.as_ref().map(|plugin| plugin.digest.as_str()));
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok(updated)
+                Ok(committed)
             }
 
             async fn pending(
