@@ -78,6 +78,11 @@ struct Delivery {
     /// The server's Redis (memory).
     #[arg(long)]
     redis_url: Option<String>,
+    /// Lateness: submit every message first, as fast as the server takes them, with due times
+    /// at a steady --rate starting this long after the start (for a due rate above the
+    /// submit rate). Without it, production runs at --rate with 5–10 s delays.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    preload: Option<Duration>,
 }
 
 /// Latencies of one run, and errors.
@@ -351,18 +356,35 @@ async fn lateness(delivery: &Delivery) -> anyhow::Result<Value> {
     let start = now_ms() + 1_000;
     let interval_us = 1_000_000 / delivery.rate.max(1);
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let plan: Vec<(u64, u64)> = (0..delivery.count)
-        .map(|n| {
-            let send_at = start + n * interval_us / 1000;
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (send_at, send_at + 5_000 + seed % 5_001)
-        })
-        .collect();
-    let produced_until = plan.last().map_or(start, |(send_at, _)| *send_at);
+    let plan: Vec<(u64, u64)> = match delivery.preload {
+        // Everything submitted now; due times steady at --rate from start + preload.
+        Some(lead) => {
+            let first_due = start + lead.as_millis() as u64;
+            (0..delivery.count)
+                .map(|n| (0, first_due + n * interval_us / 1000))
+                .collect()
+        }
+        None => (0..delivery.count)
+            .map(|n| {
+                let send_at = start + n * interval_us / 1000;
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (send_at, send_at + 5_000 + seed % 5_001)
+            })
+            .collect(),
+    };
+    let first_due = plan.iter().map(|(_, due)| *due).min().unwrap_or(start);
+    // "Steady": due while more messages kept coming due (production, or the preloaded series).
+    let produced_until = match delivery.preload {
+        Some(_) => plan.last().map_or(start, |(_, due)| *due),
+        None => plan.last().map_or(start, |(send_at, _)| *send_at),
+    };
     let errors = produce(&client, common, &token, &recipient, plan).await?;
-    let produce_ms = now_ms() - start;
+    let produce_ms = now_ms() - (start - 1_000);
+    if delivery.preload.is_some() && now_ms() >= first_due {
+        bail!("submitting took longer than --preload; raise it or lower --count");
+    }
     db.wait_delivered(
         &recipient,
         (delivery.count - errors) as i64,
@@ -386,6 +408,7 @@ async fn lateness(delivery: &Delivery) -> anyhow::Result<Value> {
         "rate": delivery.rate,
         "messages": delivery.count,
         "submit_errors": errors,
+        "preload": delivery.preload.map(|lead| lead.as_secs()),
         "produce_seconds": produce_ms as f64 / 1000.0,
         "delivered_per_second": (rows.len() as f64 / ((last_at - first_due).max(1) as f64 / 1000.0)).round(),
         "lateness_ms_all": late(&|_| true),
