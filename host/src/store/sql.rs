@@ -377,9 +377,6 @@ pub(super) const INSERT_MESSAGE: &str = concat!(
      RETURNING ",
     message_columns!()
 );
-pub(super) const INSERT_EVENT: &str = "INSERT INTO message_events \
-     (message_id, at_ms, kind, from_status, to_status, attempt, result, duration_ms, plugin_name, \
-     plugin_digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 pub(super) const DELETE_EXPIRED_IDEMPOTENCY: &str = "DELETE FROM idempotency_keys \
      WHERE tenant_id = $1 AND user_id = $2 AND key = $3 AND created_at_ms < $4";
 pub(super) const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency_keys \
@@ -970,18 +967,20 @@ macro_rules! impl_store {
                 let mut tx = self.writer.begin().await?;
                 let rows = sql.build_query_as::<sql::MessageRow>().fetch_all(&mut *tx).await?;
                 let mut messages = Vec::with_capacity(rows.len());
+                let mut events = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let id = row.id.clone();
                     let (message, previous) = row.open(&self.keyring)?;
                     let reason = if previous == Some(Status::Delivering) {
                         "claimed again: the previous lease expired"
                     } else {
                         "claimed"
                     };
-                    let event = Event::transition(now_ms, previous, Status::Delivering, reason);
-                    record_events(&mut tx, &id, std::slice::from_ref(&event)).await?;
+                    events.push(Event::transition(now_ms, previous, Status::Delivering, reason));
                     messages.push(message);
                 }
+                let pairs: Vec<(&MessageId, &Event)> =
+                    messages.iter().map(|message| &message.id).zip(&events).collect();
+                insert_events(&mut tx, &pairs).await?;
                 tx.commit().await?;
                 Ok(messages)
             }
@@ -1034,23 +1033,7 @@ macro_rules! impl_store {
                     .filter(|(_, committed)| **committed)
                     .flat_map(|(outcome, _)| outcome.events.iter().map(|event| (&outcome.id, event)))
                     .collect();
-                // Bounded well under both backends' bind-parameter limits.
-                for chunk in events.chunks(1000) {
-                    let mut insert = sqlx::QueryBuilder::<Db>::new(sql::INSERT_EVENTS_HEAD);
-                    insert.push_values(chunk, |mut row, (id, event)| {
-                        row.push_bind(*id)
-                            .push_bind(sql::ms(event.at_ms))
-                            .push_bind(event.kind.as_str())
-                            .push_bind(event.from.map(Status::as_str))
-                            .push_bind(event.to.map(Status::as_str))
-                            .push_bind(event.attempt.map(i64::from))
-                            .push_bind(&event.result)
-                            .push_bind(event.duration_ms.map(sql::ms))
-                            .push_bind(event.plugin.as_ref().map(|plugin| plugin.name.as_str()))
-                            .push_bind(event.plugin.as_ref().map(|plugin| plugin.digest.as_str()));
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
+                insert_events(&mut tx, &events).await?;
                 tx.commit().await?;
                 Ok(committed)
             }
@@ -1191,20 +1174,31 @@ macro_rules! impl_store {
             id: &MessageId,
             events: &[Event],
         ) -> Result<(), sqlx::Error> {
-            for event in events {
-                sqlx::query::<Db>(sql::INSERT_EVENT)
-                    .bind(id)
-                    .bind(sql::ms(event.at_ms))
-                    .bind(event.kind.as_str())
-                    .bind(event.from.map(Status::as_str))
-                    .bind(event.to.map(Status::as_str))
-                    .bind(event.attempt.map(i64::from))
-                    .bind(&event.result)
-                    .bind(event.duration_ms.map(sql::ms))
-                    .bind(event.plugin.as_ref().map(|plugin| plugin.name.as_str()))
-                    .bind(event.plugin.as_ref().map(|plugin| plugin.digest.as_str()))
-                    .execute(&mut **tx)
-                    .await?;
+            let pairs: Vec<(&MessageId, &Event)> = events.iter().map(|event| (id, event)).collect();
+            insert_events(tx, &pairs).await
+        }
+
+        /// Records history entries of several messages with one multi-row INSERT per 1000
+        /// (well under both backends' bind-parameter limits), inside the caller's transaction.
+        async fn insert_events(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            events: &[(&MessageId, &Event)],
+        ) -> Result<(), sqlx::Error> {
+            for chunk in events.chunks(1000) {
+                let mut insert = sqlx::QueryBuilder::<Db>::new(sql::INSERT_EVENTS_HEAD);
+                insert.push_values(chunk, |mut row, (id, event)| {
+                    row.push_bind(*id)
+                        .push_bind(sql::ms(event.at_ms))
+                        .push_bind(event.kind.as_str())
+                        .push_bind(event.from.map(Status::as_str))
+                        .push_bind(event.to.map(Status::as_str))
+                        .push_bind(event.attempt.map(i64::from))
+                        .push_bind(&event.result)
+                        .push_bind(event.duration_ms.map(sql::ms))
+                        .push_bind(event.plugin.as_ref().map(|plugin| plugin.name.as_str()))
+                        .push_bind(event.plugin.as_ref().map(|plugin| plugin.digest.as_str()));
+                });
+                insert.build().execute(&mut **tx).await?;
             }
             Ok(())
         }
