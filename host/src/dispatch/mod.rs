@@ -36,6 +36,9 @@ use crate::sandbox;
 use crate::schedule::{self, Schedule, ScheduleError};
 use crate::store::{Outcome, Store, StoreError};
 
+/// The longest a saturated dispatcher waits to gather free slots into one claim.
+const GATHER: Duration = Duration::from_millis(2);
+
 /// Why a dispatch round failed (the round is retried; no message is lost).
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -365,17 +368,30 @@ impl Dispatcher {
         if !self.schedule.intact().await? {
             self.rebuild().await?;
         }
-        // Wait for a free slot first.
-        let permit = self
+        // Wait for a free slot first; under load, gather a batch of them (for at most
+        // GATHER), since every claim costs a round trip and a commit however few it takes.
+        let mut permits = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .expect("never closed");
-        let free = self.permits.available_permits() + 1;
-        let (token, messages, _) = self.claim(free).await?;
+        let batch = (self.settings.concurrency / 16).max(1);
+        let gather_until = tokio::time::Instant::now() + GATHER;
+        while permits.num_permits() + self.permits.available_permits() < batch {
+            match tokio::time::timeout_at(gather_until, self.permits.clone().acquire_owned()).await
+            {
+                Ok(more) => permits.merge(more.expect("never closed")),
+                Err(_) => break,
+            }
+        }
+        let available = u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX);
+        if let Ok(more) = self.permits.clone().try_acquire_many_owned(available) {
+            permits.merge(more);
+        }
+        let (token, messages, _) = self.claim(permits.num_permits()).await?;
         if messages.is_empty() {
-            drop(permit);
+            drop(permits);
             let now = self.clock.now_ms();
             let wait = match self.schedule.next_due().await? {
                 Some(due) if due <= now => return Ok(()),
@@ -388,16 +404,11 @@ impl Dispatcher {
             }
             return Ok(());
         }
-        let mut permit = Some(permit);
         for message in messages {
-            let permit = match permit.take() {
-                Some(permit) => permit,
-                None => self
-                    .permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("never closed"),
+            // One permit per claimed message (never more messages than permits); the
+            // unused rest go back when `permits` drops.
+            let Some(permit) = permits.split(1) else {
+                break;
             };
             let (dispatcher, token) = (self.clone(), token.clone());
             tokio::spawn(async move {
