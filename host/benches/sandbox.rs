@@ -16,8 +16,8 @@ fn message() -> Message {
     Message {
         id: "msg_01JBENCH000000000000000000".into(),
         tenant_id: "ten_bench".into(),
-        sender_id: "usr_sender".into(),
-        recipient_id: "usr_recipient".into(),
+        sender_id: "usr_0000000000000000000000SEND".into(),
+        recipient_id: "usr_000000000000000000000RECPT".into(),
         content: b"Hello! This is a typical short message body.".to_vec(),
         content_type: "text/plain".into(),
         metadata: vec![("subject".into(), "greetings".into())],
@@ -63,7 +63,7 @@ fn hook_calls(c: &mut Criterion) {
     let binding = Arc::new(Binding::default());
     let msg = message();
     let address = Address {
-        recipient_id: "usr_recipient".into(),
+        recipient_id: "usr_000000000000000000000RECPT".into(),
         url: None,
         signing_secrets: Vec::new(),
     };
@@ -138,7 +138,7 @@ fn webhook_call(c: &mut Criterion) {
     });
     let msg = message();
     let address = Address {
-        recipient_id: "usr_recipient".into(),
+        recipient_id: "usr_000000000000000000000RECPT".into(),
         url: Some(url),
         signing_secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
     };

@@ -58,7 +58,7 @@ pub struct Shared {
     pub schedule: Arc<dyn Schedule>,
     /// The dispatcher (running only on worker nodes; tests drive it by hand).
     pub dispatcher: Arc<Dispatcher>,
-    /// Real-time events and presence.
+    /// Live connections, events across nodes, and presence.
     pub hub: Arc<Hub>,
 }
 
@@ -155,7 +155,11 @@ impl AppState {
             ),
             redis.clone(),
         );
-        let hub = Hub::new();
+        let hub = Hub::new(config.ws_outbound_queue as usize, redis.clone());
+        store.feed_notifier().listen({
+            let hub = hub.clone();
+            Arc::new(move |events| hub.publish(events))
+        });
         let sandbox = Sandbox::new(
             SandboxConfig {
                 limits: config.plugin_limits(),
@@ -269,6 +273,21 @@ pub async fn serve(
             }
         }
     });
+    let pruner = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let retention = state.config.feed_retention_seconds.saturating_mul(1000);
+            let every = Duration::from_millis((retention / 4).clamp(1_000, 60_000));
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let horizon = state.clock.now_ms().saturating_sub(retention);
+                if let Err(error) = state.store.prune_feed(horizon).await {
+                    tracing::warn!(message = "Could not prune old feed events; retrying later.", %error);
+                }
+            }
+        }
+    });
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_workers, workers_stopping) = tokio::sync::watch::channel(false);
     let workers = state.config.worker_enabled.then(|| {
@@ -305,6 +324,7 @@ pub async fn serve(
         }
     };
     janitor.abort();
+    pruner.abort();
     if let Some((dispatcher, reconciler)) = workers {
         reconciler.abort();
         let _ = stop_workers.send(true);

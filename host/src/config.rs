@@ -110,6 +110,11 @@ pub struct Config {
     pub plugin_max_instances: u32,
     pub allow_private_networks: bool,
     pub replay_per_second: u32,
+    pub allowed_origins: String,
+    pub feed_retention_seconds: u64,
+    pub ws_heartbeat_ms: u64,
+    pub ws_outbound_queue: u32,
+    pub ws_frames_per_second: u32,
 }
 
 /// Why the configuration cannot be used.
@@ -240,6 +245,13 @@ impl Config {
                 self.access_token_ttl_seconds,
             ),
             ("DMS_SESSION_TTL_DAYS", self.session_ttl_days),
+            ("DMS_FEED_RETENTION_SECONDS", self.feed_retention_seconds),
+            ("DMS_WS_HEARTBEAT_MS", self.ws_heartbeat_ms),
+            ("DMS_WS_OUTBOUND_QUEUE", u64::from(self.ws_outbound_queue)),
+            (
+                "DMS_WS_FRAMES_PER_SECOND",
+                u64::from(self.ws_frames_per_second),
+            ),
             ("DMS_DB_MAX_CONNECTIONS", u64::from(self.db_max_connections)),
             (
                 "DMS_RATE_LIMIT_LOGIN_PER_IP",
@@ -266,6 +278,15 @@ impl Config {
             return invalid("DMS_MAX_BODY_BYTES", "it must be at least 1024".into());
         }
         Ok(())
+    }
+
+    /// The origins allowed to open real-time connections (`*` allows any).
+    pub fn allowed_origins(&self) -> Vec<String> {
+        self.allowed_origins
+            .split(',')
+            .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
+            .filter(|origin| !origin.is_empty())
+            .collect()
     }
 
     /// The SQLite file of the embedded default.
@@ -310,7 +331,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 32);
+        assert_eq!(keys().len(), 37);
     }
 
     #[test]

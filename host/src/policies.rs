@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::clock::Clock;
+use crate::domain::feed::NewFeedEvent;
 use crate::domain::ids::TenantId;
 use crate::domain::message::{Channel, Event, EventKind, Message, PluginRef, Requested};
 use crate::sandbox::{self, Binding, CallError, LoadError, Plugin, Sandbox};
@@ -72,6 +73,33 @@ pub enum Attempted {
     },
     /// A permanent failure.
     Permanent(String),
+}
+
+/// What one delivery attempt did.
+#[derive(Debug)]
+pub struct Delivered {
+    /// How it ended.
+    pub attempted: Attempted,
+    /// Its history entries.
+    pub events: Vec<Event>,
+    /// The recipient's own endpoint answered 410 Gone.
+    pub endpoint_gone: bool,
+    /// What the channel published, to append to users' feeds with the outcome.
+    pub published: Vec<NewFeedEvent>,
+}
+
+/// Published events as feed events (the import has checked each user id and event).
+fn feed_events(published: &[sandbox::Published], at_ms: u64) -> Vec<NewFeedEvent> {
+    published
+        .iter()
+        .filter_map(|published| {
+            Some(NewFeedEvent {
+                user_id: published.user_id.parse().ok()?,
+                at_ms,
+                body: published.event.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Resolves and calls each tenant's policy plugins.
@@ -342,13 +370,8 @@ impl Policies {
         (retry, events)
     }
 
-    /// Delivers one attempt through the message's channel. The flag is true when the
-    /// recipient's own endpoint answered 410 Gone.
-    pub async fn deliver(
-        &self,
-        message: &Message,
-        address: &sandbox::Address,
-    ) -> (Attempted, Vec<Event>, bool) {
+    /// Delivers one attempt through the message's channel.
+    pub async fn deliver(&self, message: &Message, address: &sandbox::Address) -> Delivered {
         let input = plugin_message(message);
         let bound = self.channel(&message.tenant_id, message.channel);
         let started = Instant::now();
@@ -358,9 +381,13 @@ impl Policies {
             .await;
         let duration = elapsed_ms(started);
         let attempt = Some(message.attempts);
-        let gone = outcome
-            .as_ref()
-            .is_ok_and(|delivery| delivery.endpoint_gone);
+        let (endpoint_gone, published) = match &outcome {
+            Ok(delivery) => (
+                delivery.endpoint_gone,
+                feed_events(&delivery.published, self.clock.now_ms()),
+            ),
+            Err(_) => (false, Vec::new()),
+        };
         let (attempted, result) = match outcome.map(|delivery| delivery.result) {
             Ok(sandbox::DeliveryResult::Delivered) => {
                 (Attempted::Delivered, "delivered".to_owned())
@@ -392,7 +419,12 @@ impl Policies {
             }
         };
         let event = self.event(EventKind::Attempt, &bound, attempt, duration, result);
-        (attempted, vec![event], gone)
+        Delivered {
+            attempted,
+            events: vec![event],
+            endpoint_gone,
+            published,
+        }
     }
 
     fn event(

@@ -9,6 +9,7 @@ mod config_docs;
 mod faults;
 mod messages;
 mod plugin_cli;
+mod realtime;
 mod redis_limits;
 mod sandbox_defaults;
 mod sandbox_hostile;

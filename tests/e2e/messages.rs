@@ -61,7 +61,11 @@ fn ms(rfc3339: &Value) -> u64 {
 async fn a_delayed_message_is_scheduled_then_delivered_to_the_inbox(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (admin, bob) = admin_and_bob(&server).await;
-    let mut inbox = server.state.hub.subscribe(bob.tenant_id(), bob.user_id());
+    let mut inbox = server.state.hub.subscribe(
+        &bob.tenant_id().parse().unwrap(),
+        &bob.user_id().parse().unwrap(),
+        dms::domain::ids::SessionId::new(),
+    );
 
     let sent = send(
         &admin,
@@ -94,10 +98,12 @@ async fn a_delayed_message_is_scheduled_then_delivered_to_the_inbox(backend: Bac
     assert_eq!(now["status"], "delivered");
     assert_eq!(now["attempts"], 1);
     assert!(now["delivered_at"].is_string());
-    let event = inbox
-        .events
-        .try_recv()
-        .expect("pushed to bob's live connection");
+    let dms::realtime::Next::Event(event) = inbox.next().await else {
+        panic!("pushed to bob's live connection");
+    };
+    let event = event.to_json();
+    assert_eq!(event["type"], "message");
+    assert_eq!(event["cursor"], 1);
     assert_eq!(event["message"]["id"], id);
     assert_eq!(event["message"]["content"], "hello bob");
 

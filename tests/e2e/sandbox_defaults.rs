@@ -14,7 +14,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn webhook_address(url: &str) -> Address {
     Address {
-        recipient_id: "usr_recipient".into(),
+        recipient_id: "usr_000000000000000000000RECPT".into(),
         url: Some(url.into()),
         signing_secrets: vec![SECRET.into()],
     }
@@ -105,28 +105,50 @@ async fn standard_delay_plans_and_retries() {
 
 #[tokio::test]
 async fn inbox_publishes_the_message_to_the_recipient() {
-    let (sandbox, recorder) = sandbox();
+    let (sandbox, _) = sandbox();
     let inbox = sandbox.builtin("inbox").await.unwrap();
+    let recipient = dms::domain::ids::UserId::new().to_string();
     let address = Address {
-        recipient_id: "usr_recipient".into(),
+        recipient_id: recipient.clone(),
         url: None,
         signing_secrets: Vec::new(),
     };
-    assert_eq!(
-        sandbox
-            .deliver(&inbox, &binding(&[]), &message("hello"), &address)
-            .await,
-        Ok(DeliveryResult::Delivered)
-    );
-    let events = recorder.take();
-    assert_eq!(events.len(), 1);
-    let (tenant, user, event) = &events[0];
-    assert_eq!(
-        (tenant.as_str(), user.as_str()),
-        ("ten_test", "usr_recipient")
-    );
-    assert_eq!(event["type"], "message");
-    assert_eq!(event["message"]["content"], "hello");
+    let delivery = sandbox
+        .deliver_to(&inbox, &binding(&[]), &message("hello"), &address)
+        .await
+        .unwrap();
+    assert_eq!(delivery.result, DeliveryResult::Delivered);
+    assert_eq!(delivery.published.len(), 1);
+    let published = &delivery.published[0];
+    assert_eq!(published.user_id, recipient);
+    assert_eq!(published.event["type"], "message");
+    assert_eq!(published.event["message"]["content"], "hello");
+}
+
+#[tokio::test]
+async fn publishing_to_something_that_is_not_a_user_fails_the_publish() {
+    let (sandbox, _) = sandbox();
+    let inbox = sandbox.builtin("inbox").await.unwrap();
+    let address = Address {
+        recipient_id: "not-a-user".into(),
+        url: None,
+        signing_secrets: Vec::new(),
+    };
+    let delivery = sandbox
+        .deliver_to(&inbox, &binding(&[]), &message("hello"), &address)
+        .await
+        .unwrap();
+    assert!(delivery.published.is_empty());
+    match delivery.result {
+        DeliveryResult::Retry(later) => {
+            assert!(
+                later.reason.contains("\"not-a-user\" is not a user id"),
+                "{}",
+                later.reason
+            )
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -270,7 +292,8 @@ async fn webhook_cannot_reach_private_addresses_unless_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_calls_across_the_defaults_all_answer_correctly() {
-    let (sandbox, recorder) = sandbox_with(1000);
+    let (sandbox, _) = sandbox_with(1000);
+    let published = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let receiver = Receiver::start(vec![Answer::status(200)]).await;
     let guard = sandbox.builtin("content-guard").await.unwrap();
     let delay = sandbox.builtin("standard-delay").await.unwrap();
@@ -281,6 +304,7 @@ async fn a_thousand_concurrent_calls_across_the_defaults_all_answer_correctly() 
     let calls: Vec<_> = (0..1000u64)
         .map(|i| {
             let (sandbox, config, url) = (sandbox.clone(), config.clone(), receiver.url.clone());
+            let published = published.clone();
             let (guard, delay, inbox, webhook) =
                 (guard.clone(), delay.clone(), inbox.clone(), webhook.clone());
             tokio::spawn(async move {
@@ -303,12 +327,17 @@ async fn a_thousand_concurrent_calls_across_the_defaults_all_answer_correctly() 
                     }
                     2 => {
                         let address = Address {
-                            recipient_id: format!("usr_{i}"),
+                            recipient_id: dms::domain::ids::UserId::new().to_string(),
                             url: None,
                             signing_secrets: Vec::new(),
                         };
-                        let result = sandbox.deliver(&inbox, &config, &msg, &address).await;
-                        assert_eq!(result, Ok(DeliveryResult::Delivered), "call {i}");
+                        let delivery = sandbox.deliver_to(&inbox, &config, &msg, &address).await;
+                        let delivery = delivery.unwrap();
+                        assert_eq!(delivery.result, DeliveryResult::Delivered, "call {i}");
+                        published.fetch_add(
+                            delivery.published.len(),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                     }
                     _ => {
                         let result = sandbox
@@ -324,7 +353,7 @@ async fn a_thousand_concurrent_calls_across_the_defaults_all_answer_correctly() 
         call.await.unwrap();
     }
     assert_eq!(
-        recorder.take().len(),
+        published.load(std::sync::atomic::Ordering::Relaxed),
         250,
         "every inbox call published once"
     );

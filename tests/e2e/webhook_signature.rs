@@ -64,7 +64,7 @@ async fn the_reference_library_verifies_webhook_signatures_also_while_rotating()
     let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let new = "whsec_bmV3IHNlY3JldCBmb3IgdGhlIGRtcyB0ZXN0cw==";
     let address = Address {
-        recipient_id: "usr_recipient".into(),
+        recipient_id: "usr_000000000000000000000RECPT".into(),
         url: Some(receiver.url.clone()),
         signing_secrets: vec![new.into(), old.into()],
     };

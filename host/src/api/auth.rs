@@ -1,5 +1,6 @@
 //! `/auth`: login, refresh-token rotation, logout, and the caller's sessions.
 
+use crate::realtime::Revoke;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -156,6 +157,12 @@ pub(super) async fn logout(
             state.clock.now_ms(),
         )
         .await?;
+    state.hub.revoke(
+        caller.tenant(),
+        &caller.user.id,
+        Revoke::Session(caller.session.clone()),
+        "the session logged out",
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -224,6 +231,12 @@ pub(super) async fn end_session(
         )
         .await?;
     if revoked {
+        state.hub.revoke(
+            caller.tenant(),
+            &caller.user.id,
+            Revoke::Session(id),
+            "the session was ended by its user",
+        );
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("session"))

@@ -68,6 +68,7 @@ codes! {
     RefreshTokenReused = ("refresh_token_reused", 401, "Refresh token reused", "This refresh token was used before, so it may have been stolen: its whole session is now revoked. Log in again.");
     WrongPassword = ("wrong_password", 403, "Wrong password", "The current password does not match.");
     Forbidden = ("forbidden", 403, "Forbidden", "You can see this resource but may not do this to it.");
+    OriginNotAllowed = ("origin_not_allowed", 403, "Origin not allowed", "A browser page of this origin may not open real-time connections; the operator lists allowed origins in DMS_ALLOWED_ORIGINS.");
     AdminRequired = ("admin_required", 403, "Admin role required", "Only an admin of the tenant may do this.");
     NotFound = ("not_found", 404, "Not found", "There is no such resource in your tenant.");
     RouteNotFound = ("route_not_found", 404, "No such route", "No endpoint has this path; see /openapi.json.");
@@ -78,6 +79,7 @@ codes! {
     InvalidField = ("invalid_field", 422, "Invalid field", "A field is missing, has the wrong type, or has a value that is not allowed; `field` names it.");
     Rejected = ("rejected", 422, "Rejected by policy", "A policy plugin of your tenant refused the message; `reason_code` is the plugin's code and `plugin` its name.");
     IdempotencyKeyReused = ("idempotency_key_reused", 422, "Idempotency key reused", "This Idempotency-Key came with a different request body in the last 24 hours; use a new key for a new request.");
+    WebSocketRequired = ("websocket_required", 426, "WebSocket required", "This endpoint takes WebSocket connections: GET with `Upgrade: websocket`.");
     RateLimited = ("rate_limited", 429, "Too many requests", "Slow down: retry after the number of seconds in the `retry-after` header.");
     Internal = ("internal_error", 500, "Internal error", "The server failed; the cause is logged with the request id. Quote it when reporting the problem.");
     ContentUnreadable = ("content_unreadable", 500, "Content unreadable", "Stored content could not be decrypted: its encryption key is missing from DMS_ENCRYPTION_KEYS, or the stored value was moved or altered.");
@@ -192,6 +194,11 @@ impl ApiError {
     /// The code.
     pub fn code(&self) -> Code {
         self.0.code
+    }
+
+    /// The detail sentence.
+    pub fn detail(&self) -> &str {
+        &self.0.detail
     }
 
     fn body(&self, request_id: Option<&str>) -> serde_json::Value {

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, Code};
 use crate::app::AppState;
-use crate::auth::jwt::TokenError;
+use crate::auth::jwt::{Claims, TokenError};
 use crate::auth::rate_limit::Limit;
 use crate::domain::ids::{SessionId, TenantId};
 use crate::domain::user::{Role, User};
@@ -194,20 +194,7 @@ impl FromRequestParts<AppState> for Caller {
                 )
             })?
             .trim();
-        let claims = state.tokens.verify(token).map_err(|error| match error {
-            TokenError::Expired => ApiError::new(Code::TokenExpired, error.to_string()),
-            TokenError::Invalid(_) => ApiError::new(Code::InvalidToken, error.to_string()),
-        })?;
-        let user = state
-            .store
-            .authenticate(&claims.tid, &claims.sub, &claims.sid, state.clock.now_ms())
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::SessionEnded,
-                    "this session has ended (logged out, revoked, or its user deleted); log in again",
-                )
-            })?;
+        let (user, claims) = authenticate(state, token).await?;
         state
             .limits
             .check(Limit::ApiPerUser, user.id.as_str())
@@ -218,6 +205,25 @@ impl FromRequestParts<AppState> for Caller {
             session: claims.sid,
         })
     }
+}
+
+/// The user behind an access token whose session is still live, and the token's claims.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<(User, Claims), ApiError> {
+    let claims = state.tokens.verify(token).map_err(|error| match error {
+        TokenError::Expired => ApiError::new(Code::TokenExpired, error.to_string()),
+        TokenError::Invalid(_) => ApiError::new(Code::InvalidToken, error.to_string()),
+    })?;
+    let user = state
+        .store
+        .authenticate(&claims.tid, &claims.sub, &claims.sid, state.clock.now_ms())
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::SessionEnded,
+                "this session has ended (logged out, revoked, or its user deleted); log in again",
+            )
+        })?;
+    Ok((user, claims))
 }
 
 /// The client's address: the peer, or the first address of the configured proxy header.

@@ -12,6 +12,7 @@ mod auth;
 mod dead_letters;
 mod health;
 mod messages;
+pub mod realtime;
 mod users;
 mod webhooks;
 
@@ -32,6 +33,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let socket_io = realtime::socketio::layer(&state);
     Router::new()
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
@@ -64,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters/replay", post(dead_letters::replay_many))
         .route("/dead-letters/{id}/replay", post(dead_letters::replay))
         .route("/dead-letters/{id}", delete(dead_letters::delete))
+        .route("/ws", get(realtime::ws::upgrade))
         .route("/health", get(health::health))
         .route("/health/db", get(health::db))
         .route("/health/redis", get(health::redis))
@@ -96,6 +99,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(error::problem_details))
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
+        .layer(socket_io)
 }
 
 async fn route_not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -2,6 +2,7 @@
 //! themselves and the users of their own tenant. Another tenant's user is a 404, like one that
 //! does not exist.
 
+use crate::realtime::Revoke;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -208,6 +209,12 @@ pub(super) async fn delete(
         .delete_user(caller.tenant(), &id, state.clock.now_ms())
         .await?
     {
+        state.hub.revoke(
+            caller.tenant(),
+            &id,
+            Revoke::User { except: None },
+            "the user was deleted",
+        );
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("user"))
@@ -253,6 +260,14 @@ pub(super) async fn change_password(
         )
         .await?;
     if updated {
+        state.hub.revoke(
+            caller.tenant(),
+            &caller.user.id,
+            Revoke::User {
+                except: Some(caller.session.clone()),
+            },
+            "the password changed; log in again",
+        );
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(

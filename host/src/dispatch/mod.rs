@@ -30,8 +30,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
+use crate::domain::feed;
 use crate::domain::message::{Channel, Event, Message, Status};
-use crate::policies::{Attempted, Policies, Retry};
+use crate::policies::{Attempted, Delivered, Policies, Retry};
 use crate::sandbox;
 use crate::schedule::{self, Schedule, ScheduleError};
 use crate::store::{Outcome, Store, StoreError};
@@ -221,17 +222,23 @@ impl Dispatcher {
 
     /// Delivers one claimed message and commits the outcome.
     async fn deliver(&self, message: Message, token: &str) -> Result<Done, DispatchError> {
-        let (attempted, mut events, gone) = match self.address(&message).await? {
+        let Delivered {
+            attempted,
+            mut events,
+            endpoint_gone: gone,
+            mut published,
+        } = match self.address(&message).await? {
             Ok(address) => self.policies.deliver(&message, &address).await,
-            Err(reason) => (
-                Attempted::Permanent(reason.clone()),
-                vec![Event::host_decision(
+            Err(reason) => Delivered {
+                attempted: Attempted::Permanent(reason.clone()),
+                events: vec![Event::host_decision(
                     self.clock.now_ms(),
                     Some(message.attempts),
                     reason,
                 )],
-                false,
-            ),
+                endpoint_gone: false,
+                published: Vec::new(),
+            },
         };
         let (status, retry_at, error) = match attempted {
             Attempted::Delivered => (Status::Delivered, None, None),
@@ -263,6 +270,7 @@ impl Dispatcher {
             status,
             result,
         ));
+        published.extend(feed::for_sender(&message, status, error.as_deref(), now));
         let outcome = Outcome {
             id: message.id.clone(),
             tenant_id: message.tenant_id.clone(),
@@ -271,6 +279,7 @@ impl Dispatcher {
             deliver_at_ms: retry_at,
             error,
             events,
+            feed: published,
             at_ms: now,
         };
         if !self.committer.commit(outcome).await? {

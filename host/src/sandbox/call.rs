@@ -28,8 +28,11 @@ use super::{Binding, CallError, Message, Sandbox, World};
 pub(crate) struct Call<'a> {
     pub(crate) binding: &'a std::sync::Arc<Binding>,
     pub(crate) message: &'a Message,
-    /// For deliveries: the recipient's endpoint, and the flag to raise if it answers 410.
-    pub(crate) endpoint: Option<(&'a str, &'a std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+    /// For deliveries: the recipient's endpoint, and where the host records what it observes.
+    pub(crate) delivery: Option<(
+        Option<&'a str>,
+        &'a std::sync::Arc<std::sync::Mutex<super::state::Observed>>,
+    )>,
 }
 
 /// How long a guest runs before it starts yielding to tokio at every epoch tick. Honest calls
@@ -70,7 +73,7 @@ impl Sandbox {
         Call {
             binding,
             message,
-            endpoint,
+            delivery,
         }: Call<'_>,
         call: impl AsyncFnOnce(&mut Store<HostState>, &P::Instance) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
@@ -88,10 +91,10 @@ impl Sandbox {
 
         let channel = (plugin.world == World::Channel).then(|| ChannelContext {
             http: inner.http.clone(),
-            realtime: inner.realtime.clone(),
+            presence: inner.presence.clone(),
             requests: 0,
-            endpoint: endpoint.map(|(url, _)| url.to_owned()),
-            endpoint_gone: endpoint.map_or_else(Default::default, |(_, gone)| gone.clone()),
+            endpoint: delivery.and_then(|(url, _)| url.map(str::to_owned)),
+            observed: delivery.map_or_else(Default::default, |(_, observed)| observed.clone()),
         });
         let info = CallInfo {
             plugin: plugin.name.clone(),

@@ -4,23 +4,24 @@
 
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use super::call::Call;
 use super::plugin::{Plugin, Pre};
+use super::state::{Observed, Published};
 use super::{
     Address, Attempt, Binding, CallError, DeliveryResult, Message, Rejection, RetryDecision,
     Sandbox, World,
 };
 
 /// A delivery attempt's result, and what the host observed during it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     /// What the channel reported.
     pub result: DeliveryResult,
     /// The recipient's own endpoint (the address URL) answered 410 Gone: Standard Webhooks
     /// says to stop sending to it.
     pub endpoint_gone: bool,
+    /// What the channel published, to append to the users' feeds with the delivery's commit.
+    pub published: Vec<Published>,
 }
 
 /// The latest time a plugin may name: 9999-12-31T23:59:59.999Z in Unix milliseconds.
@@ -47,7 +48,7 @@ impl Sandbox {
             Call {
                 binding,
                 message,
-                endpoint: None,
+                delivery: None,
             },
             async |store, instance| instance.call_validate(store, message).await,
             |answer, limit| match answer {
@@ -74,7 +75,7 @@ impl Sandbox {
             Call {
                 binding,
                 message,
-                endpoint: None,
+                delivery: None,
             },
             async |store, instance| instance.call_plan(store, message).await,
             |answer, limit| match answer {
@@ -102,7 +103,7 @@ impl Sandbox {
             Call {
                 binding,
                 message,
-                endpoint: None,
+                delivery: None,
             },
             async |store, instance| instance.call_retry(store, message, attempt).await,
             |answer, limit| match answer {
@@ -137,8 +138,7 @@ impl Sandbox {
         let Pre::Channel(pre) = &plugin.pre else {
             return Err(self.wrong_world(plugin, World::Channel));
         };
-        let gone = Arc::new(AtomicBool::new(false));
-        let endpoint = address.url.as_deref().map(|url| (url, &gone));
+        let observed = Arc::new(std::sync::Mutex::new(Observed::default()));
         let result = self
             .run(
                 plugin,
@@ -146,7 +146,7 @@ impl Sandbox {
                 Call {
                     binding,
                     message,
-                    endpoint,
+                    delivery: Some((address.url.as_deref(), &observed)),
                 },
                 async |store, instance| instance.call_deliver(store, message, address).await,
                 |answer, limit| match answer {
@@ -165,9 +165,11 @@ impl Sandbox {
                 },
             )
             .await?;
+        let observed = std::mem::take(&mut *observed.lock().expect("observed lock"));
         Ok(Delivery {
             result,
-            endpoint_gone: gone.load(Ordering::Relaxed),
+            endpoint_gone: observed.endpoint_gone,
+            published: observed.published,
         })
     }
 

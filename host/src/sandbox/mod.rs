@@ -44,9 +44,10 @@ pub use cache::{Digest, Origin};
 pub use error::{CallError, FailureKind, LoadError};
 pub use hooks::Delivery;
 pub use imports::http::HttpClient;
-pub use imports::realtime::{Realtime, Recorder};
+pub use imports::presence::{Presence, Recorder};
 pub use limits::{LimitOverrides, Limits};
 pub use plugin::Plugin;
+pub use state::Published;
 pub use stats::StatsSnapshot;
 pub use world::World;
 
@@ -139,7 +140,7 @@ struct Inner {
     cache: cache::ComponentCache,
     config: SandboxConfig,
     http: HttpClient,
-    realtime: Arc<dyn Realtime>,
+    presence: Arc<dyn Presence>,
     /// One permit per pooled instance slot: calls wait here instead of failing when all slots
     /// are busy.
     slots: Semaphore,
@@ -162,7 +163,7 @@ pub fn builtin_names() -> impl Iterator<Item = &'static str> {
 impl Sandbox {
     /// Starts the sandbox: the engine, the host's imports and the compile cache. Plugins,
     /// built-ins included, are compiled on first use; see [`Sandbox::preload_builtins`].
-    pub fn new(config: SandboxConfig, realtime: Arc<dyn Realtime>) -> Result<Self, SetupError> {
+    pub fn new(config: SandboxConfig, presence: Arc<dyn Presence>) -> Result<Self, SetupError> {
         let engine = engine::build(config.max_instances, config.limits.memory_bytes)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -180,7 +181,7 @@ impl Sandbox {
             linker,
             cache,
             config,
-            realtime,
+            presence,
             plugins: Mutex::new(HashMap::new()),
         })))
     }

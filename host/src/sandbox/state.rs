@@ -9,7 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::Binding;
 use super::imports::http::HttpClient;
-use super::imports::realtime::Realtime;
+use super::imports::presence::Presence;
 use super::imports::wasi::{self, CapturedOutput};
 use super::limits::MemoryLimiter;
 use crate::clock::Clock;
@@ -22,15 +22,34 @@ pub(crate) struct CallInfo {
     pub(crate) message_id: String,
 }
 
+/// An event a channel published during a delivery, for the host to append to the user's feed
+/// when it commits the delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The user it is for, as the plugin named them.
+    pub user_id: String,
+    /// The event: a JSON object.
+    pub event: serde_json::Value,
+}
+
+/// What the host observed during one delivery, read by the caller after the call.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    /// The recipient's endpoint answered 410 Gone.
+    pub(crate) endpoint_gone: bool,
+    /// Events published, in order.
+    pub(crate) published: Vec<Published>,
+}
+
 /// Handles only channel calls get.
 pub(crate) struct ChannelContext {
     pub(crate) http: HttpClient,
-    pub(crate) realtime: Arc<dyn Realtime>,
+    pub(crate) presence: Arc<dyn Presence>,
     /// HTTP requests made so far in this call.
     pub(crate) requests: u32,
-    /// The recipient's endpoint, and whether it answered 410 Gone during this call.
+    /// The recipient's endpoint.
     pub(crate) endpoint: Option<String>,
-    pub(crate) endpoint_gone: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) observed: Arc<std::sync::Mutex<Observed>>,
 }
 
 pub(crate) struct HostState {

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::domain::feed::{FeedEvent, NewFeedEvent};
 use crate::domain::ids::{MessageId, SessionId, TenantId, UserId};
 use crate::domain::message::{Channel, Event, Message, Requested, Status};
 use crate::domain::user::{Role, Session, Tenant, User};
@@ -229,7 +230,7 @@ impl Change {
 }
 
 /// How a delivery attempt ended, committed under the lease token that started it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     /// The message.
     pub id: MessageId,
@@ -245,8 +246,51 @@ pub struct Outcome {
     pub error: Option<String>,
     /// History entries to record with it.
     pub events: Vec<Event>,
+    /// Feed events to append with it (what the channel published, the sender's `status`).
+    pub feed: Vec<NewFeedEvent>,
     /// When the attempt ended (Unix ms).
     pub at_ms: u64,
+}
+
+/// A page of a user's feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedPage {
+    /// Events after the cursor asked for, oldest first.
+    pub events: Vec<FeedEvent>,
+    /// The user's newest cursor (0 before their first event).
+    pub head: u64,
+}
+
+/// Called with the feed events of each commit, after it commits: the real-time hub pushes them
+/// to live connections.
+pub type FeedListener = Arc<dyn Fn(Vec<FeedEvent>) + Send + Sync>;
+
+/// Where a store hands committed feed events (set once, by the server; unset in tools).
+#[derive(Clone, Default)]
+pub struct FeedNotifier(Arc<std::sync::OnceLock<FeedListener>>);
+
+impl std::fmt::Debug for FeedNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedNotifier")
+            .field("listening", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl FeedNotifier {
+    /// Sets the listener; false when one was set already.
+    pub fn listen(&self, listener: FeedListener) -> bool {
+        self.0.set(listener).is_ok()
+    }
+
+    /// Hands `events` to the listener.
+    pub fn notify(&self, events: Vec<FeedEvent>) {
+        if !events.is_empty()
+            && let Some(listener) = self.0.get()
+        {
+            listener(events);
+        }
+    }
 }
 
 /// A user's webhook endpoint, secrets opened.
@@ -402,8 +446,9 @@ pub trait Store: Send + Sync + 'static {
         id: &MessageId,
     ) -> Result<Vec<Event>, StoreError>;
 
-    /// Applies a requested status change if the message is in a status it is allowed from;
-    /// `None` when it is not (or does not exist).
+    /// Applies a requested status change if the message is in a status it is allowed from,
+    /// and appends the sender's `status` (or `read`) event to their feed; `None` when it is not
+    /// (or does not exist).
     async fn transition(
         &self,
         tenant: &TenantId,
@@ -434,8 +479,8 @@ pub trait Store: Send + Sync + 'static {
     /// How many write transactions the backend runs at once (its writer connections).
     fn writers(&self) -> usize;
 
-    /// Commits attempts' outcomes in one transaction (a group commit), each only if its
-    /// message is still `delivering` under its token. The answer has one entry per outcome,
+    /// Commits attempts' outcomes with their history and feed events in one transaction (a
+    /// group commit), each only if its message is still `delivering` under its token. The answer has one entry per outcome,
     /// in order: false means a newer claim took over (the lease expired) and that stale
     /// result was refused. An error commits none of them.
     async fn finish_deliveries(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError>;
@@ -447,6 +492,22 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&MessageId>,
         limit: u32,
     ) -> Result<Vec<(MessageId, u64)>, StoreError>;
+
+    /// Where committed feed events go.
+    fn feed_notifier(&self) -> &FeedNotifier;
+
+    /// Up to `limit` events of a user's feed after `after`, oldest first, and the user's
+    /// newest cursor as it was just before they were read (events newer than it may follow).
+    async fn feed_after(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<FeedPage, StoreError>;
+
+    /// Deletes feed events older than `before_ms` (retention); how many went.
+    async fn prune_feed(&self, before_ms: u64) -> Result<u64, StoreError>;
 
     /// Sets a user's webhook endpoint with one new secret, replacing any previous endpoint.
     async fn set_webhook(

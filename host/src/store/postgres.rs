@@ -13,6 +13,7 @@ use super::{
     Change, Idempotency, Mailbox, MessageQuery, NewMessage, NewSession, NewUser, Outcome, Page,
     Rotation, StoreError, Webhook,
 };
+use crate::domain::feed::NewFeedEvent;
 use crate::domain::ids::{MessageId, SessionId, TenantId, UserId};
 use crate::domain::message::{Event, Message, Status};
 use crate::domain::user::{Session, Tenant, User};
@@ -30,6 +31,8 @@ pub struct PostgresStore {
     /// delivery) queued on a shared pool would hold commits back past their leases.
     writer: sqlx::Pool<Db>,
     keyring: Arc<Keyring>,
+    /// Where committed feed events go.
+    feed: super::FeedNotifier,
 }
 
 impl PostgresStore {
@@ -60,6 +63,7 @@ impl PostgresStore {
             pool,
             writer,
             keyring,
+            feed: super::FeedNotifier::default(),
         })
     }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use super::StoreError;
 use super::crypto::{Keyring, Sealed};
+use crate::domain::feed::FeedEvent;
 use crate::domain::ids::{MessageId, SessionId, TenantId, UserId};
 use crate::domain::message::{Channel, Event, EventKind, Message, PluginRef, Requested, Status};
 use crate::domain::user::{Role, Session, Tenant, User};
@@ -300,6 +301,55 @@ impl SecretRow {
 }
 
 /// The `from_ms` conversion for the pending scan.
+/// A stored feed event, body still sealed.
+#[derive(sqlx::FromRow)]
+pub(super) struct FeedRow {
+    tenant_id: TenantId,
+    user_id: UserId,
+    cursor_no: i64,
+    at_ms: i64,
+    key_id: String,
+    nonce: Vec<u8>,
+    body: Vec<u8>,
+}
+
+/// The sealing record of a feed event: moving a sealed body to another user or cursor makes
+/// it fail to open.
+pub(super) fn feed_record(user: &UserId, cursor: u64) -> String {
+    format!("feed:{user}:{cursor}")
+}
+
+impl FeedRow {
+    /// The event, body opened.
+    pub(super) fn open(self, keyring: &Keyring) -> Result<FeedEvent, StoreError> {
+        let cursor = from_ms(self.cursor_no);
+        let record = feed_record(&self.user_id, cursor);
+        let sealed = Sealed {
+            key_id: self.key_id,
+            nonce: self.nonce,
+            ciphertext: self.body,
+        };
+        let body = keyring
+            .open(self.tenant_id.as_str(), &record, &sealed)
+            .map_err(|source| StoreError::Sealed {
+                record: record.clone(),
+                source,
+            })?;
+        // Only JSON is ever sealed here; anything else was altered.
+        let body = serde_json::from_slice(&body).map_err(|_| StoreError::Sealed {
+            record,
+            source: crate::store::crypto::CryptoError::Mismatch,
+        })?;
+        Ok(FeedEvent {
+            tenant_id: self.tenant_id,
+            user_id: self.user_id,
+            cursor,
+            at_ms: from_ms(self.at_ms),
+            body,
+        })
+    }
+}
+
 pub(super) fn due_from_ms(value: i64) -> u64 {
     from_ms(value)
 }
@@ -405,6 +455,20 @@ pub(super) const FINISH_DELIVERIES_TAIL: &str = ") AS v WHERE messages.id = v.co
 pub(super) const INSERT_EVENTS_HEAD: &str = "INSERT INTO message_events \
      (message_id, at_ms, kind, from_status, to_status, attempt, result, duration_ms, plugin_name, \
      plugin_digest) ";
+pub(super) const FEED_HEADS_HEAD: &str =
+    "INSERT INTO feed_heads (tenant_id, user_id, last_cursor) ";
+pub(super) const FEED_HEADS_TAIL: &str = " ON CONFLICT (tenant_id, user_id) DO UPDATE \
+     SET last_cursor = feed_heads.last_cursor + excluded.last_cursor \
+     RETURNING tenant_id, user_id, last_cursor";
+pub(super) const INSERT_FEED_HEAD: &str =
+    "INSERT INTO feed_events (tenant_id, user_id, cursor_no, at_ms, kind, key_id, nonce, body) ";
+pub(super) const FEED_AFTER: &str = "SELECT tenant_id, user_id, cursor_no, at_ms, key_id, nonce, body \
+     FROM feed_events WHERE tenant_id = $1 AND user_id = $2 AND cursor_no > $3 \
+     ORDER BY cursor_no LIMIT $4";
+pub(super) const FEED_HEAD: &str =
+    "SELECT last_cursor FROM feed_heads WHERE tenant_id = $1 AND user_id = $2";
+pub(super) const PRUNE_FEED: &str = "DELETE FROM feed_events WHERE (tenant_id, user_id, cursor_no) IN \
+     (SELECT tenant_id, user_id, cursor_no FROM feed_events WHERE at_ms < $1 LIMIT $2)";
 pub(super) const PENDING: &str = "SELECT id, status, deliver_at_ms, lease_until_ms FROM messages \
      WHERE status IN ('scheduled', 'retrying', 'delivering') AND ($1 IS NULL OR id > $1) \
      ORDER BY id LIMIT $2";
@@ -918,7 +982,13 @@ macro_rules! impl_store {
                 let mut events = change.events.clone();
                 events.push(Event::transition(now_ms, previous, change.to, "requested"));
                 record_events(&mut tx, id, &events).await?;
+                let feed = crate::domain::feed::for_sender(&message, change.to, None, now_ms);
+                let feed = match &feed {
+                    Some(event) => record_feed(&mut tx, &self.keyring, &[(tenant, event)]).await?,
+                    None => Vec::new(),
+                };
                 tx.commit().await?;
+                self.feed.notify(feed);
                 Ok(Some(message))
             }
 
@@ -1034,8 +1104,70 @@ macro_rules! impl_store {
                     .flat_map(|(outcome, _)| outcome.events.iter().map(|event| (&outcome.id, event)))
                     .collect();
                 insert_events(&mut tx, &events).await?;
+                let feed: Vec<(&TenantId, &NewFeedEvent)> = outcomes
+                    .iter()
+                    .zip(&committed)
+                    .filter(|(_, committed)| **committed)
+                    .flat_map(|(outcome, _)| outcome.feed.iter().map(|event| (&outcome.tenant_id, event)))
+                    .collect();
+                let feed = record_feed(&mut tx, &self.keyring, &feed).await?;
                 tx.commit().await?;
+                self.feed.notify(feed);
                 Ok(committed)
+            }
+
+            fn feed_notifier(&self) -> &crate::store::FeedNotifier {
+                &self.feed
+            }
+
+            async fn feed_after(
+                &self,
+                tenant: &TenantId,
+                user: &UserId,
+                after: u64,
+                limit: u32,
+            ) -> Result<crate::store::FeedPage, StoreError> {
+                // The head first: every cursor up to it is committed (the head row moves in the
+                // same transaction as its events), so the events read next include all of them
+                // that retention kept.
+                let head: Option<i64> = sqlx::query_scalar::<Db, i64>(sql::FEED_HEAD)
+                    .bind(tenant)
+                    .bind(user)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let rows = sqlx::query_as::<Db, sql::FeedRow>(sql::FEED_AFTER)
+                    .bind(tenant)
+                    .bind(user)
+                    .bind(sql::ms(after))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                let events = rows
+                    .into_iter()
+                    .map(|row| row.open(&self.keyring))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(crate::store::FeedPage {
+                    events,
+                    head: head.map_or(0, sql::due_from_ms),
+                })
+            }
+
+            async fn prune_feed(&self, before_ms: u64) -> Result<u64, StoreError> {
+                // In slices, so a large backlog never holds the write lock for long.
+                const SLICE: i64 = 5_000;
+                let mut total = 0;
+                loop {
+                    let deleted = sqlx::query::<Db>(sql::PRUNE_FEED)
+                        .bind(sql::ms(before_ms))
+                        .bind(SLICE)
+                        .execute(&self.writer)
+                        .await?
+                        .rows_affected();
+                    total += deleted;
+                    if deleted < SLICE as u64 {
+                        return Ok(total);
+                    }
+                }
             }
 
             async fn pending(
@@ -1201,6 +1333,76 @@ macro_rules! impl_store {
                 insert.build().execute(&mut **tx).await?;
             }
             Ok(())
+        }
+
+        /// Appends events to users' feeds inside the caller's transaction, and returns them
+        /// with their cursors. Each user's head row is locked by one multi-row upsert, in
+        /// (tenant, user) order so concurrent transactions cannot deadlock, and hands out as
+        /// many cursors as the user gets events here.
+        async fn record_feed(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            keyring: &crate::store::crypto::Keyring,
+            events: &[(&TenantId, &NewFeedEvent)],
+        ) -> Result<Vec<crate::domain::feed::FeedEvent>, StoreError> {
+            use std::collections::BTreeMap;
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut by_user: BTreeMap<(&TenantId, &UserId), Vec<&NewFeedEvent>> = BTreeMap::new();
+            for (tenant, event) in events {
+                by_user.entry((*tenant, &event.user_id)).or_default().push(*event);
+            }
+            let mut heads: BTreeMap<(TenantId, UserId), u64> = BTreeMap::new();
+            let users: Vec<_> = by_user.iter().collect();
+            for chunk in users.chunks(1000) {
+                let mut upsert = sqlx::QueryBuilder::<Db>::new(sql::FEED_HEADS_HEAD);
+                upsert.push_values(chunk, |mut row, ((tenant, user), events)| {
+                    row.push_bind(*tenant)
+                        .push_bind(*user)
+                        .push_bind(i64::try_from(events.len()).unwrap_or(i64::MAX));
+                });
+                upsert.push(sql::FEED_HEADS_TAIL);
+                let rows: Vec<(TenantId, UserId, i64)> =
+                    upsert.build_query_as().fetch_all(&mut **tx).await?;
+                for (tenant, user, last) in rows {
+                    heads.insert((tenant, user), sql::due_from_ms(last));
+                }
+            }
+            let mut stored = Vec::with_capacity(events.len());
+            for ((tenant, user), events) in by_user {
+                let last = heads
+                    .get(&((*tenant).clone(), (*user).clone()))
+                    .copied()
+                    .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+                let first = last + 1 - events.len() as u64;
+                for (offset, event) in events.into_iter().enumerate() {
+                    stored.push(crate::domain::feed::FeedEvent {
+                        tenant_id: tenant.clone(),
+                        user_id: user.clone(),
+                        cursor: first + offset as u64,
+                        at_ms: event.at_ms,
+                        body: event.body.clone(),
+                    });
+                }
+            }
+            for chunk in stored.chunks(1000) {
+                let mut insert = sqlx::QueryBuilder::<Db>::new(sql::INSERT_FEED_HEAD);
+                insert.push_values(chunk, |mut row, event| {
+                    let body = serde_json::to_vec(&event.body).expect("a JSON value serializes");
+                    let record = sql::feed_record(&event.user_id, event.cursor);
+                    let sealed = keyring.seal(event.tenant_id.as_str(), &record, &body);
+                    row.push_bind(&event.tenant_id)
+                        .push_bind(&event.user_id)
+                        .push_bind(sql::ms(event.cursor))
+                        .push_bind(sql::ms(event.at_ms))
+                        .push_bind(crate::domain::feed::kind_of(&event.body).to_owned())
+                        .push_bind(sealed.key_id)
+                        .push_bind(sealed.nonce)
+                        .push_bind(sealed.ciphertext);
+                });
+                insert.build().execute(&mut **tx).await?;
+            }
+            Ok(stored)
         }
 
         /// Seals and stores a webhook secret, inside the caller's transaction.

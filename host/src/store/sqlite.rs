@@ -20,6 +20,7 @@ use super::{
     Change, Idempotency, Mailbox, MessageQuery, NewMessage, NewSession, NewUser, Outcome, Page,
     Rotation, StoreError, Webhook,
 };
+use crate::domain::feed::NewFeedEvent;
 use crate::domain::ids::{MessageId, SessionId, TenantId, UserId};
 use crate::domain::message::{Event, Message, Status};
 use crate::domain::user::{Session, Tenant, User};
@@ -40,6 +41,8 @@ pub struct SqliteStore {
     /// Writes: one connection.
     writer: sqlx::Pool<Db>,
     keyring: Arc<Keyring>,
+    /// Where committed feed events go.
+    feed: super::FeedNotifier,
 }
 
 impl SqliteStore {
@@ -80,6 +83,7 @@ impl SqliteStore {
             pool,
             writer,
             keyring,
+            feed: super::FeedNotifier::default(),
         })
     }
 }

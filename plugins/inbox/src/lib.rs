@@ -3,8 +3,9 @@
 //! The host stores every delivered message in its recipient's inbox (the received box of
 //! `GET /messages`); this channel's job is to push it at once to the recipient's live
 //! connections. It publishes a `message` event carrying the whole message and reports the
-//! message delivered. When the event cannot be recorded (for example the database is briefly
-//! unavailable), it asks for a retry in `publish_retry_after` (default 1s) so no event is lost.
+//! message delivered; the host appends the event to the recipient's feed with the delivery's
+//! commit and then pushes it. When the host refuses the event, it asks for a retry in
+//! `publish_retry_after` (default 1s) rather than report a delivery nobody can see.
 //!
 //! Content that is valid UTF-8 travels as a string (`"content_encoding": "utf8"`); anything
 //! else as standard base64 (`"content_encoding": "base64"`).

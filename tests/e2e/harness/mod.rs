@@ -2,6 +2,7 @@
 //! - `sandbox`: a plugin sandbox per test, sample messages, a scripted webhook receiver;
 //! - `server`: a DMS server per test (in process, on a loopback port) with its own SQLite
 //!   directory or PostgreSQL database, and an API client that checks every status;
+//! - `live`: real-time clients (WebSocket, and npm socket.io-client through Node.js);
 //! - `process`: the real `dms` binary;
 //! - `cluster`: a scale-out deployment (PostgreSQL, a Redis of its own, `dms` processes) for
 //!   fault tests.
@@ -13,11 +14,13 @@
 )]
 
 mod cluster;
+mod live;
 mod process;
 mod sandbox;
 mod server;
 
 pub(crate) use cluster::*;
+pub(crate) use live::*;
 pub(crate) use process::*;
 pub(crate) use sandbox::*;
 pub(crate) use server::*;

@@ -45,8 +45,8 @@ pub(crate) fn message(content: &str) -> Message {
     Message {
         id: "msg_01JTEST0000000000000000000".into(),
         tenant_id: "ten_test".into(),
-        sender_id: "usr_sender".into(),
-        recipient_id: "usr_recipient".into(),
+        sender_id: "usr_0000000000000000000000SEND".into(),
+        recipient_id: "usr_000000000000000000000RECPT".into(),
         content: content.as_bytes().to_vec(),
         content_type: "text/plain".into(),
         metadata: vec![("subject".into(), "hello".into())],

@@ -170,6 +170,25 @@ impl TestServer {
         }
     }
 
+    /// A second node beside `other`: the same database and clock, its own data directory,
+    /// with `tweak` applied to a copy of `other`'s configuration.
+    pub(crate) async fn start_beside(other: &TestServer, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..other.config.clone()
+        };
+        tweak(&mut config);
+        Self::boot(
+            other.backend,
+            config,
+            dir,
+            other.db.clone(),
+            other.clock.clone(),
+        )
+        .await
+    }
+
     /// Stops the server and starts a new one on the same storage and configuration.
     pub(crate) async fn restart(mut self) -> Self {
         self.stop().await;

@@ -180,10 +180,10 @@ async fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
                 signing_secrets: args.secrets.clone(),
             };
             sandbox
-                .deliver(&plugin, &binding, &message, &address)
+                .deliver_to(&plugin, &binding, &message, &address)
                 .await
-                .map(|answer| {
-                    let mut output = match answer {
+                .map(|delivery| {
+                    let mut output = match delivery.result {
                         DeliveryResult::Delivered => json!({ "decision": "delivered" }),
                         DeliveryResult::Retry(later) => json!({
                             "decision": "retry",
@@ -194,10 +194,12 @@ async fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
                             json!({ "decision": "failed", "reason": reason })
                         }
                     };
-                    let published: Vec<Value> = recorder
-                        .take()
+                    let published: Vec<Value> = delivery
+                        .published
                         .into_iter()
-                        .map(|(_, user_id, event)| json!({ "user_id": user_id, "event": event }))
+                        .map(|published| {
+                            json!({ "user_id": published.user_id, "event": published.event })
+                        })
                         .collect();
                     output["published"] = Value::Array(published);
                     output
@@ -283,10 +285,10 @@ fn default_tenant_id() -> String {
     "ten_example".into()
 }
 fn default_sender_id() -> String {
-    "usr_sender".into()
+    "usr_0000000000000000000000SEND".into()
 }
 fn default_recipient_id() -> String {
-    "usr_recipient".into()
+    "usr_000000000000000000000RECPT".into()
 }
 fn default_content_type() -> String {
     "text/plain".into()

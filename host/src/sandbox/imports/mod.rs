@@ -4,10 +4,10 @@
 //! - [`host`]: `dms:plugin/host` — log, now-ms, config;
 //! - [`channel`]: `dms:plugin/channel-host` — publish, http-send, is-online;
 //! - [`http`]: the HTTP client behind `http-send` (allow-list, address rules, timeouts, caps);
-//! - [`realtime`]: the seam to the real-time hub behind `publish` and `is-online`.
+//! - [`presence`]: the seam to the real-time hub behind `is-online`.
 
 pub(crate) mod channel;
 pub(crate) mod host;
 pub mod http;
-pub mod realtime;
+pub mod presence;
 pub(crate) mod wasi;

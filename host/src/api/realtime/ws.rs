@@ -1,0 +1,279 @@
+//! `GET /ws`: the plain WebSocket transport, JSON text frames.
+//!
+//! The token comes as `Authorization: Bearer`, as `?token=` (browsers cannot set headers on
+//! WebSocket requests), or in a first `{"type":"auth","token":…}` frame within 5 s. A bad
+//! token in the request is refused before the upgrade with the API's problem body; `?cursor=`
+//! replays everything after that cursor right after `ready`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{
+    CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::connection::{self, Authed, ClientFrame, Connection, Out, close};
+use super::{MAX_FRAME, check_origin};
+use crate::api::error::{ApiError, Code};
+use crate::api::extract::ApiQuery;
+use crate::app::AppState;
+use crate::realtime::Next;
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The query of `GET /ws`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    /// An access token (for browsers).
+    token: Option<String>,
+    /// Replay everything after this cursor.
+    cursor: Option<u64>,
+}
+
+/// Upgrades to a WebSocket after checking the origin and any token sent with the request.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<Query>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    check_origin(&headers, &app.config.allowed_origins())?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::new(
+            Code::WebSocketRequired,
+            format!("GET /ws takes WebSocket connections only: {rejection}"),
+        )
+    })?;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .map(str::trim)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        Code::InvalidToken,
+                        "the Authorization header must be \"Bearer <token>\"",
+                    )
+                })
+        })
+        .transpose()?;
+    let authed = match bearer.or(query.token) {
+        Some(token) => Some(connection::authenticate(&app, &token).await?),
+        None => None,
+    };
+    let heartbeat = Duration::from_millis(app.config.ws_heartbeat_ms);
+    Ok(upgrade
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| serve(app, socket, authed, query.cursor, heartbeat)))
+}
+
+async fn serve(
+    app: AppState,
+    mut socket: WebSocket,
+    authed: Option<Authed>,
+    cursor: Option<u64>,
+    heartbeat: Duration,
+) {
+    let authed = match authed {
+        Some(authed) => authed,
+        None => match first_auth(&app, &mut socket).await {
+            Ok(authed) => authed,
+            Err(out) => {
+                send(&mut socket, out).await;
+                return;
+            }
+        },
+    };
+    let (mut connection, hello) = match Connection::open(app, authed, cursor).await {
+        Ok(opened) => opened,
+        Err(error) => {
+            let _ = send(&mut socket, Out::Frame(connection::error_frame(&error))).await;
+            let _ = send(&mut socket, Out::Close(1011, "try again shortly".into())).await;
+            return;
+        }
+    };
+    for out in hello {
+        if !send(&mut socket, out).await {
+            return;
+        }
+    }
+    let mut beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut last_heard = Instant::now();
+    let mut expires = Instant::now() + connection.expires_in();
+
+    enum Step {
+        Frame(Option<Result<Message, axum::Error>>),
+        Hub(Next),
+        Beat,
+        Expired,
+    }
+    loop {
+        let step = tokio::select! {
+            message = socket.recv() => Step::Frame(message),
+            next = connection.next() => Step::Hub(next),
+            _ = beat.tick() => Step::Beat,
+            () = tokio::time::sleep_until(expires) => Step::Expired,
+        };
+        let outs = match step {
+            Step::Frame(None | Some(Ok(Message::Close(_)))) => return,
+            Step::Frame(Some(Err(error))) => {
+                drop(connection);
+                if is_too_big(&error) {
+                    send(
+                        &mut socket,
+                        Out::Close(
+                            close::TOO_BIG,
+                            format!("frames are limited to {MAX_FRAME} bytes"),
+                        ),
+                    )
+                    .await;
+                }
+                return;
+            }
+            Step::Frame(Some(Ok(message))) => {
+                last_heard = Instant::now();
+                match message {
+                    Message::Text(text) => {
+                        let outs = connection.on_frame(connection::parse(text.as_str())).await;
+                        if outs.iter().any(|out| matches!(out, Out::Frame(frame) if frame["type"] == "authenticated")) {
+                            expires = Instant::now() + connection.expires_in();
+                        }
+                        outs
+                    }
+                    Message::Binary(_) => {
+                        connection
+                            .on_frame(Err::<ClientFrame, _>(
+                                "binary frames are not part of the protocol; send JSON text".into(),
+                            ))
+                            .await
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            Step::Hub(next) => connection.on_next(next).await,
+            Step::Beat => {
+                if last_heard.elapsed() > heartbeat * 2 {
+                    vec![Out::Close(
+                        close::HEARTBEAT,
+                        "no answer to heartbeats".into(),
+                    )]
+                } else if socket
+                    .send(Message::Ping(Default::default()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                } else {
+                    Vec::new()
+                }
+            }
+            Step::Expired => vec![connection.expired()],
+        };
+        for out in outs {
+            if matches!(out, Out::Close(..)) {
+                // Leave the hub (and presence) before the closing handshake.
+                drop(connection);
+                send(&mut socket, out).await;
+                return;
+            }
+            if !send(&mut socket, out).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits up to 5 s for an `auth` frame.
+async fn first_auth(app: &AppState, socket: &mut WebSocket) -> Result<Authed, Out> {
+    let timeout = || {
+        Out::Close(
+            close::AUTH_TIMEOUT,
+            "send {\"type\":\"auth\",\"token\":…} within 5 s of connecting".into(),
+        )
+    };
+    let deadline = Instant::now() + connection::AUTH_WITHIN;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.recv())
+            .await
+            .map_err(|_| timeout())?;
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return match connection::parse(text.as_str()) {
+                    Ok(ClientFrame::Auth { token }) => connection::authenticate(app, &token)
+                        .await
+                        .map_err(|error| {
+                            Out::Close(close::AUTH_REFUSED, error.detail().to_owned())
+                        }),
+                    _ => Err(Out::Close(
+                        close::AUTH_REFUSED,
+                        "the first frame must be {\"type\":\"auth\",\"token\":…}".into(),
+                    )),
+                };
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Err(error)) if is_too_big(&error) => {
+                return Err(Out::Close(
+                    close::TOO_BIG,
+                    format!("frames are limited to {MAX_FRAME} bytes"),
+                ));
+            }
+            _ => return Err(timeout()),
+        }
+    }
+}
+
+fn is_too_big(error: &axum::Error) -> bool {
+    let text = error.to_string();
+    text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("Message too big")
+        || text.contains("Capacity")
+}
+
+/// Sends one output; false when the connection is over (closed by us, or gone).
+async fn send(socket: &mut WebSocket, out: Out) -> bool {
+    match out {
+        Out::Frame(frame) => socket
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_ok(),
+        Out::Close(code, reason) => {
+            // A close reason is at most 123 bytes.
+            let mut reason = reason;
+            while reason.len() > 123 {
+                reason.pop();
+            }
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })))
+                .await;
+            // Finish the closing handshake: reading what the client still sends until its
+            // close lets the close frame reach it (closing with unread input resets the TCP
+            // connection, and the client may lose the frame).
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some(Ok(message)) = socket.recv().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+            false
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The hub of one node: who is connected here, and pushing events to them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::bridge::Bridge;
+use crate::domain::feed::FeedEvent;
+use crate::domain::ids::{SessionId, TenantId, UserId};
+use crate::redis_link::RedisLink;
+use crate::sandbox::Presence;
+
+type UserKey = (TenantId, UserId);
+
+/// Which connections lose their session (logout, revocation, password change, user deleted).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revoke {
+    /// The connections of one session.
+    Session(SessionId),
+    /// Every connection of the user, except those of one session (the one that changed the
+    /// password keeps going).
+    User {
+        /// The session that stays.
+        except: Option<SessionId>,
+    },
+}
+
+impl Revoke {
+    fn applies_to(&self, session: &SessionId) -> bool {
+        match self {
+            Self::Session(revoked) => revoked == session,
+            Self::User { except } => except.as_ref() != Some(session),
+        }
+    }
+}
+
+/// What a connection waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// A committed event of the user's feed.
+    Event(Arc<FeedEvent>),
+    /// Events may have been missed (Redis was away): read the feed after the last cursor sent.
+    CatchUp,
+    /// The connection must close.
+    Closed(Closed),
+}
+
+/// Why the hub let a connection go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// Its session ended; the reason says how.
+    Revoked(String),
+    /// It did not read its events fast enough and its queue filled up.
+    Overflowed,
+}
+
+enum Signal {
+    Event(Arc<FeedEvent>),
+    CatchUp,
+}
+
+/// What the hub and a connection share.
+struct Shared {
+    session: Mutex<SessionId>,
+    overflowed: AtomicBool,
+    revoked: Mutex<Option<String>>,
+}
+
+struct Entry {
+    id: u64,
+    sender: mpsc::Sender<Signal>,
+    shared: Arc<Shared>,
+}
+
+/// This node's live connections.
+pub struct Hub {
+    queue: usize,
+    next_id: AtomicU64,
+    users: Mutex<HashMap<UserKey, Vec<Entry>>>,
+    bridge: Option<Bridge>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("queue", &self.queue)
+            .field("redis", &self.bridge.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live connection's place in the hub; the user is online while one exists. Dropping it
+/// leaves the hub.
+pub struct Subscription {
+    signals: mpsc::Receiver<Signal>,
+    shared: Arc<Shared>,
+    id: u64,
+    key: UserKey,
+    hub: Arc<Hub>,
+}
+
+impl Subscription {
+    /// The next thing the connection must act on.
+    pub async fn next(&mut self) -> Next {
+        let signal = self.signals.recv().await;
+        if let Some(reason) = self.shared.revoked.lock().expect("hub lock").clone() {
+            return Next::Closed(Closed::Revoked(reason));
+        }
+        match signal {
+            Some(Signal::Event(event)) => Next::Event(event),
+            Some(Signal::CatchUp) => Next::CatchUp,
+            None if self.shared.overflowed.load(Ordering::Relaxed) => {
+                Next::Closed(Closed::Overflowed)
+            }
+            // The hub only drops a sender after flagging why.
+            None => Next::Closed(Closed::Revoked("the server closed the connection".into())),
+        }
+    }
+
+    /// The session now authenticating the connection (after an in-band token refresh).
+    pub fn set_session(&self, session: SessionId) {
+        *self.shared.session.lock().expect("hub lock") = session;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut users = self.hub.users.lock().expect("hub lock");
+        if let Some(entries) = users.get_mut(&self.key) {
+            entries.retain(|entry| entry.id != self.id);
+            if entries.is_empty() {
+                users.remove(&self.key);
+                if let Some(bridge) = &self.hub.bridge {
+                    bridge.presence(&self.key, false);
+                }
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// A hub whose connections queue at most `queue` events each. With `redis`, events,
+    /// revocations and presence are shared with the other nodes.
+    pub fn new(queue: usize, redis: Option<RedisLink>) -> Arc<Self> {
+        Arc::new_cyclic(|hub| Self {
+            queue: queue.max(1),
+            next_id: AtomicU64::new(1),
+            users: Mutex::new(HashMap::new()),
+            bridge: redis.map(|link| Bridge::start(link, hub.clone())),
+        })
+    }
+
+    /// Joins `user` of `tenant`, authenticated by `session`.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        user: &UserId,
+        session: SessionId,
+    ) -> Subscription {
+        let (sender, signals) = mpsc::channel(self.queue);
+        let shared = Arc::new(Shared {
+            session: Mutex::new(session),
+            overflowed: AtomicBool::new(false),
+            revoked: Mutex::new(None),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let key = (tenant.clone(), user.clone());
+        {
+            let mut users = self.users.lock().expect("hub lock");
+            let entries = users.entry(key.clone()).or_default();
+            if entries.is_empty()
+                && let Some(bridge) = &self.bridge
+            {
+                bridge.presence(&key, true);
+            }
+            entries.push(Entry {
+                id,
+                sender,
+                shared: shared.clone(),
+            });
+        }
+        Subscription {
+            signals,
+            shared,
+            id,
+            key,
+            hub: self.clone(),
+        }
+    }
+
+    /// Pushes committed feed events to their users' connections on every node.
+    pub fn publish(&self, events: Vec<FeedEvent>) {
+        let events: Vec<Arc<FeedEvent>> = events.into_iter().map(Arc::new).collect();
+        self.push_local(&events);
+        if let Some(bridge) = &self.bridge {
+            bridge.events(&events);
+        }
+    }
+
+    /// Ends the connections `revoke` names, on every node, with `reason`.
+    pub fn revoke(&self, tenant: &TenantId, user: &UserId, revoke: Revoke, reason: &str) {
+        self.revoke_local(tenant, user, &revoke, reason);
+        if let Some(bridge) = &self.bridge {
+            bridge.revoke(tenant, user, &revoke, reason);
+        }
+    }
+
+    /// Live connections on this node.
+    pub fn connections(&self) -> usize {
+        self.users
+            .lock()
+            .expect("hub lock")
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// The users with a connection on this node.
+    pub(super) fn local_users(&self) -> Vec<UserKey> {
+        self.users
+            .lock()
+            .expect("hub lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn is_local(&self, tenant: &TenantId, user: &UserId) -> bool {
+        self.users
+            .lock()
+            .expect("hub lock")
+            .contains_key(&(tenant.clone(), user.clone()))
+    }
+
+    /// Pushes events to this node's connections. A connection whose queue is full is cut off
+    /// (it resumes from its cursor when it reconnects).
+    pub(super) fn push_local(&self, events: &[Arc<FeedEvent>]) {
+        let mut users = self.users.lock().expect("hub lock");
+        for event in events {
+            let key = (event.tenant_id.clone(), event.user_id.clone());
+            let Some(entries) = users.get_mut(&key) else {
+                continue;
+            };
+            entries.retain(
+                |entry| match entry.sender.try_send(Signal::Event(event.clone())) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        entry.shared.overflowed.store(true, Ordering::Relaxed);
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                },
+            );
+            if entries.is_empty() {
+                users.remove(&key);
+                if let Some(bridge) = &self.bridge {
+                    bridge.presence(&key, false);
+                }
+            }
+        }
+    }
+
+    /// Tells every connection of this node to read what it may have missed.
+    pub(super) fn catch_up_all(&self) {
+        let users = self.users.lock().expect("hub lock");
+        for entry in users.values().flatten() {
+            if let Err(mpsc::error::TrySendError::Full(_)) = entry.sender.try_send(Signal::CatchUp)
+            {
+                // A full queue means the connection is behind anyway: it will be cut off by
+                // the next event, or reads the feed after this one.
+                continue;
+            }
+        }
+    }
+
+    pub(super) fn revoke_local(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        revoke: &Revoke,
+        reason: &str,
+    ) {
+        let key = (tenant.clone(), user.clone());
+        let mut users = self.users.lock().expect("hub lock");
+        let Some(entries) = users.get_mut(&key) else {
+            return;
+        };
+        entries.retain(|entry| {
+            let session = entry.shared.session.lock().expect("hub lock").clone();
+            if revoke.applies_to(&session) {
+                *entry.shared.revoked.lock().expect("hub lock") = Some(reason.to_owned());
+                // Dropping the sender wakes the connection.
+                false
+            } else {
+                true
+            }
+        });
+        if entries.is_empty() {
+            users.remove(&key);
+            if let Some(bridge) = &self.bridge {
+                bridge.presence(&key, false);
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Presence for Hub {
+    async fn is_online(&self, tenant_id: &str, user_id: &str) -> bool {
+        let (Ok(tenant), Ok(user)) = (tenant_id.parse::<TenantId>(), user_id.parse::<UserId>())
+        else {
+            return false;
+        };
+        if self.is_local(&tenant, &user) {
+            return true;
+        }
+        match &self.bridge {
+            Some(bridge) => bridge.is_online(&tenant, &user).await,
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(tenant: &TenantId, user: &UserId, cursor: u64) -> FeedEvent {
+        FeedEvent {
+            tenant_id: tenant.clone(),
+            user_id: user.clone(),
+            cursor,
+            at_ms: 0,
+            body: json!({ "type": "status" }),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_connection_of_the_user_gets_the_event_and_makes_them_online() {
+        let hub = Hub::new(8, None);
+        let (tenant, user, other) = (TenantId::new(), UserId::new(), UserId::new());
+        assert!(!hub.is_online(tenant.as_str(), user.as_str()).await);
+        let mut first = hub.subscribe(&tenant, &user, SessionId::new());
+        let mut second = hub.subscribe(&tenant, &user, SessionId::new());
+        assert!(hub.is_online(tenant.as_str(), user.as_str()).await);
+        hub.publish(vec![event(&tenant, &other, 1), event(&tenant, &user, 1)]);
+        for subscription in [&mut first, &mut second] {
+            match subscription.next().await {
+                Next::Event(event) => assert_eq!((&event.user_id, event.cursor), (&user, 1)),
+                other => panic!("{other:?}"),
+            }
+        }
+        drop(first);
+        assert!(hub.is_online(tenant.as_str(), user.as_str()).await);
+        drop(second);
+        assert!(!hub.is_online(tenant.as_str(), user.as_str()).await);
+        assert_eq!(hub.connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_cuts_the_connection_off_after_what_it_holds() {
+        let hub = Hub::new(2, None);
+        let (tenant, user) = (TenantId::new(), UserId::new());
+        let mut slow = hub.subscribe(&tenant, &user, SessionId::new());
+        hub.publish(
+            (1..=3)
+                .map(|cursor| event(&tenant, &user, cursor))
+                .collect(),
+        );
+        assert!(matches!(slow.next().await, Next::Event(_)));
+        assert!(matches!(slow.next().await, Next::Event(_)));
+        assert_eq!(slow.next().await, Next::Closed(Closed::Overflowed));
+    }
+
+    #[tokio::test]
+    async fn revoking_a_session_closes_only_its_connections() {
+        let hub = Hub::new(8, None);
+        let (tenant, user) = (TenantId::new(), UserId::new());
+        let (kept, ended) = (SessionId::new(), SessionId::new());
+        let mut stays = hub.subscribe(&tenant, &user, kept.clone());
+        let mut goes = hub.subscribe(&tenant, &user, ended.clone());
+        hub.revoke(&tenant, &user, Revoke::Session(ended), "logged out");
+        match goes.next().await {
+            Next::Closed(Closed::Revoked(reason)) => assert_eq!(reason, "logged out"),
+            other => panic!("{other:?}"),
+        }
+        hub.publish(vec![event(&tenant, &user, 1)]);
+        assert!(matches!(stays.next().await, Next::Event(_)));
+        hub.revoke(
+            &tenant,
+            &user,
+            Revoke::User { except: None },
+            "user deleted",
+        );
+        assert!(matches!(
+            stays.next().await,
+            Next::Closed(Closed::Revoked(_))
+        ));
+    }
+}
