@@ -236,5 +236,17 @@ fn scaffolds_for_the_other_worlds_pass_their_own_tests() {
             "{}",
             stderr(&output)
         );
+        if world == "channel" {
+            // The presence example: delivered to an online recipient, otherwise later.
+            let online = dms(&["plugin", "run", wasm.to_str().unwrap(), "--online"]);
+            let online: serde_json::Value = serde_json::from_str(&stdout(&online)).unwrap();
+            assert_eq!(online["decision"], "delivered", "{online}");
+            assert_eq!(online["published"][0]["event"]["type"], "message");
+            let offline = dms(&["plugin", "run", wasm.to_str().unwrap()]);
+            let offline: serde_json::Value = serde_json::from_str(&stdout(&offline)).unwrap();
+            assert_eq!(offline["decision"], "retry", "{offline}");
+            let after = offline["after_ms"].as_u64().unwrap();
+            assert!((1..=86_400_000).contains(&after), "{offline}");
+        }
     }
 }

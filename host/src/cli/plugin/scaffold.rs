@@ -252,19 +252,48 @@ mod tests {
 }
 "#;
 
-const CHANNEL: &str = r##"//! {name}: a DMS channel. Pushes the message to the recipient's live connections when they
-//! are online; otherwise asks to retry after `offline_retry` (default 5m).
+const CHANNEL: &str = r##"//! {name}: a DMS channel that delivers now if the recipient is online, and otherwise at the
+//! next `offline_at` (UTC, default `09:00`): it pushes the message to the recipient's live
+//! connections, or asks the host to retry when that time comes.
 
 use dms_plugin_sdk::{
-    Address, DeliveryResult, Message, RetryLater, channel::Guest, config, realtime,
+    Address, DeliveryResult, Message, RetryLater, channel::Guest, config, now_ms, realtime,
 };
 
-/// The decision, as a plain function of presence and the publish result.
-pub fn outcome(online: bool, published: Result<(), String>, offline_retry_ms: u64) -> DeliveryResult {
+const DAY_MS: u64 = 86_400_000;
+
+/// Parses `HH:MM` into milliseconds after midnight.
+pub fn time_of_day(text: &str) -> Result<u64, String> {
+    let invalid = || format!("offline_at: {text:?} is not a time like 09:00");
+    let (hours, minutes) = text.split_once(':').ok_or_else(invalid)?;
+    let (hours, minutes): (u64, u64) = (
+        hours.parse().map_err(|_| invalid())?,
+        minutes.parse().map_err(|_| invalid())?,
+    );
+    if hours > 23 || minutes > 59 {
+        return Err(invalid());
+    }
+    Ok(hours * 3_600_000 + minutes * 60_000)
+}
+
+/// The first moment after `now_ms` whose UTC time of day is `at_ms_of_day`.
+pub fn next_at(now_ms: u64, at_ms_of_day: u64) -> u64 {
+    let midnight = now_ms - now_ms % DAY_MS;
+    let today = midnight + at_ms_of_day;
+    if today > now_ms { today } else { today + DAY_MS }
+}
+
+/// The decision, as a plain function of presence, the publish result and the clock.
+pub fn outcome(
+    online: bool,
+    published: Result<(), String>,
+    now_ms: u64,
+    at_ms_of_day: u64,
+) -> DeliveryResult {
     if !online {
         return DeliveryResult::Retry(RetryLater {
-            reason: "the recipient is offline".into(),
-            after_ms: Some(offline_retry_ms),
+            reason: "the recipient is offline; trying again at the next offline_at".into(),
+            after_ms: Some(next_at(now_ms, at_ms_of_day) - now_ms),
         });
     }
     match published {
@@ -278,9 +307,10 @@ pub struct Plugin;
 
 impl Guest for Plugin {
     fn deliver(message: Message, address: Address) -> DeliveryResult {
-        let offline_retry = match config::duration_ms("offline_retry", 300_000) {
+        let offline_at = config::get("offline_at").unwrap_or_else(|| "09:00".into());
+        let at_ms_of_day = match time_of_day(&offline_at) {
             Ok(ms) => ms,
-            Err(error) => return DeliveryResult::Failed(error.to_string()),
+            Err(error) => return DeliveryResult::Failed(error),
         };
         let online = realtime::is_online(&address.recipient_id);
         let published = if online {
@@ -291,7 +321,7 @@ impl Guest for Plugin {
         } else {
             Ok(())
         };
-        outcome(online, published, offline_retry)
+        outcome(online, published, now_ms(), at_ms_of_day)
     }
 }
 
@@ -301,17 +331,29 @@ dms_plugin_sdk::export_channel!(Plugin);
 mod tests {
     use super::*;
 
+    const NINE: u64 = 9 * 3_600_000;
+
     #[test]
     fn delivers_to_online_recipients() {
-        assert_eq!(outcome(true, Ok(()), 1_000), DeliveryResult::Delivered);
+        assert_eq!(outcome(true, Ok(()), 0, NINE), DeliveryResult::Delivered);
     }
 
     #[test]
-    fn retries_while_offline() {
+    fn waits_for_the_next_nine_o_clock_while_offline() {
+        let eight = 8 * 3_600_000;
         assert!(matches!(
-            outcome(false, Ok(()), 1_000),
-            DeliveryResult::Retry(RetryLater { after_ms: Some(1_000), .. })
+            outcome(false, Ok(()), eight, NINE),
+            DeliveryResult::Retry(RetryLater { after_ms: Some(3_600_000), .. })
         ));
+        let ten = 10 * 3_600_000;
+        assert_eq!(next_at(ten, NINE), DAY_MS + NINE);
+    }
+
+    #[test]
+    fn reads_times_of_day() {
+        assert_eq!(time_of_day("09:00"), Ok(NINE));
+        assert!(time_of_day("9 am").is_err());
+        assert!(time_of_day("24:00").is_err());
     }
 }
 "##;
