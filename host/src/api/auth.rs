@@ -125,11 +125,19 @@ pub(super) async fn refresh(
         Rotation::Rotated { session, user } => {
             Ok(Json(tokens(&state, *user, &session.id, refresh_token)))
         }
-        Rotation::Reused { session_id } => {
+        Rotation::Reused { session_id, owner } => {
             tracing::warn!(
                 message = "A used refresh token was presented again; its session is revoked.",
                 session_id = %session_id,
             );
+            if let Some((tenant, user)) = owner {
+                state.hub.revoke(
+                    &tenant,
+                    &user,
+                    Revoke::Session(session_id),
+                    "the session was revoked: its refresh token was used twice",
+                );
+            }
             Err(ApiError::new(
                 Code::RefreshTokenReused,
                 "this refresh token was already used, so its session has been revoked; log in again",

@@ -112,6 +112,8 @@ pub enum Rotation {
     Reused {
         /// The revoked session.
         session_id: SessionId,
+        /// Its tenant and user, when this presentation revoked it (not revoked before).
+        owner: Option<(TenantId, UserId)>,
     },
     /// No such token, or its session has ended.
     Invalid,

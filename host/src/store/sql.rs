@@ -405,7 +405,7 @@ pub(super) const EXTEND_LIVE_SESSION: &str = "UPDATE sessions SET last_used_at_m
      AND user_id IN (SELECT id FROM users WHERE deleted_at_ms IS NULL) \
      RETURNING id, user_id, tenant_id, created_at_ms, last_used_at_ms, expires_at_ms, user_agent, ip";
 pub(super) const REVOKE_SESSION_BY_ID: &str = "UPDATE sessions SET revoked_at_ms = $2, revoked_reason = $3 \
-     WHERE id = $1 AND revoked_at_ms IS NULL";
+     WHERE id = $1 AND revoked_at_ms IS NULL RETURNING tenant_id, user_id";
 pub(super) const USER_BY_ID: &str = "SELECT id, tenant_id, username, display_name, role, created_at_ms \
      FROM users WHERE id = $1";
 pub(super) const AUTHENTICATE: &str = "SELECT u.id, u.tenant_id, u.username, u.display_name, u.role, \
@@ -720,13 +720,17 @@ macro_rules! impl_store {
                         .await?;
                     let outcome = match known {
                         Some(IdRow { id }) => {
-                            sqlx::query::<Db>(sql::REVOKE_SESSION_BY_ID)
-                                .bind(&id)
-                                .bind(sql::ms(now_ms))
-                                .bind("refresh token reused")
-                                .execute(&mut *tx)
-                                .await?;
-                            Rotation::Reused { session_id: id }
+                            let owner: Option<(TenantId, UserId)> =
+                                sqlx::query_as::<Db, (TenantId, UserId)>(sql::REVOKE_SESSION_BY_ID)
+                                    .bind(&id)
+                                    .bind(sql::ms(now_ms))
+                                    .bind("refresh token reused")
+                                    .fetch_optional(&mut *tx)
+                                    .await?;
+                            Rotation::Reused {
+                                session_id: id,
+                                owner,
+                            }
                         }
                         None => Rotation::Invalid,
                     };

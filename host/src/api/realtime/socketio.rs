@@ -194,7 +194,19 @@ fn emit(socket: &SocketRef, out: Out) -> bool {
     match out {
         Out::Frame(frame) => {
             let event = frame["type"].as_str().unwrap_or("event").to_owned();
-            socket.emit(event, &frame).is_ok()
+            match socket.emit(event, &frame) {
+                Ok(()) => true,
+                Err(error) => {
+                    // Socket.IO's own buffer is full (a reader this far behind resumes from
+                    // its cursor) or the socket is gone: either way this connection is over.
+                    let _ = socket.emit(
+                        "close",
+                        &json!({ "code": connection::close::SLOW_CONSUMER, "reason": error.to_string() }),
+                    );
+                    let _ = socket.clone().disconnect();
+                    false
+                }
+            }
         }
         Out::Close(code, reason) => {
             let _ = socket.emit("close", &json!({ "code": code, "reason": reason }));
