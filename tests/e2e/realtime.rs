@@ -18,6 +18,20 @@ on_both_backends!(
     socket_io_clients_get_the_same_events,
 );
 
+/// Waits (up to 15 s, checking every 100 ms) until `check` holds; fails the test with `what`.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
 async fn admin_and_bob(server: &TestServer) -> (Login, Login) {
     let admin = server.admin().await;
     let bob = server.member(&admin, "bob").await;
@@ -206,18 +220,13 @@ async fn a_cursor_past_retention_gets_resync_required(backend: Backend) {
     deliver(&server, &admin, &bob, 3).await;
     // Past retention on the server's clock; the pruner runs every second.
     server.clock.advance(10_000);
-    let mut pruned = false;
-    for _ in 0..100 {
-        let left = server
+    eventually("the pruner removed the old events", || async {
+        server
             .sql_column("SELECT CAST(COUNT(*) AS TEXT) FROM feed_events")
-            .await;
-        if left[0] == "0" {
-            pruned = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(pruned, "the pruner removed the old events");
+            .await[0]
+            == "0"
+    })
+    .await;
     deliver(&server, &admin, &bob, 1).await;
 
     let (mut socket, ready) = WsClient::connect(&server.url, &bob.token).await;
@@ -520,15 +529,10 @@ async fn a_peer_that_stops_answering_heartbeats_is_dropped_and_goes_offline() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (code, reason) = silent.closed().await;
     assert_eq!(code, 4009, "{reason}");
-    let mut offline = false;
-    for _ in 0..50 {
-        if !online().await {
-            offline = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(offline, "the dropped peer no longer counts as online");
+    eventually("the dropped peer no longer counts as online", || async {
+        !online().await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,15 +626,7 @@ async fn two_nodes_share_events_and_presence_through_redis_also_after_it_restart
         async move { dms::sandbox::Presence::is_online(hub.as_ref(), &tenant, &user).await }
     };
     // Presence reaches node B through Redis.
-    let mut seen = false;
-    for _ in 0..50 {
-        if online(&b).await {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(seen, "node B sees bob online on node A");
+    eventually("node B sees bob online on node A", || online(&b)).await;
 
     // Node B delivers; the event reaches bob's socket on node A.
     let ids = deliver(&b, &admin, &bob, 1).await;
@@ -658,25 +654,21 @@ async fn two_nodes_share_events_and_presence_through_redis_also_after_it_restart
     redis.start_again().await;
     // Node B's dispatcher rebuilds the empty index and delivers (rounds fail while its
     // connection to Redis comes back).
-    let mut delivered = false;
-    for _ in 0..150 {
+    eventually("node B delivers once Redis is back", || async {
         let _ = b.state.dispatcher.dispatch_until_idle().await;
-        let mut statuses = Vec::new();
         for id in &during {
             let status = admin
                 .api
                 .get(&format!("/messages/{id}/status"))
                 .await
                 .expect(200);
-            statuses.push(status.body["status"].clone());
+            if status.body["status"] != "delivered" {
+                return false;
+            }
         }
-        if statuses.iter().all(|status| status == "delivered") {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(delivered, "node B delivers once Redis is back");
+        true
+    })
+    .await;
     let mut got = Vec::new();
     while got.len() < 2 {
         let event = on_a.next().await;
@@ -695,13 +687,5 @@ async fn two_nodes_share_events_and_presence_through_redis_also_after_it_restart
     );
     on_a.expect_quiet().await;
     drop(on_a);
-    let mut gone = false;
-    for _ in 0..50 {
-        if !online(&b).await {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "node B sees bob go offline");
+    eventually("node B sees bob go offline", || async { !online(&b).await }).await;
 }
