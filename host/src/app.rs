@@ -303,9 +303,14 @@ pub async fn serve(
         listener,
         crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
+    .with_graceful_shutdown({
+        let hub = state.hub.clone();
+        async move {
+            shutdown.await;
+            // Upgraded connections are not requests: close them (1001) so clients move on.
+            hub.shut_down();
+            let _ = stopping_tx.send(());
+        }
     });
     let deadline = async move {
         match stopping_rx.await {

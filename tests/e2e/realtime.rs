@@ -536,6 +536,26 @@ async fn a_peer_that_stops_answering_heartbeats_is_dropped_and_goes_offline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_closes_connections_with_going_away() {
+    let mut server = TestServer::start(Backend::Sqlite).await;
+    let admin = server.admin().await;
+    let (mut socket, _) = WsClient::connect(&server.url, &admin.token).await;
+    let mut sio = SioClient::connect(&server.url, json!({ "token": admin.token })).await;
+    assert_eq!(sio.next().await.0, "connect");
+    assert_eq!(sio.next().await.0, "ready");
+    server.stop().await;
+    let (code, reason) = socket.closed().await;
+    assert_eq!(code, 1001, "{reason}");
+    let (event, data) = sio.next().await;
+    assert_eq!(
+        (event.as_str(), &data["code"]),
+        ("close", &json!(1001)),
+        "{data}"
+    );
+    sio.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_auth_frame_within_five_seconds_closes() {
     let server = TestServer::start(Backend::Sqlite).await;
     let mut client = WsClient::try_connect(&server.url, "/ws", &[])

@@ -55,6 +55,8 @@ pub enum Closed {
     Revoked(String),
     /// It did not read its events fast enough and its queue filled up.
     Overflowed,
+    /// The server is shutting down.
+    ShuttingDown,
 }
 
 enum Signal {
@@ -78,6 +80,7 @@ struct Entry {
 /// This node's live connections.
 pub struct Hub {
     queue: usize,
+    shutting_down: AtomicBool,
     next_id: AtomicU64,
     users: Mutex<HashMap<UserKey, Vec<Entry>>>,
     bridge: Option<Bridge>,
@@ -115,8 +118,8 @@ impl Subscription {
             None if self.shared.overflowed.load(Ordering::Relaxed) => {
                 Next::Closed(Closed::Overflowed)
             }
-            // The hub only drops a sender after flagging why.
-            None => Next::Closed(Closed::Revoked("the server closed the connection".into())),
+            // The hub drops a sender only after flagging why: overflow, revocation, shutdown.
+            None => Next::Closed(Closed::ShuttingDown),
         }
     }
 
@@ -147,6 +150,7 @@ impl Hub {
     pub fn new(queue: usize, redis: Option<RedisLink>) -> Arc<Self> {
         Arc::new_cyclic(|hub| Self {
             queue: queue.max(1),
+            shutting_down: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             users: Mutex::new(HashMap::new()),
             bridge: redis.map(|link| Bridge::start(link, hub.clone())),
@@ -205,6 +209,18 @@ impl Hub {
         self.revoke_local(tenant, user, &revoke, reason);
         if let Some(bridge) = &self.bridge {
             bridge.revoke(tenant, user, &revoke, reason);
+        }
+    }
+
+    /// Closes every connection of this node (the server is shutting down; clients reconnect
+    /// to another node with their cursors).
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        let mut users = self.users.lock().expect("hub lock");
+        for (key, _) in users.drain() {
+            if let Some(bridge) = &self.bridge {
+                bridge.presence(&key, false);
+            }
         }
     }
 
@@ -400,5 +416,15 @@ mod tests {
             stays.next().await,
             Next::Closed(Closed::Revoked(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn shutting_down_closes_everyone() {
+        let hub = Hub::new(8, None);
+        let (tenant, user) = (TenantId::new(), UserId::new());
+        let mut connection = hub.subscribe(&tenant, &user, SessionId::new());
+        hub.shut_down();
+        assert_eq!(connection.next().await, Next::Closed(Closed::ShuttingDown));
+        assert!(!hub.is_online(tenant.as_str(), user.as_str()).await);
     }
 }

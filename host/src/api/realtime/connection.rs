@@ -164,11 +164,6 @@ impl Connection {
         Ok((connection, out))
     }
 
-    /// The user.
-    pub fn user(&self) -> &User {
-        &self.user
-    }
-
     /// How long until the token expires.
     pub fn expires_in(&self) -> Duration {
         Duration::from_millis(self.expires_at_ms.saturating_sub(self.app.clock.now_ms()))
@@ -198,6 +193,13 @@ impl Connection {
             Next::CatchUp => self.read_feed(u64::MAX >> 1).await,
             Next::Closed(Closed::Revoked(reason)) => {
                 return vec![Out::Close(close::SESSION_ENDED, reason)];
+            }
+            Next::Closed(Closed::ShuttingDown) => {
+                return vec![Out::Close(
+                    close::GOING_AWAY,
+                    "the server is shutting down; reconnect and resume from your last cursor"
+                        .into(),
+                )];
             }
             Next::Closed(Closed::Overflowed) => {
                 return vec![Out::Close(
