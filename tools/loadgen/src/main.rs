@@ -9,7 +9,10 @@
 //!   messages and for those due while production ran ("steady") or after it ("tail");
 //! - `idle`: single messages, each due while nothing else happens;
 //! - `burst`: `--count` messages due at the same instant; the drain rate;
-//! - `memory`: Redis bytes per pending message (`used_memory` before and after).
+//! - `memory`: Redis bytes per pending message (`used_memory` before and after);
+//! - `ws-idle`, `ws-lateness`: WebSocket connections and pushed deliveries (`realtime.rs`).
+
+mod realtime;
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,10 @@ enum Scenario {
     Burst(Delivery),
     /// Redis bytes per pending message.
     Memory(Delivery),
+    /// Open --connections WebSockets over --users users: connect rate, server RSS per connection.
+    WsIdle(realtime::WsIdle),
+    /// Messages due at --rate to random users, one WebSocket each: lateness and push latency.
+    WsLateness(realtime::WsLateness),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -251,35 +258,81 @@ async fn produce(
     recipient: &str,
     plan: Vec<(u64, u64)>,
 ) -> anyhow::Result<u64> {
+    let (send_at, due): (Vec<u64>, Vec<u64>) = plan.into_iter().unzip();
+    let recipient = recipient.to_owned();
+    let submitted = produce_with(client, common, token, send_at, move |n| {
+        json!({ "recipient_id": recipient, "content": "x".repeat(64), "deliver_at": rfc3339(due[n]) })
+    })
+    .await;
+    Ok(submitted.errors)
+}
+
+/// What [`produce_with`] did.
+#[derive(Debug, Default)]
+struct Submitted {
+    errors: u64,
+    first_error: Option<String>,
+    /// When the first and the last request went out (Unix ms).
+    first_sent_ms: u64,
+    last_sent_ms: u64,
+}
+
+/// Submits one message per entry of `send_at`, `connections` at a time, each as soon as its
+/// send time (Unix ms) comes; `body(n)` makes the body of message `n` at that moment.
+async fn produce_with(
+    client: &reqwest::Client,
+    common: &Common,
+    token: &str,
+    send_at: Vec<u64>,
+    body: impl Fn(usize) -> Value + Send + Sync + 'static,
+) -> Submitted {
     use futures_util::StreamExt as _;
-    let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let body = std::sync::Arc::new(body);
     let url = format!("{}/messages", common.url);
-    futures_util::stream::iter(plan)
-        .map(|(send_at, due)| {
-            let (client, url, token, errors) = (client.clone(), url.clone(), token.to_owned(), errors.clone());
-            let recipient = recipient.to_owned();
-            async move {
-                let wait = send_at.saturating_sub(now_ms());
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let outcomes: Vec<(u64, Option<String>)> =
+        futures_util::stream::iter(send_at.into_iter().enumerate())
+            .map(|(n, send_at)| {
+                let (client, url, token, body) =
+                    (client.clone(), url.clone(), token.to_owned(), body.clone());
+                async move {
+                    let wait = send_at.saturating_sub(now_ms());
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    let sent = now_ms();
+                    let error = match client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&body(n))
+                        .send()
+                        .await
+                    {
+                        Ok(response) if response.status().is_success() => None,
+                        Ok(response) => Some(format!(
+                            "{}: {}",
+                            response.status(),
+                            response.text().await.unwrap_or_default()
+                        )),
+                        Err(error) => Some(error.to_string()),
+                    };
+                    (sent, error)
                 }
-                let body = json!({ "recipient_id": recipient, "content": "x".repeat(64), "deliver_at": rfc3339(due) });
-                let ok = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&body)
-                    .send()
-                    .await
-                    .is_ok_and(|response| response.status().is_success());
-                if !ok {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        })
-        .buffer_unordered(common.connections.max(1) * 4)
-        .collect::<Vec<()>>()
-        .await;
-    Ok(errors.load(std::sync::atomic::Ordering::Relaxed))
+            })
+            .buffer_unordered(common.connections.max(1) * 4)
+            .collect()
+            .await;
+    let mut submitted = Submitted {
+        first_sent_ms: outcomes.iter().map(|(sent, _)| *sent).min().unwrap_or(0),
+        last_sent_ms: outcomes.iter().map(|(sent, _)| *sent).max().unwrap_or(0),
+        ..Submitted::default()
+    };
+    for (_, error) in outcomes {
+        if let Some(error) = error {
+            submitted.errors += 1;
+            submitted.first_error.get_or_insert(error);
+        }
+    }
+    submitted
 }
 
 /// The server's database, for counting deliveries and reading their history.
@@ -519,6 +572,7 @@ async fn memory(delivery: &Delivery) -> anyhow::Result<Value> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    realtime::raise_open_files();
     let result = match cli.scenario {
         Scenario::Login(common) => {
             let url = format!("{}/auth/login", common.url);
@@ -555,6 +609,8 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Idle(delivery) => idle(&delivery).await?,
         Scenario::Burst(delivery) => burst(&delivery).await?,
         Scenario::Memory(delivery) => memory(&delivery).await?,
+        Scenario::WsIdle(args) => realtime::ws_idle(&args).await?,
+        Scenario::WsLateness(args) => realtime::ws_lateness(&args).await?,
     };
     println!("{result}");
     Ok(())
