@@ -3,9 +3,10 @@
 //! scored by when their claim expires).
 //!
 //! Nothing here blocks a caller: publishing and presence updates go through queues to tasks
-//! that talk to Redis. When Redis is away, other nodes miss events for a while; when the
-//! subscription comes back, every local connection reads its feed from its last cursor, so
-//! clients see no gap. Presence then answers for this node only.
+//! that talk to Redis. When Redis is away, other nodes miss events for a while, and nothing is
+//! lost: when a node's subscription comes back, every connection there reads its feed from its
+//! last cursor; and a node that failed to publish tells all nodes to do the same as soon as it
+//! can publish again. Presence then answers for this node only.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -48,6 +49,8 @@ enum Payload {
         revoke: Revoke,
         reason: String,
     },
+    /// A node could not publish some events: every connection re-reads its feed.
+    CatchUp,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -140,22 +143,48 @@ fn now_ms() -> u64 {
     crate::clock::Clock::System.now_ms()
 }
 
+/// Publishes the outbox. After a failure it owes the other nodes a catch-up, which it sends
+/// first thing once Redis answers again (retrying every second while idle).
 async fn publish(
     link: RedisLink,
     channel: String,
     node: String,
     mut outgoing: mpsc::Receiver<Payload>,
 ) {
-    while let Some(payload) = outgoing.recv().await {
+    let send = |payload: Payload| {
+        let (link, channel) = (link.clone(), channel.clone());
         let text = serde_json::to_string(&Wire {
             node: node.clone(),
             payload,
         })
         .expect("wire messages serialize");
-        let mut connection = link.connection();
-        let sent: Result<u64, _> = connection.publish(&channel, text).await;
-        if let Err(error) = sent {
-            tracing::warn!(message = "Could not publish a real-time event to other nodes.", %error);
+        async move {
+            let mut connection = link.connection();
+            connection.publish::<_, _, u64>(&channel, text).await
+        }
+    };
+    let mut owed = false;
+    loop {
+        let next = if owed {
+            match tokio::time::timeout(Duration::from_secs(1), outgoing.recv()).await {
+                Ok(None) => return,
+                Ok(Some(payload)) => Some(payload),
+                Err(_) => None,
+            }
+        } else {
+            match outgoing.recv().await {
+                Some(payload) => Some(payload),
+                None => return,
+            }
+        };
+        if owed && send(Payload::CatchUp).await.is_ok() {
+            owed = false;
+        }
+        if let Some(payload) = next
+            && let Err(error) = send(payload).await
+        {
+            owed = true;
+            tracing::warn!(message = "Could not publish a real-time event to other nodes; they catch up from the feed once Redis answers.", %error);
         }
     }
 }
@@ -206,6 +235,10 @@ async fn subscribe(link: RedisLink, channel: String, node: String, hub: Weak<Hub
                                     },
                                 ..
                             }) => hub.revoke_local(&tenant_id, &user_id, &revoke, &reason),
+                            Ok(Wire {
+                                payload: Payload::CatchUp,
+                                ..
+                            }) => hub.catch_up_all(),
                             Err(error) => {
                                 tracing::warn!(message = "Ignoring a malformed real-time message from Redis.", %error)
                             }
@@ -256,6 +289,9 @@ async fn track_presence(
                         .pexpire(&key, ttl_ms as i64).ignore();
                 }
             }
+        }
+        if pipe.is_empty() {
+            continue;
         }
         let mut connection = link.connection();
         let done: Result<(), _> = pipe.query_async(&mut connection).await;

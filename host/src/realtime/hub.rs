@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 
@@ -83,14 +83,14 @@ pub struct Hub {
     shutting_down: AtomicBool,
     next_id: AtomicU64,
     users: Mutex<HashMap<UserKey, Vec<Entry>>>,
-    bridge: Option<Bridge>,
+    bridge: OnceLock<Bridge>,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("queue", &self.queue)
-            .field("redis", &self.bridge.is_some())
+            .field("redis", &self.bridge.get().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -136,7 +136,7 @@ impl Drop for Subscription {
             entries.retain(|entry| entry.id != self.id);
             if entries.is_empty() {
                 users.remove(&self.key);
-                if let Some(bridge) = &self.hub.bridge {
+                if let Some(bridge) = self.hub.bridge.get() {
                     bridge.presence(&self.key, false);
                 }
             }
@@ -148,13 +148,19 @@ impl Hub {
     /// A hub whose connections queue at most `queue` events each. With `redis`, events,
     /// revocations and presence are shared with the other nodes.
     pub fn new(queue: usize, redis: Option<RedisLink>) -> Arc<Self> {
-        Arc::new_cyclic(|hub| Self {
+        let hub = Arc::new(Self {
             queue: queue.max(1),
             shutting_down: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             users: Mutex::new(HashMap::new()),
-            bridge: redis.map(|link| Bridge::start(link, hub.clone())),
-        })
+            bridge: OnceLock::new(),
+        });
+        // Started once the hub exists: its tasks hold a weak reference they must be able to
+        // upgrade from their first poll.
+        if let Some(link) = redis {
+            let _ = hub.bridge.set(Bridge::start(link, Arc::downgrade(&hub)));
+        }
+        hub
     }
 
     /// Joins `user` of `tenant`, authenticated by `session`.
@@ -176,7 +182,7 @@ impl Hub {
             let mut users = self.users.lock().expect("hub lock");
             let entries = users.entry(key.clone()).or_default();
             if entries.is_empty()
-                && let Some(bridge) = &self.bridge
+                && let Some(bridge) = self.bridge.get()
             {
                 bridge.presence(&key, true);
             }
@@ -199,7 +205,7 @@ impl Hub {
     pub fn publish(&self, events: Vec<FeedEvent>) {
         let events: Vec<Arc<FeedEvent>> = events.into_iter().map(Arc::new).collect();
         self.push_local(&events);
-        if let Some(bridge) = &self.bridge {
+        if let Some(bridge) = self.bridge.get() {
             bridge.events(&events);
         }
     }
@@ -207,7 +213,7 @@ impl Hub {
     /// Ends the connections `revoke` names, on every node, with `reason`.
     pub fn revoke(&self, tenant: &TenantId, user: &UserId, revoke: Revoke, reason: &str) {
         self.revoke_local(tenant, user, &revoke, reason);
-        if let Some(bridge) = &self.bridge {
+        if let Some(bridge) = self.bridge.get() {
             bridge.revoke(tenant, user, &revoke, reason);
         }
     }
@@ -218,7 +224,7 @@ impl Hub {
         self.shutting_down.store(true, Ordering::Relaxed);
         let mut users = self.users.lock().expect("hub lock");
         for (key, _) in users.drain() {
-            if let Some(bridge) = &self.bridge {
+            if let Some(bridge) = self.bridge.get() {
                 bridge.presence(&key, false);
             }
         }
@@ -272,7 +278,7 @@ impl Hub {
             );
             if entries.is_empty() {
                 users.remove(&key);
-                if let Some(bridge) = &self.bridge {
+                if let Some(bridge) = self.bridge.get() {
                     bridge.presence(&key, false);
                 }
             }
@@ -316,7 +322,7 @@ impl Hub {
         });
         if entries.is_empty() {
             users.remove(&key);
-            if let Some(bridge) = &self.bridge {
+            if let Some(bridge) = self.bridge.get() {
                 bridge.presence(&key, false);
             }
         }
@@ -333,7 +339,7 @@ impl Presence for Hub {
         if self.is_local(&tenant, &user) {
             return true;
         }
-        match &self.bridge {
+        match self.bridge.get() {
             Some(bridge) => bridge.is_online(&tenant, &user).await,
             None => false,
         }
