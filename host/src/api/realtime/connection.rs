@@ -13,6 +13,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::api::error::ApiError;
 use crate::app::AppState;
@@ -116,11 +117,18 @@ pub fn error_frame(error: &ApiError) -> Value {
     json!({ "type": "error", "code": error.code().as_str(), "detail": error.detail() })
 }
 
+/// The instant a token expiring at `expires_at_ms` (the server's clock) runs out.
+fn deadline(app: &AppState, expires_at_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(expires_at_ms.saturating_sub(app.clock.now_ms()))
+}
+
 /// A live, authenticated connection.
 pub struct Connection {
     app: AppState,
     user: User,
     expires_at_ms: u64,
+    /// When the connection closes unless the token is refreshed in band.
+    deadline: Instant,
     subscription: Subscription,
     /// The last cursor sent.
     last: u64,
@@ -144,10 +152,12 @@ impl Connection {
             .head;
         let per_second = NonZeroU32::new(app.config.ws_frames_per_second.max(1)).expect("≥ 1");
         let burst = per_second.saturating_mul(NonZeroU32::new(2).expect("2"));
+        let deadline = deadline(&app, authed.expires_at_ms);
         let mut connection = Self {
             limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
             app,
             user,
+            deadline,
             expires_at_ms: authed.expires_at_ms,
             subscription,
             last: head,
@@ -164,9 +174,9 @@ impl Connection {
         Ok((connection, out))
     }
 
-    /// How long until the token expires.
-    pub fn expires_in(&self) -> Duration {
-        Duration::from_millis(self.expires_at_ms.saturating_sub(self.app.clock.now_ms()))
+    /// When the token expires, on the runtime's clock (moved by an in-band refresh).
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// The close for an expired token.
@@ -261,6 +271,7 @@ impl Connection {
             Ok(authed) if authed.user.id == self.user.id => {
                 self.subscription.set_session(authed.session);
                 self.expires_at_ms = authed.expires_at_ms;
+                self.deadline = deadline(&self.app, authed.expires_at_ms);
                 self.user = authed.user;
                 vec![Out::Frame(json!({
                     "type": "authenticated",

@@ -17,7 +17,6 @@ use socketioxide::extract::{Data, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::connection::{self, Authed, ClientFrame, Connection, Out};
 use super::{MAX_FRAME, check_origin};
@@ -143,30 +142,21 @@ async fn serve(
             return;
         }
     }
-    let mut expires = Instant::now() + connection.expires_in();
     enum Step {
         Client(Option<Inbound>),
         Hub(Next),
         Expired,
     }
     loop {
+        let deadline = connection.deadline();
         let step = tokio::select! {
             inbound = frames.recv() => Step::Client(inbound),
             next = connection.next() => Step::Hub(next),
-            () = tokio::time::sleep_until(expires) => Step::Expired,
+            () = tokio::time::sleep_until(deadline) => Step::Expired,
         };
         let outs = match step {
             Step::Client(None | Some(Inbound::Gone)) => return,
-            Step::Client(Some(Inbound::Frame(frame))) => {
-                let outs = connection.on_frame(frame).await;
-                if outs
-                    .iter()
-                    .any(|out| matches!(out, Out::Frame(frame) if frame["type"] == "authenticated"))
-                {
-                    expires = Instant::now() + connection.expires_in();
-                }
-                outs
-            }
+            Step::Client(Some(Inbound::Frame(frame))) => connection.on_frame(frame).await,
             Step::Hub(next) => connection.on_next(next).await,
             Step::Expired => vec![connection.expired()],
         };

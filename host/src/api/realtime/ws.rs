@@ -112,7 +112,6 @@ async fn serve(
     }
     let mut beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_heard = Instant::now();
-    let mut expires = Instant::now() + connection.expires_in();
 
     enum Step {
         Frame(Option<Result<Message, axum::Error>>),
@@ -121,11 +120,12 @@ async fn serve(
         Expired,
     }
     loop {
+        let deadline = connection.deadline();
         let step = tokio::select! {
             message = socket.recv() => Step::Frame(message),
             next = connection.next() => Step::Hub(next),
             _ = beat.tick() => Step::Beat,
-            () = tokio::time::sleep_until(expires) => Step::Expired,
+            () = tokio::time::sleep_until(deadline) => Step::Expired,
         };
         let outs = match step {
             Step::Frame(None | Some(Ok(Message::Close(_)))) => return,
@@ -147,11 +147,7 @@ async fn serve(
                 last_heard = Instant::now();
                 match message {
                     Message::Text(text) => {
-                        let outs = connection.on_frame(connection::parse(text.as_str())).await;
-                        if outs.iter().any(|out| matches!(out, Out::Frame(frame) if frame["type"] == "authenticated")) {
-                            expires = Instant::now() + connection.expires_in();
-                        }
-                        outs
+                        connection.on_frame(connection::parse(text.as_str())).await
                     }
                     Message::Binary(_) => {
                         connection
