@@ -167,11 +167,21 @@ impl AppState {
                 cache_dir: Some(config.plugin_cache_dir()),
                 allow_private_networks: config.allow_private_networks,
                 clock: clock.clone(),
-                ..SandboxConfig::default()
+                max_component_bytes: (config.plugin_max_upload_mb as usize) << 20,
             },
             hub.clone(),
         )?;
-        let policies = Policies::new(sandbox).await?;
+        let policies = Policies::new(
+            sandbox,
+            store.clone(),
+            hub.clone(),
+            config.plugin_failure_limit,
+        )
+        .await?;
+        hub.on_hooks_changed({
+            let policies = policies.clone();
+            Arc::new(move |tenant| policies.forget(tenant))
+        });
         let schedule: Arc<dyn Schedule> = match &redis {
             Some(link) => Arc::new(RedisSchedule::new(link.clone())),
             None => Arc::new(LocalSchedule::new()),

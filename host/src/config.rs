@@ -108,6 +108,8 @@ pub struct Config {
     pub plugin_decision_deadline_ms: u64,
     pub plugin_channel_deadline_ms: u64,
     pub plugin_max_instances: u32,
+    pub plugin_max_upload_mb: u32,
+    pub plugin_failure_limit: u32,
     pub allow_private_networks: bool,
     pub replay_per_second: u32,
     pub allowed_origins: String,
@@ -234,6 +236,12 @@ impl Config {
                 "it must be between 1 and 4096".into(),
             );
         }
+        if !(1..=1024).contains(&self.plugin_max_upload_mb) {
+            return invalid(
+                "DMS_PLUGIN_MAX_UPLOAD_MB",
+                "it must be between 1 and 1024".into(),
+            );
+        }
         if let Some(url) = self.redis_url.expose()
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -247,6 +255,10 @@ impl Config {
             ("DMS_SESSION_TTL_DAYS", self.session_ttl_days),
             ("DMS_FEED_RETENTION_SECONDS", self.feed_retention_seconds),
             ("DMS_WS_HEARTBEAT_MS", self.ws_heartbeat_ms),
+            (
+                "DMS_PLUGIN_FAILURE_LIMIT",
+                u64::from(self.plugin_failure_limit),
+            ),
             ("DMS_WS_OUTBOUND_QUEUE", u64::from(self.ws_outbound_queue)),
             (
                 "DMS_WS_FRAMES_PER_SECOND",
@@ -331,7 +343,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 37);
+        assert_eq!(keys().len(), 39);
     }
 
     #[test]

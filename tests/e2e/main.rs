@@ -14,5 +14,6 @@ mod redis_limits;
 mod sandbox_defaults;
 mod sandbox_hostile;
 mod server_binary;
+mod tenant_plugins;
 mod users;
 mod webhook_signature;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{
-    Backend, Login, RedisServer, SioClient, TestServer, WsClient, on_both_backends,
+    Backend, Login, RedisServer, SioClient, TestServer, WsClient, eventually, on_both_backends,
 };
 
 on_both_backends!(
@@ -17,20 +17,6 @@ on_both_backends!(
     a_cursor_past_retention_gets_resync_required,
     socket_io_clients_get_the_same_events,
 );
-
-/// Waits (up to 15 s, checking every 100 ms) until `check` holds; fails the test with `what`.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    for _ in 0..150 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
 
 async fn admin_and_bob(server: &TestServer) -> (Login, Login) {
     let admin = server.admin().await;

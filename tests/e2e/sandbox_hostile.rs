@@ -18,6 +18,12 @@ macro_rules! assert_test_exists {
         use self::$name as _;
     };
 }
+// The guests tenants upload in the tests are tested where they are uploaded.
+#[allow(unused_imports, reason = "only checks that the tests exist")]
+use crate::tenant_plugins::{
+    tenant_channel as guest_tenant_channel, tenant_delay as guest_tenant_delay,
+    tenant_validator as guest_tenant_validator,
+};
 guest_artifacts::foreach_guest!(assert_test_exists);
 
 async fn load(sandbox: &Sandbox, name: &str, bytes: &[u8]) -> Arc<Plugin> {

@@ -179,31 +179,9 @@ async fn usernames_are_unique_on_the_server(backend: Backend) {
     assert_eq!(taken.to_string(), "the username \"bob\" is taken");
 }
 
-/// A second tenant with an admin, created through the store as `dms tenant create` does.
+/// A second tenant with an admin.
 async fn second_tenant(server: &TestServer) -> Login {
-    let tenant = server.state.store.create_tenant("acme", 0).await.unwrap();
-    let hash = server
-        .state
-        .passwords
-        .hash("acme-admin-password")
-        .await
-        .unwrap();
-    server
-        .state
-        .store
-        .create_user(
-            &tenant.id,
-            NewUser {
-                username: "acme-admin".into(),
-                display_name: None,
-                role: Role::Admin,
-                password_hash: hash,
-            },
-            0,
-        )
-        .await
-        .unwrap();
-    server.login("acme-admin", "acme-admin-password").await
+    server.tenant_admin("acme").await
 }
 
 async fn another_tenants_users_and_sessions_are_not_found(backend: Backend) {

@@ -75,8 +75,14 @@ codes! {
     MethodNotAllowed = ("method_not_allowed", 405, "Method not allowed", "The endpoint exists but not with this method; the `allow` header lists the methods it takes.");
     Conflict = ("conflict", 409, "Conflict", "The request conflicts with the current state: a name is taken, or the action is not possible now.");
     PayloadTooLarge = ("payload_too_large", 413, "Payload too large", "The request body is larger than the server accepts.");
-    UnsupportedMediaType = ("unsupported_media_type", 415, "Unsupported media type", "Send the body as JSON with `content-type: application/json`.");
+    ComponentTooLarge = ("component_too_large", 413, "Component too large", "The plugin component is larger than the operator allows (DMS_PLUGIN_MAX_UPLOAD_MB); build it smaller (release profile, LTO, strip) or ask the operator.");
+    UnsupportedMediaType = ("unsupported_media_type", 415, "Unsupported media type", "Send the body as JSON with `content-type: application/json` (POST /plugins takes `application/wasm`).");
     InvalidField = ("invalid_field", 422, "Invalid field", "A field is missing, has the wrong type, or has a value that is not allowed; `field` names it.");
+    NotAComponent = ("not_a_component", 422, "Not a WebAssembly component", "The upload is not WebAssembly: send the `.wasm` file a wasm32-wasip2 build produces.");
+    CoreModule = ("core_module", 422, "Core module, not a component", "The upload is a core WebAssembly module; build for wasm32-wasip2 or wrap it with `wasm-tools component new`.");
+    UnknownWorld = ("unknown_world", 422, "No DMS world", "The component exports none (or several) of the DMS worlds: validator (`validate`), delay-policy (`plan`, `retry`) or channel (`deliver`); see wit/dms-plugin.wit.");
+    ImportNotGranted = ("import_not_granted", 422, "Import not granted", "The component imports an interface the host does not grant to its world; `import` names it. Plugins get only the dms:plugin imports and a locked-down WASI.");
+    InvalidComponent = ("invalid_component", 422, "Invalid component", "The component does not validate, does not compile, or does not match its world's types in dms:plugin@0.1.0.");
     Rejected = ("rejected", 422, "Rejected by policy", "A policy plugin of your tenant refused the message; `reason_code` is the plugin's code and `plugin` its name.");
     IdempotencyKeyReused = ("idempotency_key_reused", 422, "Idempotency key reused", "This Idempotency-Key came with a different request body in the last 24 hours; use a new key for a new request.");
     WebSocketRequired = ("websocket_required", 426, "WebSocket required", "This endpoint takes WebSocket connections: GET with `Upgrade: websocket`.");
@@ -201,6 +207,11 @@ impl ApiError {
         &self.0.detail
     }
 
+    /// The field it is about, for field errors.
+    pub fn field_name(&self) -> Option<&str> {
+        self.0.field.as_deref()
+    }
+
     fn body(&self, request_id: Option<&str>) -> serde_json::Value {
         let problem = &self.0;
         let mut body = json!({
@@ -255,6 +266,49 @@ impl From<crate::messages::Error> for ApiError {
             .with("message_status", status.as_str()),
             Error::IdempotencyMismatch => Self::new(Code::IdempotencyKeyReused, error.to_string()),
             Error::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<crate::policies::ManageError> for ApiError {
+    fn from(error: crate::policies::ManageError) -> Self {
+        use crate::policies::ManageError;
+        use crate::sandbox::LoadError;
+        match error {
+            ManageError::Load(load) => {
+                let detail = load.to_string();
+                match load {
+                    LoadError::TooLarge { size, limit } => {
+                        Self::new(Code::ComponentTooLarge, detail)
+                            .with("size", size)
+                            .with("limit", limit)
+                    }
+                    LoadError::Empty | LoadError::NotWasm | LoadError::UnknownBuiltin(_) => {
+                        Self::new(Code::NotAComponent, detail)
+                    }
+                    LoadError::CoreModule => Self::new(Code::CoreModule, detail),
+                    LoadError::UnknownWorld { .. } | LoadError::AmbiguousWorld(_) => {
+                        Self::new(Code::UnknownWorld, detail)
+                    }
+                    LoadError::ForbiddenImport { import, world } => {
+                        Self::new(Code::ImportNotGranted, detail)
+                            .with("import", import)
+                            .with("world", world.as_str())
+                    }
+                    LoadError::Invalid(_) | LoadError::Incompatible { .. } => {
+                        Self::new(Code::InvalidComponent, detail)
+                    }
+                }
+            }
+            ManageError::NotFound => Self::not_found("plugin"),
+            ManageError::Invalid { field, reason } => {
+                Self::field(field.clone(), format!("{field}: {reason}"))
+            }
+            ManageError::Bound(ref hooks) => {
+                let hooks = hooks.clone();
+                Self::new(Code::Conflict, error.to_string()).with("hooks", hooks)
+            }
+            ManageError::Store(store) => store.into(),
         }
     }
 }

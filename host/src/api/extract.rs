@@ -90,7 +90,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let mut field = if path == "." {
             String::new()
         } else {
-            format!("/{}", path.replace('.', "/"))
+            // serde_path_to_error writes `plugins[0].extra`; a JSON pointer is `/plugins/0/extra`.
+            format!(
+                "/{}",
+                path.replace('[', ".").replace(']', "").replace('.', "/")
+            )
         };
         // A missing field is reported at its parent; name the field itself.
         if let Some(name) = message

@@ -11,7 +11,9 @@ pub mod extract;
 mod auth;
 mod dead_letters;
 mod health;
+mod hooks;
 mod messages;
+mod plugins;
 pub mod realtime;
 mod users;
 mod webhooks;
@@ -33,6 +35,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let upload_limit = state.policies.sandbox().max_component_bytes();
     let socket_io = realtime::socketio::layer(&state);
     Router::new()
         .route("/auth/login", post(auth::login))
@@ -66,6 +69,28 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters/replay", post(dead_letters::replay_many))
         .route("/dead-letters/{id}/replay", post(dead_letters::replay))
         .route("/dead-letters/{id}", delete(dead_letters::delete))
+        .route(
+            "/plugins",
+            post(plugins::upload)
+                .get(plugins::list)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/plugins/{id}", get(plugins::get).delete(plugins::delete))
+        .route("/plugins/{id}/enable", post(plugins::enable))
+        .route("/hooks", get(hooks::get))
+        .route(
+            "/hooks/validators",
+            put(hooks::put_validators).delete(hooks::delete_validators),
+        )
+        .route(
+            "/hooks/delay-policy",
+            put(hooks::put_delay_policy).delete(hooks::delete_delay_policy),
+        )
+        .route(
+            "/hooks/channels/{name}",
+            put(hooks::put_channel).delete(hooks::delete_channel),
+        )
+        .route("/hooks/dry-run", post(hooks::dry_run))
         .route("/ws", get(realtime::ws::upgrade))
         .route("/health", get(health::health))
         .route("/health/db", get(health::db))

@@ -222,13 +222,15 @@ impl Dispatcher {
 
     /// Delivers one claimed message and commits the outcome.
     async fn deliver(&self, message: Message, token: &str) -> Result<Done, DispatchError> {
+        // One snapshot of the tenant's hooks decides the whole attempt.
+        let hooks = self.policies.hooks(&message.tenant_id).await?;
         let Delivered {
             attempted,
             mut events,
             endpoint_gone: gone,
             mut published,
         } = match self.address(&message).await? {
-            Ok(address) => self.policies.deliver(&message, &address).await,
+            Ok(address) => self.policies.deliver(&hooks, &message, &address).await,
             Err(reason) => Delivered {
                 attempted: Attempted::Permanent(reason.clone()),
                 events: vec![Event::host_decision(
@@ -249,7 +251,7 @@ impl Dispatcher {
             } => {
                 let (decision, decided) = self
                     .policies
-                    .retry(&message, message.attempts, &reason, retry_after_ms)
+                    .retry(&hooks, &message, message.attempts, &reason, retry_after_ms)
                     .await;
                 events.extend(decided);
                 match decision {

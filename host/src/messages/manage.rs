@@ -95,7 +95,8 @@ pub async fn reschedule(
         created_at_ms: now,
         ..message.clone()
     };
-    let (planned, events) = app.policies.plan(&asked).await;
+    let hooks = app.policies.hooks(&message.tenant_id).await?;
+    let (planned, events) = app.policies.plan(&hooks, &asked).await;
     let at = planned.map_err(Error::Rejected)?;
     let mut change = Change::new(&[Status::Scheduled, Status::Retrying], Status::Scheduled);
     change.deliver_at_ms = Some(at);

@@ -91,72 +91,14 @@ pub async fn submit(
         }
     }
 
-    let recipient: UserId = submission
-        .recipient_id
-        .parse()
-        .map_err(|_| Error::Invalid {
-            field: "/recipient_id",
-            reason: format!("{:?} is not a user id", submission.recipient_id),
-        })?;
-    if app.store.user(tenant, &recipient).await?.is_none() {
-        return Err(Error::Invalid {
-            field: "/recipient_id",
-            reason: "there is no such user in your tenant".into(),
-        });
-    }
-    let requested = match (submission.delay_seconds, &submission.deliver_at) {
-        (Some(_), Some(_)) => {
-            return Err(Error::Invalid {
-                field: "/deliver_at",
-                reason: "give delay_seconds or deliver_at, not both".into(),
-            });
-        }
-        (Some(seconds), None) => Requested::DelayMs(seconds.saturating_mul(1000)),
-        (None, Some(at)) => Requested::AtMs(parse_rfc3339(at).ok_or_else(|| Error::Invalid {
-            field: "/deliver_at",
-            reason: format!("{at:?} is not an RFC 3339 time such as 2030-01-02T03:04:05Z"),
-        })?),
-        (None, None) => Requested::Unspecified,
-    };
-    let channel: Channel = match &submission.channel {
-        None => Channel::Inbox,
-        Some(name) => name.parse().map_err(|reason| Error::Invalid {
-            field: "/channel",
-            reason,
-        })?,
-    };
-    let content_type = submission
-        .content_type
-        .unwrap_or_else(|| "text/plain".into());
-    if content_type.is_empty() || content_type.len() > 255 {
-        return Err(Error::Invalid {
-            field: "/content_type",
-            reason: "the content type must be 1 to 255 characters".into(),
-        });
-    }
-    check_metadata(&submission.metadata)?;
-
-    let mut message = Message {
-        id: MessageId::new(),
-        tenant_id: tenant.clone(),
-        sender_id: sender.id.clone(),
-        recipient_id: recipient,
-        channel,
-        content: submission.content.into_bytes(),
-        content_type,
-        metadata: submission.metadata,
-        requested,
-        status: Status::Scheduled,
-        deliver_at_ms: now,
-        attempts: 0,
-        last_error: None,
-        created_at_ms: now,
-        delivered_at_ms: None,
-        read_at_ms: None,
-    };
-    let (validated, mut events) = app.policies.validate(&message).await;
+    let mut message = draft(app, sender, submission, now).await?;
+    let requested = message.requested;
+    let channel = message.channel;
+    // One snapshot of the tenant's hooks decides the whole submission.
+    let hooks = app.policies.hooks(tenant).await?;
+    let (validated, mut events) = app.policies.validate(&hooks, &message).await;
     validated.map_err(Error::Rejected)?;
-    let (planned, planned_events) = app.policies.plan(&message).await;
+    let (planned, planned_events) = app.policies.plan(&hooks, &message).await;
     events.extend(planned_events);
     message.deliver_at_ms = planned.map_err(Error::Rejected)?;
     events.push(Event::transition(
@@ -205,6 +147,80 @@ pub async fn submit(
         );
     }
     Ok(Submitted::Created(Box::new(stored), body))
+}
+
+/// Checks a submission and makes the message it asks for, before any plugin has seen it: the
+/// first step of a submit, and the sample of a dry run.
+pub async fn draft(
+    app: &AppState,
+    sender: &User,
+    submission: Submission,
+    now: u64,
+) -> Result<Message, Error> {
+    let tenant = &sender.tenant_id;
+    let recipient: UserId = submission
+        .recipient_id
+        .parse()
+        .map_err(|_| Error::Invalid {
+            field: "/recipient_id",
+            reason: format!("{:?} is not a user id", submission.recipient_id),
+        })?;
+    if app.store.user(tenant, &recipient).await?.is_none() {
+        return Err(Error::Invalid {
+            field: "/recipient_id",
+            reason: "there is no such user in your tenant".into(),
+        });
+    }
+    let requested = match (submission.delay_seconds, &submission.deliver_at) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Invalid {
+                field: "/deliver_at",
+                reason: "give delay_seconds or deliver_at, not both".into(),
+            });
+        }
+        (Some(seconds), None) => Requested::DelayMs(seconds.saturating_mul(1000)),
+        (None, Some(at)) => Requested::AtMs(parse_rfc3339(at).ok_or_else(|| Error::Invalid {
+            field: "/deliver_at",
+            reason: format!("{at:?} is not an RFC 3339 time such as 2030-01-02T03:04:05Z"),
+        })?),
+        (None, None) => Requested::Unspecified,
+    };
+    let channel: Channel = match &submission.channel {
+        None => Channel::Inbox,
+        Some(name) => name.parse().map_err(|reason| Error::Invalid {
+            field: "/channel",
+            reason,
+        })?,
+    };
+    let content_type = submission
+        .content_type
+        .unwrap_or_else(|| "text/plain".into());
+    if content_type.is_empty() || content_type.len() > 255 {
+        return Err(Error::Invalid {
+            field: "/content_type",
+            reason: "the content type must be 1 to 255 characters".into(),
+        });
+    }
+    check_metadata(&submission.metadata)?;
+
+    Ok(Message {
+        id: MessageId::new(),
+        tenant_id: tenant.clone(),
+        sender_id: sender.id.clone(),
+        recipient_id: recipient,
+        channel,
+        content: submission.content.into_bytes(),
+        content_type,
+        metadata: submission.metadata,
+        requested,
+        status: Status::Scheduled,
+        deliver_at_ms: now,
+        attempts: 0,
+        last_error: None,
+        created_at_ms: now,
+        delivered_at_ms: None,
+        read_at_ms: None,
+    })
 }
 
 async fn replayed(

@@ -1,4 +1,5 @@
-//! Between nodes, through Redis: feed events and revocations over one pub/sub channel, and
+//! Between nodes, through Redis: feed events, revocations and hook changes over one pub/sub
+//! channel, and
 //! presence in one sorted set per user (`presence:<tenant>:<user>`, members are node ids
 //! scored by when their claim expires).
 //!
@@ -49,8 +50,13 @@ enum Payload {
         revoke: Revoke,
         reason: String,
     },
-    /// A node could not publish some events: every connection re-reads its feed.
+    /// A node could not publish some events: every connection re-reads its feed (and every
+    /// node drops its resolved hooks: a change may have been lost too).
     CatchUp,
+    /// A tenant's hook bindings changed.
+    Hooks {
+        tenant_id: TenantId,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,6 +123,17 @@ impl Bridge {
         if self.outbox.try_send(payload).is_err() {
             tracing::warn!(
                 message = "Real-time outbox full: a revocation reaches other nodes when the token expires."
+            );
+        }
+    }
+
+    pub(super) fn hooks(&self, tenant: &TenantId) {
+        let payload = Payload::Hooks {
+            tenant_id: tenant.clone(),
+        };
+        if self.outbox.try_send(payload).is_err() {
+            tracing::warn!(
+                message = "Real-time outbox full: other nodes see a hook change after their next resubscribe."
             );
         }
     }
@@ -198,6 +215,7 @@ async fn subscribe(link: RedisLink, channel: String, node: String, hub: Weak<Hub
                 if pubsub.subscribe(&channel).await.is_ok() {
                     let Some(live) = hub.upgrade() else { return };
                     live.catch_up_all();
+                    live.hooks_changed_elsewhere(None);
                     drop(live);
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
@@ -238,7 +256,14 @@ async fn subscribe(link: RedisLink, channel: String, node: String, hub: Weak<Hub
                             Ok(Wire {
                                 payload: Payload::CatchUp,
                                 ..
-                            }) => hub.catch_up_all(),
+                            }) => {
+                                hub.catch_up_all();
+                                hub.hooks_changed_elsewhere(None);
+                            }
+                            Ok(Wire {
+                                payload: Payload::Hooks { tenant_id },
+                                ..
+                            }) => hub.hooks_changed_elsewhere(Some(&tenant_id)),
                             Err(error) => {
                                 tracing::warn!(message = "Ignoring a malformed real-time message from Redis.", %error)
                             }

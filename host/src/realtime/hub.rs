@@ -1,4 +1,5 @@
-//! The hub of one node: who is connected here, and pushing events to them.
+//! The hub of one node: who is connected here, and pushing events to them. It also carries
+//! the one cluster notice that is not an event: a tenant's hook bindings changed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -84,7 +85,12 @@ pub struct Hub {
     next_id: AtomicU64,
     users: Mutex<HashMap<UserKey, Vec<Entry>>>,
     bridge: OnceLock<Bridge>,
+    hooks_listener: OnceLock<HooksListener>,
 }
+
+/// Called when a tenant's hook bindings changed on another node (`None`: any tenant's may
+/// have, while Redis was away).
+pub type HooksListener = Arc<dyn Fn(Option<&TenantId>) + Send + Sync>;
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +160,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             users: Mutex::new(HashMap::new()),
             bridge: OnceLock::new(),
+            hooks_listener: OnceLock::new(),
         });
         // Started once the hub exists: its tasks hold a weak reference they must be able to
         // upgrade from their first poll.
@@ -207,6 +214,25 @@ impl Hub {
         self.push_local(&events);
         if let Some(bridge) = self.bridge.get() {
             bridge.events(&events);
+        }
+    }
+
+    /// Sets who hears of other nodes' hook changes (once; later calls are ignored).
+    pub fn on_hooks_changed(&self, listener: HooksListener) {
+        let _ = self.hooks_listener.set(listener);
+    }
+
+    /// Tells the other nodes that `tenant`'s hook bindings changed.
+    pub fn hooks_changed(&self, tenant: &TenantId) {
+        if let Some(bridge) = self.bridge.get() {
+            bridge.hooks(tenant);
+        }
+    }
+
+    /// Another node changed hook bindings (`None`: maybe, while this node was not listening).
+    pub(super) fn hooks_changed_elsewhere(&self, tenant: Option<&TenantId>) {
+        if let Some(listener) = self.hooks_listener.get() {
+            listener(tenant);
         }
     }
 

@@ -36,6 +36,18 @@ impl Digest {
     }
 }
 
+impl std::str::FromStr for Digest {
+    type Err = String;
+
+    /// Parses 64 hex digits, as [`Digest`] displays.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes)
+            .map_err(|_| format!("{text:?} is not a SHA-256 digest in hex"))?;
+        Ok(Self(bytes))
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))

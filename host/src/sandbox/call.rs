@@ -33,6 +33,8 @@ pub(crate) struct Call<'a> {
         Option<&'a str>,
         &'a std::sync::Arc<std::sync::Mutex<super::state::Observed>>,
     )>,
+    /// The time the plugin sees, when simulating (a dry run); `None` is the host's clock.
+    pub(crate) now_ms: Option<u64>,
 }
 
 /// How long a guest runs before it starts yielding to tokio at every epoch tick. Honest calls
@@ -74,6 +76,7 @@ impl Sandbox {
             binding,
             message,
             delivery,
+            now_ms,
         }: Call<'_>,
         call: impl AsyncFnOnce(&mut Store<HostState>, &P::Instance) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
@@ -104,7 +107,7 @@ impl Sandbox {
         };
         let (state, stdio) = HostState::new(
             info,
-            inner.config.clock.clone(),
+            now_ms.map_or_else(|| inner.config.clock.clone(), crate::clock::Clock::manual),
             binding.clone(),
             limits.memory_bytes,
             channel,

@@ -49,6 +49,7 @@ impl Sandbox {
                 binding,
                 message,
                 delivery: None,
+                now_ms: None,
             },
             async |store, instance| instance.call_validate(store, message).await,
             |answer, limit| match answer {
@@ -66,6 +67,18 @@ impl Sandbox {
         binding: &Arc<Binding>,
         message: &Message,
     ) -> Result<Result<u64, Rejection>, CallError> {
+        self.plan_at(plugin, binding, message, None).await
+    }
+
+    /// [`Sandbox::plan`] with the plugin's clock reading `now_ms` (a simulation), or the
+    /// host's clock when `None`.
+    pub async fn plan_at(
+        &self,
+        plugin: &Plugin,
+        binding: &Arc<Binding>,
+        message: &Message,
+        now_ms: Option<u64>,
+    ) -> Result<Result<u64, Rejection>, CallError> {
         let Pre::DelayPolicy(pre) = &plugin.pre else {
             return Err(self.wrong_world(plugin, World::DelayPolicy));
         };
@@ -76,6 +89,7 @@ impl Sandbox {
                 binding,
                 message,
                 delivery: None,
+                now_ms,
             },
             async |store, instance| instance.call_plan(store, message).await,
             |answer, limit| match answer {
@@ -94,6 +108,19 @@ impl Sandbox {
         message: &Message,
         attempt: &Attempt,
     ) -> Result<RetryDecision, CallError> {
+        self.retry_at(plugin, binding, message, attempt, None).await
+    }
+
+    /// [`Sandbox::retry`] with the plugin's clock reading `now_ms` (a simulation), or the
+    /// host's clock when `None`.
+    pub async fn retry_at(
+        &self,
+        plugin: &Plugin,
+        binding: &Arc<Binding>,
+        message: &Message,
+        attempt: &Attempt,
+        now_ms: Option<u64>,
+    ) -> Result<RetryDecision, CallError> {
         let Pre::DelayPolicy(pre) = &plugin.pre else {
             return Err(self.wrong_world(plugin, World::DelayPolicy));
         };
@@ -104,6 +131,7 @@ impl Sandbox {
                 binding,
                 message,
                 delivery: None,
+                now_ms,
             },
             async |store, instance| instance.call_retry(store, message, attempt).await,
             |answer, limit| match answer {
@@ -147,6 +175,7 @@ impl Sandbox {
                     binding,
                     message,
                     delivery: Some((address.url.as_deref(), &observed)),
+                    now_ms: None,
                 },
                 async |store, instance| instance.call_deliver(store, message, address).await,
                 |answer, limit| match answer {

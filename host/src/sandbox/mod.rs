@@ -213,6 +213,21 @@ impl Sandbox {
         self.load(name, bytes).await
     }
 
+    /// The plugin with this digest, if it is loaded.
+    pub fn loaded(&self, digest: &Digest) -> Option<Arc<Plugin>> {
+        self.0
+            .plugins
+            .lock()
+            .expect("plugins lock")
+            .get(digest)
+            .cloned()
+    }
+
+    /// The largest component [`Sandbox::load`] accepts, in bytes.
+    pub fn max_component_bytes(&self) -> usize {
+        self.0.config.max_component_bytes
+    }
+
     /// Drops a plugin from the in-memory caches (its disk cache entry stays). Calls in flight
     /// finish; the next load of the same bytes comes from disk or the compiler.
     pub fn unload(&self, digest: &Digest) {

@@ -19,9 +19,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::domain::feed::{FeedEvent, NewFeedEvent};
-use crate::domain::ids::{MessageId, SessionId, TenantId, UserId};
+use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{Channel, Event, Message, Requested, Status};
+use crate::domain::plugin::{Disabled, Hook, HookBinding, PluginRecord};
 use crate::domain::user::{Role, Session, Tenant, User};
+use crate::sandbox::{Binding, World};
 use crypto::{CryptoError, Keyring};
 
 /// Why a storage operation failed.
@@ -60,6 +62,13 @@ impl From<sqlx::Error> for StoreError {
             }
             sqlx::Error::Database(database) if database.is_unique_violation() => {
                 Self::Conflict(database.message().to_owned())
+            }
+            // Only a concurrent delete can break a reference the caller checked.
+            sqlx::Error::Database(database) if database.is_foreign_key_violation() => {
+                Self::Conflict(format!(
+                    "a record this refers to was deleted meanwhile: {}",
+                    database.message()
+                ))
             }
             _ => Self::Database(error),
         }
@@ -551,6 +560,87 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now_ms: u64,
     ) -> Result<(), StoreError>;
+
+    /// Stores an uploaded plugin, unless the tenant has the same bytes already: the stored
+    /// plugin, and whether it is new.
+    async fn insert_plugin(&self, plugin: NewPlugin) -> Result<(PluginRecord, bool), StoreError>;
+
+    /// The tenant's plugins, oldest first.
+    async fn plugins(&self, tenant: &TenantId) -> Result<Vec<PluginRecord>, StoreError>;
+
+    /// One of the tenant's plugins.
+    async fn plugin(
+        &self,
+        tenant: &TenantId,
+        id: &PluginId,
+    ) -> Result<Option<PluginRecord>, StoreError>;
+
+    /// The component bytes of one of the tenant's plugins.
+    async fn plugin_component(
+        &self,
+        tenant: &TenantId,
+        id: &PluginId,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Deletes a plugin that no hook uses.
+    async fn delete_plugin(
+        &self,
+        tenant: &TenantId,
+        id: &PluginId,
+    ) -> Result<PluginDeletion, StoreError>;
+
+    /// Disables a plugin (`Some`, unless it is disabled already) or enables it (`None`). False
+    /// when nothing changed.
+    async fn set_plugin_disabled(
+        &self,
+        tenant: &TenantId,
+        id: &PluginId,
+        disabled: Option<&Disabled>,
+    ) -> Result<bool, StoreError>;
+
+    /// The tenant's hook bindings, by hook and position.
+    async fn hook_bindings(&self, tenant: &TenantId) -> Result<Vec<HookBinding>, StoreError>;
+
+    /// Replaces a hook's bindings in one transaction (none: back to the built-in default).
+    async fn set_hook(
+        &self,
+        tenant: &TenantId,
+        hook: Hook,
+        plugins: &[(PluginId, Binding)],
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+}
+
+/// A plugin to store.
+#[derive(Debug, Clone)]
+pub struct NewPlugin {
+    /// Its id (ignored when the tenant has these bytes already).
+    pub id: PluginId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: Option<String>,
+    /// Its world.
+    pub world: World,
+    /// SHA-256 of the component, hex.
+    pub digest: String,
+    /// The component.
+    pub component: Vec<u8>,
+    /// Now.
+    pub created_at_ms: u64,
+}
+
+/// What deleting a plugin did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginDeletion {
+    /// It is gone.
+    Deleted,
+    /// The tenant has no such plugin.
+    NotFound,
+    /// It is bound to these hooks; nothing was deleted.
+    Bound(Vec<String>),
 }
 
 /// Which database to use.

@@ -493,6 +493,110 @@ pub(super) const WEBHOOK_SECRETS: &str = "SELECT id, key_id, nonce, secret FROM 
 pub(super) const DISABLE_WEBHOOK: &str = "UPDATE webhooks SET disabled_at_ms = $3, disabled_reason = $4 \
      WHERE user_id = $1 AND tenant_id = $2";
 
+#[derive(sqlx::FromRow)]
+pub(super) struct PluginRow {
+    id: crate::domain::ids::PluginId,
+    tenant_id: TenantId,
+    name: String,
+    version: Option<String>,
+    world: String,
+    digest: String,
+    size: i64,
+    created_at_ms: i64,
+    disabled_at_ms: Option<i64>,
+    disabled_reason: Option<String>,
+}
+
+impl TryFrom<PluginRow> for crate::domain::plugin::PluginRecord {
+    type Error = StoreError;
+
+    fn try_from(row: PluginRow) -> Result<Self, StoreError> {
+        use crate::domain::plugin::Disabled;
+        let world = row
+            .world
+            .parse()
+            .map_err(|reason: String| StoreError::Database(sqlx::Error::Decode(reason.into())))?;
+        Ok(Self {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            name: row.name,
+            version: row.version,
+            world,
+            digest: row.digest,
+            size: from_ms(row.size),
+            created_at_ms: from_ms(row.created_at_ms),
+            disabled: row.disabled_at_ms.map(|at| Disabled {
+                at_ms: from_ms(at),
+                reason: row.disabled_reason.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct HookRow {
+    #[sqlx(try_from = "String")]
+    hook: crate::domain::plugin::Hook,
+    position: i64,
+    plugin_id: crate::domain::ids::PluginId,
+    binding: String,
+}
+
+impl TryFrom<HookRow> for crate::domain::plugin::HookBinding {
+    type Error = StoreError;
+
+    fn try_from(row: HookRow) -> Result<Self, StoreError> {
+        let binding = serde_json::from_str(&row.binding)
+            .map_err(|error| StoreError::Database(sqlx::Error::Decode(error.into())))?;
+        Ok(Self {
+            hook: row.hook,
+            position: u32::try_from(row.position).unwrap_or(u32::MAX),
+            plugin_id: row.plugin_id,
+            binding,
+        })
+    }
+}
+
+macro_rules! plugin_columns {
+    () => {
+        "id, tenant_id, name, version, world, digest, size, created_at_ms, disabled_at_ms, \
+         disabled_reason"
+    };
+}
+
+pub(super) const INSERT_PLUGIN: &str = "INSERT INTO plugins \
+     (id, tenant_id, name, version, world, digest, size, component, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, digest) DO NOTHING";
+pub(super) const PLUGIN_BY_DIGEST: &str = concat!(
+    "SELECT ",
+    plugin_columns!(),
+    " FROM plugins WHERE tenant_id = $1 AND digest = $2"
+);
+pub(super) const PLUGIN: &str = concat!(
+    "SELECT ",
+    plugin_columns!(),
+    " FROM plugins WHERE tenant_id = $1 AND id = $2"
+);
+pub(super) const LIST_PLUGINS: &str = concat!(
+    "SELECT ",
+    plugin_columns!(),
+    " FROM plugins WHERE tenant_id = $1 ORDER BY id"
+);
+pub(super) const PLUGIN_COMPONENT: &str =
+    "SELECT component FROM plugins WHERE tenant_id = $1 AND id = $2";
+pub(super) const DELETE_PLUGIN: &str = "DELETE FROM plugins WHERE tenant_id = $1 AND id = $2";
+pub(super) const PLUGIN_HOOKS: &str = "SELECT DISTINCT hook FROM hook_bindings \
+     WHERE tenant_id = $1 AND plugin_id = $2 ORDER BY hook";
+pub(super) const DISABLE_PLUGIN: &str = "UPDATE plugins SET disabled_at_ms = $3, disabled_reason = $4 \
+     WHERE tenant_id = $1 AND id = $2 AND disabled_at_ms IS NULL";
+pub(super) const ENABLE_PLUGIN: &str = "UPDATE plugins SET disabled_at_ms = NULL, disabled_reason = NULL \
+     WHERE tenant_id = $1 AND id = $2";
+pub(super) const HOOK_BINDINGS: &str = "SELECT hook, position, plugin_id, binding FROM hook_bindings \
+     WHERE tenant_id = $1 ORDER BY hook, position";
+pub(super) const DELETE_HOOK: &str = "DELETE FROM hook_bindings WHERE tenant_id = $1 AND hook = $2";
+pub(super) const INSERT_HOOK_BINDING: &str = "INSERT INTO hook_bindings \
+     (tenant_id, hook, position, plugin_id, binding, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6)";
+
 /// SQL string literal of a status list: `'scheduled', 'retrying'`.
 pub(super) fn status_list(statuses: &[Status]) -> String {
     statuses
@@ -1300,6 +1404,166 @@ macro_rules! impl_store {
                     .bind(reason)
                     .execute(&self.writer)
                     .await?;
+                Ok(())
+            }
+
+            async fn insert_plugin(
+                &self,
+                plugin: $crate::store::NewPlugin,
+            ) -> Result<($crate::domain::plugin::PluginRecord, bool), StoreError> {
+                let inserted = sqlx::query::<Db>(sql::INSERT_PLUGIN)
+                    .bind(&plugin.id)
+                    .bind(&plugin.tenant_id)
+                    .bind(&plugin.name)
+                    .bind(&plugin.version)
+                    .bind(plugin.world.as_str())
+                    .bind(&plugin.digest)
+                    .bind(i64::try_from(plugin.component.len()).unwrap_or(i64::MAX))
+                    .bind(&plugin.component)
+                    .bind(sql::ms(plugin.created_at_ms))
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                let row = sqlx::query_as::<Db, sql::PluginRow>(sql::PLUGIN_BY_DIGEST)
+                    .bind(&plugin.tenant_id)
+                    .bind(&plugin.digest)
+                    .fetch_one(&self.writer)
+                    .await?;
+                Ok((row.try_into()?, inserted))
+            }
+
+            async fn plugins(
+                &self,
+                tenant: &TenantId,
+            ) -> Result<Vec<$crate::domain::plugin::PluginRecord>, StoreError> {
+                sqlx::query_as::<Db, sql::PluginRow>(sql::LIST_PLUGINS)
+                    .bind(tenant)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect()
+            }
+
+            async fn plugin(
+                &self,
+                tenant: &TenantId,
+                id: &$crate::domain::ids::PluginId,
+            ) -> Result<Option<$crate::domain::plugin::PluginRecord>, StoreError> {
+                sqlx::query_as::<Db, sql::PluginRow>(sql::PLUGIN)
+                    .bind(tenant)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn plugin_component(
+                &self,
+                tenant: &TenantId,
+                id: &$crate::domain::ids::PluginId,
+            ) -> Result<Option<Vec<u8>>, StoreError> {
+                let row: Option<(Vec<u8>,)> = sqlx::query_as::<Db, (Vec<u8>,)>(sql::PLUGIN_COMPONENT)
+                    .bind(tenant)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(bytes,)| bytes))
+            }
+
+            async fn delete_plugin(
+                &self,
+                tenant: &TenantId,
+                id: &$crate::domain::ids::PluginId,
+            ) -> Result<$crate::store::PluginDeletion, StoreError> {
+                use $crate::store::PluginDeletion;
+                let mut tx = self.writer.begin().await?;
+                // A write first: SQLite takes its write lock now (see the module docs).
+                let deleted = sqlx::query::<Db>(sql::DELETE_PLUGIN)
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await;
+                let deleted = match deleted {
+                    Ok(done) => done.rows_affected() == 1,
+                    Err(sqlx::Error::Database(error)) if error.is_foreign_key_violation() => {
+                        tx.rollback().await?;
+                        let hooks: Vec<(String,)> = sqlx::query_as::<Db, (String,)>(sql::PLUGIN_HOOKS)
+                            .bind(tenant)
+                            .bind(id)
+                            .fetch_all(&self.writer)
+                            .await?;
+                        return Ok(PluginDeletion::Bound(
+                            hooks.into_iter().map(|(hook,)| hook).collect(),
+                        ));
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                tx.commit().await?;
+                Ok(if deleted {
+                    PluginDeletion::Deleted
+                } else {
+                    PluginDeletion::NotFound
+                })
+            }
+
+            async fn set_plugin_disabled(
+                &self,
+                tenant: &TenantId,
+                id: &$crate::domain::ids::PluginId,
+                disabled: Option<&$crate::domain::plugin::Disabled>,
+            ) -> Result<bool, StoreError> {
+                let query = match disabled {
+                    Some(disabled) => sqlx::query::<Db>(sql::DISABLE_PLUGIN)
+                        .bind(tenant)
+                        .bind(id)
+                        .bind(sql::ms(disabled.at_ms))
+                        .bind(&disabled.reason),
+                    None => sqlx::query::<Db>(sql::ENABLE_PLUGIN).bind(tenant).bind(id),
+                };
+                Ok(query.execute(&self.writer).await?.rows_affected() == 1)
+            }
+
+            async fn hook_bindings(
+                &self,
+                tenant: &TenantId,
+            ) -> Result<Vec<$crate::domain::plugin::HookBinding>, StoreError> {
+                sqlx::query_as::<Db, sql::HookRow>(sql::HOOK_BINDINGS)
+                    .bind(tenant)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect()
+            }
+
+            async fn set_hook(
+                &self,
+                tenant: &TenantId,
+                hook: $crate::domain::plugin::Hook,
+                plugins: &[($crate::domain::ids::PluginId, $crate::sandbox::Binding)],
+                now_ms: u64,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query::<Db>(sql::DELETE_HOOK)
+                    .bind(tenant)
+                    .bind(hook.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                for (position, (plugin, binding)) in plugins.iter().enumerate() {
+                    sqlx::query::<Db>(sql::INSERT_HOOK_BINDING)
+                        .bind(tenant)
+                        .bind(hook.as_str())
+                        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                        .bind(plugin)
+                        .bind(serde_json::to_string(binding).expect("a binding is JSON"))
+                        .bind(sql::ms(now_ms))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
         }

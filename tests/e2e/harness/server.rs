@@ -340,6 +340,30 @@ impl TestServer {
         self.login("admin", ADMIN_PASSWORD).await
     }
 
+    /// Creates tenant `name` with an admin (`{name}-admin`) through the store, as
+    /// `dms tenant create` does, and logs the admin in.
+    pub(crate) async fn tenant_admin(&self, name: &str) -> Login {
+        let tenant = self.state.store.create_tenant(name, 0).await.unwrap();
+        let password = format!("{name}-admin-password");
+        let hash = self.state.passwords.hash(&password).await.unwrap();
+        let username = format!("{name}-admin");
+        self.state
+            .store
+            .create_user(
+                &tenant.id,
+                dms::store::NewUser {
+                    username: username.clone(),
+                    display_name: None,
+                    role: dms::domain::user::Role::Admin,
+                    password_hash: hash,
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        self.login(&username, &password).await
+    }
+
     /// Creates a user in the admin's tenant and logs them in.
     pub(crate) async fn member(&self, admin: &Login, username: &str) -> Login {
         admin
@@ -504,4 +528,18 @@ impl Api {
     pub(crate) async fn delete(&self, path: &str) -> Reply {
         self.send(Method::DELETE, path, None).await
     }
+}
+
+/// Waits until `check` holds (up to 15 s, looking every 100 ms); panics naming `what`.
+pub(crate) async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
 }

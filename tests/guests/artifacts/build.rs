@@ -1,4 +1,4 @@
-//! Builds the hostile test guests for wasm32-wasip2; see `tools/guest-builder`.
+//! Builds the test guests (hostile ones, and ones tenants upload in the tests) for wasm32-wasip2; see `tools/guest-builder`.
 
 fn main() {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
@@ -14,6 +14,9 @@ fn main() {
             "guest-sleepy",
             "guest-forbidden-import",
             "guest-wrong-world",
+            "guest-tenant-validator",
+            "guest-tenant-delay",
+            "guest-tenant-channel",
         ],
     );
 }

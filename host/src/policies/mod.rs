@@ -1,6 +1,10 @@
 //! A tenant's policies: which plugin serves each hook (validators, delay policy, channels), and
 //! the fail-safes around every call.
 //!
+//! Layout: `tenant.rs` resolves and caches what serves each hook of a tenant (its own plugins
+//! or the built-ins); `health.rs` counts each tenant plugin's calls and failures; `dry_run.rs`
+//! runs a tenant's hooks on a sample without storing or sending anything.
+//!
 //! Each call returns a decision the pipeline can always act on, plus the history entries that
 //! say which plugin decided it (by name and digest) and how long it took:
 //! - validators: a plugin failure rejects the message (fail closed) with code `plugin_error`;
@@ -9,35 +13,36 @@
 //!   requested time (plan) or retries in a minute, up to 8 attempts (retry);
 //! - channel: a plugin failure is a retryable failure.
 //!
-//! Until tenants bind their own plugins, every tenant uses the built-ins: `content-guard`,
-//! `standard-delay`, and the `inbox` and `webhook` channels.
+//! A tenant that binds nothing uses the built-ins: `content-guard`, `standard-delay`, and the
+//! `inbox` and `webhook` channels. A tenant plugin that fails `failure_limit` calls in a row
+//! (on one node) is disabled for its tenant: its hooks return to the built-ins, and the history
+//! of the message whose call disabled it, and of every message decided after, says so.
+
+mod dry_run;
+mod health;
+mod manage;
+mod tenant;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::domain::feed::NewFeedEvent;
-use crate::domain::ids::TenantId;
-use crate::domain::message::{Channel, Event, EventKind, Message, PluginRef, Requested};
-use crate::sandbox::{self, Binding, CallError, LoadError, Plugin, Sandbox};
+use crate::domain::ids::{PluginId, TenantId};
+use crate::domain::message::{Event, EventKind, Message, Requested};
+use crate::domain::plugin::Disabled;
+use crate::realtime::Hub;
+use crate::sandbox::{self, Binding, CallError, LoadError, Sandbox};
+use crate::store::{Store, StoreError};
 
-/// A plugin bound to a hook.
-#[derive(Debug, Clone)]
-pub struct Bound {
-    /// The plugin.
-    pub plugin: Arc<Plugin>,
-    /// Its configuration and grants.
-    pub binding: Arc<Binding>,
-}
+pub use dry_run::{DryRun, RetryStep, Simulation};
+pub use health::Counters;
+pub use manage::{BindingRequest, MAX_VALIDATORS, ManageError, Upload};
+pub use tenant::{Bound, Hooks, Source};
+use tenant::{Cache, Defaults};
 
-impl Bound {
-    fn reference(&self) -> PluginRef {
-        PluginRef {
-            name: self.plugin.name().to_owned(),
-            digest: format!("sha256:{}", self.plugin.digest()),
-        }
-    }
-}
+/// Failed calls in a row after which a tenant plugin is disabled, unless configured.
+pub const DEFAULT_FAILURE_LIMIT: u32 = 20;
 
 /// A validator's refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +113,29 @@ pub struct Policies {
     sandbox: Sandbox,
     clock: Clock,
     defaults: Arc<Defaults>,
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    cache: Arc<Cache>,
+    health: Arc<health::Health>,
+    failure_limit: u32,
+}
+
+/// Whether a call is for real or part of a dry run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// For real: counted in the plugin's health.
+    Live,
+    /// A dry run: plugins see this time, and nothing is counted.
+    Simulated(u64),
+}
+
+impl Run {
+    fn now(self) -> Option<u64> {
+        match self {
+            Self::Live => None,
+            Self::Simulated(now) => Some(now),
+        }
+    }
 }
 
 impl std::fmt::Debug for Policies {
@@ -116,27 +144,23 @@ impl std::fmt::Debug for Policies {
     }
 }
 
-/// The built-in bindings.
-struct Defaults {
-    validator: Bound,
-    delay: Bound,
-    inbox: Bound,
-    webhook: Bound,
-}
-
 /// The last-resort retry interval, when even the built-in delay policy cannot answer.
 const LAST_RESORT_RETRY_MS: u64 = 60_000;
 /// The last-resort number of attempts.
 const LAST_RESORT_ATTEMPTS: u32 = 8;
 
 impl Policies {
-    /// Loads the built-in plugins and binds them as every tenant's defaults.
-    pub async fn new(sandbox: Sandbox) -> Result<Self, LoadError> {
+    /// Loads the built-in plugins and binds them as every tenant's defaults. `hub` carries
+    /// binding changes to other nodes; a tenant plugin failing `failure_limit` calls in a row
+    /// is disabled.
+    pub async fn new(
+        sandbox: Sandbox,
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        failure_limit: u32,
+    ) -> Result<Self, LoadError> {
         let bind = async |name: &str, binding: Binding| -> Result<Bound, LoadError> {
-            Ok(Bound {
-                plugin: sandbox.builtin(name).await?,
-                binding: Arc::new(binding),
-            })
+            Ok(Bound::builtin(sandbox.builtin(name).await?, binding))
         };
         let defaults = Defaults {
             validator: bind("content-guard", Binding::default()).await?,
@@ -157,6 +181,11 @@ impl Policies {
             clock: sandbox.clock().clone(),
             sandbox,
             defaults: Arc::new(defaults),
+            store,
+            hub,
+            cache: Arc::default(),
+            health: Arc::default(),
+            failure_limit: failure_limit.max(1),
         })
     }
 
@@ -165,56 +194,108 @@ impl Policies {
         &self.sandbox
     }
 
-    /// The tenant's validators, in order.
-    pub fn validators(&self, _tenant: &TenantId) -> Vec<Bound> {
-        vec![self.defaults.validator.clone()]
-    }
-
-    /// The tenant's delay policy.
-    pub fn delay_policy(&self, _tenant: &TenantId) -> Bound {
-        self.defaults.delay.clone()
-    }
-
-    /// The tenant's plugin for `channel`.
-    pub fn channel(&self, _tenant: &TenantId, channel: Channel) -> Bound {
-        match channel {
-            Channel::Inbox => self.defaults.inbox.clone(),
-            Channel::Webhook => self.defaults.webhook.clone(),
+    /// What serves each hook of `tenant` now.
+    pub async fn hooks(&self, tenant: &TenantId) -> Result<Arc<Hooks>, StoreError> {
+        if let Some(hooks) = self.cache.get(tenant) {
+            return Ok(hooks);
         }
+        let epoch = self.cache.epoch();
+        let hooks = Arc::new(
+            tenant::resolve(self.store.as_ref(), &self.sandbox, &self.defaults, tenant).await?,
+        );
+        self.cache.put(tenant, hooks.clone(), epoch);
+        Ok(hooks)
+    }
+
+    /// The built-in defaults, as a tenant that binds nothing has them.
+    pub fn default_hooks(&self) -> Hooks {
+        Hooks::defaults(&self.defaults)
+    }
+
+    /// The tenant's bindings changed: drop what this node resolved, and tell the other nodes.
+    pub fn changed(&self, tenant: &TenantId) {
+        self.cache.forget(Some(tenant));
+        self.hub.hooks_changed(tenant);
+    }
+
+    /// Another node changed a tenant's bindings (`None`: maybe any tenant's).
+    pub fn forget(&self, tenant: Option<&TenantId>) {
+        self.cache.forget(tenant);
+    }
+
+    /// A tenant plugin's counters on this node.
+    pub fn counters(&self, tenant: &TenantId, plugin: &PluginId) -> Counters {
+        self.health.counters(tenant, plugin)
+    }
+
+    /// A tenant plugin was enabled again: its run of failures starts over.
+    pub fn enabled(&self, tenant: &TenantId, plugin: &PluginId) {
+        self.health.reset_streak(tenant, plugin);
+        self.changed(tenant);
+    }
+
+    /// The failed calls in a row that disable a tenant plugin.
+    pub fn failure_limit(&self) -> u32 {
+        self.failure_limit
     }
 
     /// Runs the tenant's validators in order; the first rejection wins.
-    pub async fn validate(&self, message: &Message) -> (Result<(), Rejection>, Vec<Event>) {
+    pub async fn validate(
+        &self,
+        hooks: &Hooks,
+        message: &Message,
+    ) -> (Result<(), Rejection>, Vec<Event>) {
+        self.validate_as(hooks, message, Run::Live).await
+    }
+
+    async fn validate_as(
+        &self,
+        hooks: &Hooks,
+        message: &Message,
+        run: Run,
+    ) -> (Result<(), Rejection>, Vec<Event>) {
         let input = plugin_message(message);
         let mut events = Vec::new();
-        for bound in self.validators(&message.tenant_id) {
+        for bound in &hooks.validators {
+            events.extend(self.standing_in(bound, None, run));
             let started = Instant::now();
             let outcome = self
                 .sandbox
                 .validate(&bound.plugin, &bound.binding, &input)
                 .await;
+            events.extend(
+                self.observe(
+                    &message.tenant_id,
+                    bound,
+                    started,
+                    outcome.as_ref().err(),
+                    None,
+                    run,
+                )
+                .await,
+            );
             let duration = elapsed_ms(started);
             let rejection = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(rejection)) => Some(Rejection {
                     code: rejection.code,
                     reason: rejection.reason,
-                    plugin: bound.plugin.name().to_owned(),
+                    plugin: bound.name.to_string(),
                 }),
                 Err(error) => Some(Rejection {
                     code: "plugin_error".into(),
                     reason: format!(
                         "the validator {} failed, so the message is refused: {error}",
-                        bound.plugin.name()
+                        bound.name
                     ),
-                    plugin: bound.plugin.name().to_owned(),
+                    plugin: bound.name.to_string(),
                 }),
             };
             let result = rejection.as_ref().map_or_else(
                 || "accepted".to_owned(),
                 |r| format!("rejected: {}: {}", r.code, r.reason),
             );
-            events.push(self.event(EventKind::Decision, &bound, None, duration, result));
+            events.push(self.event(EventKind::Decision, bound, None, duration, result));
             if let Some(rejection) = rejection {
                 return (Err(rejection), events);
             }
@@ -223,33 +304,57 @@ impl Policies {
     }
 
     /// Plans the first delivery time, or rejects.
-    pub async fn plan(&self, message: &Message) -> (Result<u64, Rejection>, Vec<Event>) {
+    pub async fn plan(
+        &self,
+        hooks: &Hooks,
+        message: &Message,
+    ) -> (Result<u64, Rejection>, Vec<Event>) {
+        self.plan_as(hooks, message, Run::Live).await
+    }
+
+    async fn plan_as(
+        &self,
+        hooks: &Hooks,
+        message: &Message,
+        run: Run,
+    ) -> (Result<u64, Rejection>, Vec<Event>) {
         let input = plugin_message(message);
-        let bound = self.delay_policy(&message.tenant_id);
+        let bound = &hooks.delay;
+        let mut events: Vec<Event> = self.standing_in(bound, None, run).into_iter().collect();
         let started = Instant::now();
         let outcome = self
             .sandbox
-            .plan(&bound.plugin, &bound.binding, &input)
+            .plan_at(&bound.plugin, &bound.binding, &input, run.now())
             .await;
+        events.extend(
+            self.observe(
+                &message.tenant_id,
+                bound,
+                started,
+                outcome.as_ref().err(),
+                None,
+                run,
+            )
+            .await,
+        );
         let duration = elapsed_ms(started);
-        let mut events = Vec::new();
         let decided = match outcome {
             Ok(Ok(at)) => Ok(at),
             Ok(Err(rejection)) => Err(Rejection {
                 code: rejection.code,
                 reason: rejection.reason,
-                plugin: bound.plugin.name().to_owned(),
+                plugin: bound.name.to_string(),
             }),
             Err(error) => {
-                events.push(self.failure_event(&bound, None, duration, &error));
-                return self.plan_fallback(&input, events).await;
+                events.push(self.failure_event(bound, None, duration, &error));
+                return self.plan_fallback(&input, events, run).await;
             }
         };
         let result = match &decided {
             Ok(at) => format!("deliver at {}", crate::clock::rfc3339(*at)),
             Err(r) => format!("rejected: {}: {}", r.code, r.reason),
         };
-        events.push(self.event(EventKind::Decision, &bound, None, duration, result));
+        events.push(self.event(EventKind::Decision, bound, None, duration, result));
         (decided, events)
     }
 
@@ -257,12 +362,13 @@ impl Policies {
         &self,
         input: &sandbox::Message,
         mut events: Vec<Event>,
+        run: Run,
     ) -> (Result<u64, Rejection>, Vec<Event>) {
         let fallback = &self.defaults.delay;
         let started = Instant::now();
         let outcome = self
             .sandbox
-            .plan(&fallback.plugin, &fallback.binding, input)
+            .plan_at(&fallback.plugin, &fallback.binding, input, run.now())
             .await;
         let duration = elapsed_ms(started);
         let decided = match outcome {
@@ -270,11 +376,11 @@ impl Policies {
             Ok(Err(rejection)) => Err(Rejection {
                 code: rejection.code,
                 reason: rejection.reason,
-                plugin: fallback.plugin.name().to_owned(),
+                plugin: fallback.name.to_string(),
             }),
             Err(error) => {
                 events.push(self.failure_event(fallback, None, duration, &error));
-                let now = self.clock.now_ms();
+                let now = run.now().unwrap_or_else(|| self.clock.now_ms());
                 let at = match input.requested {
                     sandbox::RequestedTime::Unspecified => now,
                     sandbox::RequestedTime::DelayMs(delay) => {
@@ -304,10 +410,31 @@ impl Policies {
     /// Decides what happens after failed attempt number `attempt`.
     pub async fn retry(
         &self,
+        hooks: &Hooks,
         message: &Message,
         attempt: u32,
         last_error: &str,
         retry_after_ms: Option<u64>,
+    ) -> (Retry, Vec<Event>) {
+        self.retry_as(
+            hooks,
+            message,
+            attempt,
+            last_error,
+            retry_after_ms,
+            Run::Live,
+        )
+        .await
+    }
+
+    async fn retry_as(
+        &self,
+        hooks: &Hooks,
+        message: &Message,
+        attempt: u32,
+        last_error: &str,
+        retry_after_ms: Option<u64>,
+        run: Run,
     ) -> (Retry, Vec<Event>) {
         let input = plugin_message(message);
         let attempt_record = sandbox::Attempt {
@@ -315,15 +442,33 @@ impl Policies {
             last_error: Some(last_error.to_owned()),
             retry_after_ms,
         };
-        let mut events = Vec::new();
-        let primary = self.delay_policy(&message.tenant_id);
-        let fallback = self.defaults.delay.clone();
-        for (bound, label) in [(primary, ""), (fallback, "fallback: ")] {
+        let mut events: Vec<Event> = self
+            .standing_in(&hooks.delay, Some(attempt), run)
+            .into_iter()
+            .collect();
+        for (bound, label) in [(&hooks.delay, ""), (&self.defaults.delay, "fallback: ")] {
             let started = Instant::now();
             let outcome = self
                 .sandbox
-                .retry(&bound.plugin, &bound.binding, &input, &attempt_record)
+                .retry_at(
+                    &bound.plugin,
+                    &bound.binding,
+                    &input,
+                    &attempt_record,
+                    run.now(),
+                )
                 .await;
+            events.extend(
+                self.observe(
+                    &message.tenant_id,
+                    bound,
+                    started,
+                    outcome.as_ref().err(),
+                    Some(attempt),
+                    run,
+                )
+                .await,
+            );
             let duration = elapsed_ms(started);
             match outcome {
                 Ok(decision) => {
@@ -339,7 +484,7 @@ impl Policies {
                     };
                     events.push(self.event(
                         EventKind::Decision,
-                        &bound,
+                        bound,
                         Some(attempt),
                         duration,
                         result,
@@ -347,11 +492,11 @@ impl Policies {
                     return (retry, events);
                 }
                 Err(error) => {
-                    events.push(self.failure_event(&bound, Some(attempt), duration, &error))
+                    events.push(self.failure_event(bound, Some(attempt), duration, &error))
                 }
             }
         }
-        let now = self.clock.now_ms();
+        let now = run.now().unwrap_or_else(|| self.clock.now_ms());
         let retry = if attempt >= LAST_RESORT_ATTEMPTS {
             Retry::GiveUp(format!(
                 "gave up after {attempt} attempts; no delay policy answered; last error: {last_error}"
@@ -371,16 +516,36 @@ impl Policies {
     }
 
     /// Delivers one attempt through the message's channel.
-    pub async fn deliver(&self, message: &Message, address: &sandbox::Address) -> Delivered {
+    pub async fn deliver(
+        &self,
+        hooks: &Hooks,
+        message: &Message,
+        address: &sandbox::Address,
+    ) -> Delivered {
         let input = plugin_message(message);
-        let bound = self.channel(&message.tenant_id, message.channel);
+        let bound = hooks.channel(message.channel);
+        let attempt = Some(message.attempts);
+        let mut events: Vec<Event> = self
+            .standing_in(bound, attempt, Run::Live)
+            .into_iter()
+            .collect();
         let started = Instant::now();
         let outcome = self
             .sandbox
             .deliver_to(&bound.plugin, &bound.binding, &input, address)
             .await;
+        events.extend(
+            self.observe(
+                &message.tenant_id,
+                bound,
+                started,
+                outcome.as_ref().err(),
+                attempt,
+                Run::Live,
+            )
+            .await,
+        );
         let duration = elapsed_ms(started);
-        let attempt = Some(message.attempts);
         let (endpoint_gone, published) = match &outcome {
             Ok(delivery) => (
                 delivery.endpoint_gone,
@@ -418,10 +583,10 @@ impl Policies {
                 )
             }
         };
-        let event = self.event(EventKind::Attempt, &bound, attempt, duration, result);
+        events.push(self.event(EventKind::Attempt, bound, attempt, duration, result));
         Delivered {
             attempted,
-            events: vec![event],
+            events,
             endpoint_gone,
             published,
         }
@@ -454,7 +619,7 @@ impl Policies {
     ) -> Event {
         tracing::warn!(
             message = "A plugin call failed; applying the hook's fail-safe.",
-            plugin = bound.plugin.name(),
+            plugin = &*bound.name,
             kind = error.kind().as_str(),
             %error,
         );
@@ -465,6 +630,87 @@ impl Policies {
             duration_ms,
             format!("failed: {error}"),
         )
+    }
+}
+
+impl Policies {
+    /// The history entry saying a built-in stands in for a tenant plugin, if one does.
+    fn standing_in(&self, bound: &Bound, attempt: Option<u32>, run: Run) -> Option<Event> {
+        let reason = bound.standing_in.as_ref()?;
+        Some(Event::host_decision(
+            run.now().unwrap_or_else(|| self.clock.now_ms()),
+            attempt,
+            format!(
+                "the tenant's plugin cannot serve ({reason}); the built-in {} decides instead",
+                bound.name
+            ),
+        ))
+    }
+
+    /// Counts a tenant plugin's call; when it ends `failure_limit` failures in a row, disables
+    /// the plugin for its tenant and returns the history entry that says so.
+    async fn observe(
+        &self,
+        tenant: &TenantId,
+        bound: &Bound,
+        started: Instant,
+        failure: Option<&CallError>,
+        attempt: Option<u32>,
+        run: Run,
+    ) -> Option<Event> {
+        let (Source::Tenant(plugin), Run::Live) = (&bound.source, run) else {
+            return None;
+        };
+        let elapsed: Duration = started.elapsed();
+        let streak = self
+            .health
+            .record(tenant, plugin, elapsed, failure.map(CallError::kind));
+        let error = failure?;
+        if streak < self.failure_limit {
+            return None;
+        }
+        let now = self.clock.now_ms();
+        let reason = format!("{streak} calls in a row failed; the last: {error}");
+        let disabled = Disabled {
+            at_ms: now,
+            reason: reason.clone(),
+        };
+        match self
+            .store
+            .set_plugin_disabled(tenant, plugin, Some(&disabled))
+            .await
+        {
+            Ok(newly) => {
+                self.changed(tenant);
+                if newly {
+                    tracing::warn!(
+                        message = "Tenant plugin disabled: too many failures in a row; its hooks use the built-in defaults.",
+                        tenant_id = %tenant,
+                        plugin_id = %plugin,
+                        plugin = &*bound.name,
+                        %reason,
+                    );
+                }
+                Some(Event::host_decision(
+                    now,
+                    attempt,
+                    format!(
+                        "the plugin {} ({plugin}) is now disabled for this tenant: {reason}; \
+                         the built-in default serves its hooks from the next message",
+                        bound.name
+                    ),
+                ))
+            }
+            Err(store) => {
+                tracing::warn!(
+                    message = "Could not disable a failing tenant plugin; trying again on its next failure.",
+                    tenant_id = %tenant,
+                    plugin_id = %plugin,
+                    error = %store,
+                );
+                None
+            }
+        }
     }
 }
 
