@@ -1,4 +1,4 @@
-//! `dms plugin new | check | run`, through the real binary, as the plugin guide describes.
+//! `dms plugin new | check | run | dry-run`, through the real binary, as the plugin guide describes.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -249,4 +249,58 @@ fn scaffolds_for_the_other_worlds_pass_their_own_tests() {
             assert!((1..=86_400_000).contains(&after), "{offline}");
         }
     }
+}
+
+/// `dms plugin dry-run` asks a running server, with an admin's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_asks_a_running_server() {
+    let server = crate::harness::TestServer::start(crate::harness::Backend::Sqlite).await;
+    let admin = server.admin().await;
+    let message = format!(
+        r#"{{"recipient_id":"{}","content":"hello","delay_seconds":60}}"#,
+        admin.user_id()
+    );
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || Command::new(DMS).args(args).output().unwrap())
+    };
+    let output = run(vec![
+        "plugin".into(),
+        "dry-run".into(),
+        "--server".into(),
+        server.url.clone(),
+        "--token".into(),
+        admin.token.clone(),
+        "--message".into(),
+        message.clone(),
+        "--attempts".into(),
+        "2".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let answer = json(&output);
+    assert_eq!(answer["validation"]["accepted"], true);
+    assert_eq!(answer["retries"].as_array().unwrap().len(), 2);
+    assert_eq!(answer["hooks"]["delay-policy"]["name"], "standard-delay");
+    // Nothing was stored.
+    let count = server
+        .sql_column("SELECT CAST(count(*) AS TEXT) FROM messages")
+        .await;
+    assert_eq!(count, ["0"]);
+
+    // A wrong token: the server's problem, and exit 1.
+    let output = run(vec![
+        "plugin".into(),
+        "dry-run".into(),
+        "--server".into(),
+        server.url.clone(),
+        "--token".into(),
+        "nope".into(),
+        "--message".into(),
+        message,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("401"), "{}", stderr(&output));
 }

@@ -1,4 +1,5 @@
-//! `dms plugin …`: scaffold a plugin crate, check a component, run one hook call.
+//! `dms plugin …`: scaffold a plugin crate, check a component, run one hook call, and ask a
+//! running server for a dry run of a tenant's hooks.
 
 mod scaffold;
 
@@ -29,7 +30,41 @@ pub(super) enum PluginCommand {
     },
     /// Run one hook call and print the decision as JSON.
     Run(RunArgs),
+    /// Ask a running server what the tenant's hooks decide for a message (`POST
+    /// /hooks/dry-run`): validation, delivery time and the retry schedule. Nothing is stored.
+    DryRun(DryRunArgs),
 }
+
+#[derive(Debug, Args)]
+pub(super) struct DryRunArgs {
+    /// The server's base URL.
+    #[arg(long, env = "DMS_SERVER", default_value = "http://127.0.0.1:3000")]
+    server: String,
+    /// A tenant admin's access token (from POST /auth/login).
+    #[arg(long, env = "DMS_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The sample message as `POST /messages` takes it, as JSON (or `@file.json`).
+    #[arg(long, conflicts_with = "message_id")]
+    message: Option<String>,
+    /// A stored message of the tenant instead of a sample.
+    #[arg(long)]
+    message_id: Option<String>,
+    /// Failed attempts to simulate (the server's default when left out).
+    #[arg(long)]
+    attempts: Option<u32>,
+    /// What each simulated failure reports.
+    #[arg(long)]
+    error: Option<String>,
+    /// The channel's retry-after hint with each failure, in milliseconds.
+    #[arg(long)]
+    retry_after_ms: Option<u64>,
+}
+
+/// The largest component the local commands accept. The server's own limit
+/// (`DMS_PLUGIN_MAX_UPLOAD_MB`, 10 MiB by default) applies on upload; `check` reports it.
+const LOCAL_MAX_BYTES: usize = 1 << 30;
+/// The server's default upload limit, for `check`'s note.
+const SERVER_DEFAULT_MAX_BYTES: usize = 10 << 20;
 
 #[derive(Debug, Args)]
 pub(super) struct RunArgs {
@@ -73,12 +108,70 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::New(args) => scaffold::new(&args),
         PluginCommand::Check { file } => check(&file).await,
         PluginCommand::Run(args) => run_once(args).await,
+        PluginCommand::DryRun(args) => dry_run(args).await,
+    }
+}
+
+async fn dry_run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::Map::new();
+    match (&args.message, &args.message_id) {
+        (Some(message), _) => {
+            let text = match message.strip_prefix('@') {
+                Some(path) => {
+                    std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
+                }
+                None => message.clone(),
+            };
+            let message: Value =
+                serde_json::from_str(&text).context("--message is not valid JSON")?;
+            body.insert("message".into(), message);
+        }
+        (None, Some(id)) => {
+            body.insert("message_id".into(), json!(id));
+        }
+        (None, None) => bail!("give --message (a sample message) or --message-id"),
+    }
+    if let Some(attempts) = args.attempts {
+        body.insert("attempts".into(), json!(attempts));
+    }
+    if let Some(error) = &args.error {
+        body.insert("error".into(), json!(error));
+    }
+    if let Some(ms) = args.retry_after_ms {
+        body.insert("retry_after_ms".into(), json!(ms));
+    }
+    let url = format!("{}/hooks/dry-run", args.server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&args.token)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let text = response.text().await.context("cannot read the answer")?;
+    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if status.is_success() {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: the server answered {status}: {}",
+            answer["detail"].as_str().unwrap_or(&answer.to_string())
+        );
+        Ok(ExitCode::FAILURE)
     }
 }
 
 async fn check(file: &PathBuf) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let sandbox = Sandbox::new(SandboxConfig::default(), Arc::new(Recorder::new()))?;
+    let sandbox = Sandbox::new(
+        SandboxConfig {
+            max_component_bytes: LOCAL_MAX_BYTES,
+            ..SandboxConfig::default()
+        },
+        Arc::new(Recorder::new()),
+    )?;
     let name = file
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
@@ -88,6 +181,12 @@ async fn check(file: &PathBuf) -> anyhow::Result<ExitCode> {
             println!("file:    {}", file.display());
             println!("world:   {}", plugin.world());
             println!("size:    {} bytes", plugin.size());
+            if plugin.size() > SERVER_DEFAULT_MAX_BYTES {
+                println!(
+                    "note:    larger than a server accepts by default ({SERVER_DEFAULT_MAX_BYTES} bytes); \
+                     the operator raises DMS_PLUGIN_MAX_UPLOAD_MB"
+                );
+            }
             println!("digest:  sha256:{}", plugin.digest());
             println!("imports:");
             for import in plugin.imports() {
@@ -113,6 +212,7 @@ async fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         SandboxConfig {
             allow_private_networks: args.allow_private_networks,
             clock,
+            max_component_bytes: LOCAL_MAX_BYTES,
             ..SandboxConfig::default()
         },
         recorder.clone(),
