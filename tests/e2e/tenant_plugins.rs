@@ -724,3 +724,68 @@ async fn two_nodes_see_a_new_binding_without_restart() {
     })
     .await;
 }
+
+/// The Python example (`plugins/examples/python-validator`), built from source with
+/// componentize-py, uploaded, bound and deciding messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_is_uploaded_and_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("python-validator.wasm");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/examples/python-validator/build.sh"
+    );
+    let built = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(&wasm)
+        .output()
+        .await
+        .expect("bash runs");
+    assert!(
+        built.status.success(),
+        "build.sh failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let bytes = std::fs::read(&wasm).unwrap();
+
+    let server =
+        TestServer::start_with(Backend::Sqlite, |config| config.plugin_max_upload_mb = 32).await;
+    let admin = server.admin().await;
+    let bob = server.member(&admin, "bob").await;
+    let plugin = upload(&admin, &bytes, "?name=python-validator")
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(plugin["world"], "validator");
+    let id = plugin["id"].as_str().unwrap();
+    admin
+        .api
+        .put(
+            "/hooks/validators",
+            json!({ "plugins": [{ "plugin_id": id, "config": { "required-metadata": "order-id", "deny-words": "spam" } }] }),
+        )
+        .await
+        .expect(200);
+    let send = |content: &str, metadata: Value| {
+        admin.api.post(
+            "/messages",
+            json!({ "recipient_id": bob.user_id(), "content": content, "metadata": metadata }),
+        )
+    };
+    let missing = send("hello", json!({})).await.problem(422, "rejected");
+    assert_eq!(missing.body["reason_code"], "missing_metadata");
+    assert_eq!(
+        missing.body["detail"],
+        "the metadata key 'order-id' is required"
+    );
+    let denied = send("cheap Spam", json!({ "order-id": "7" }))
+        .await
+        .problem(422, "rejected");
+    assert_eq!(denied.body["reason_code"], "denied_word");
+    let accepted = send("hello", json!({ "order-id": "7" }))
+        .await
+        .expect(201)
+        .body;
+    let history = events(&admin, accepted["id"].as_str().unwrap()).await;
+    assert_eq!(deciders(&history), ["python-validator", "standard-delay"]);
+}
