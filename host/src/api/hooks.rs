@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use super::extract::{ApiJson, Caller, from_json_value};
 use crate::app::AppState;
 use crate::clock::rfc3339;
@@ -31,7 +31,7 @@ pub(super) struct ValidatorsBody {
 fn channel_hook(name: &str) -> Result<Hook, ApiError> {
     let channel: Channel = name
         .parse()
-        .map_err(|reason: String| ApiError::not_found("channel").logging(reason))?;
+        .map_err(|reason: String| ApiError::new(Code::NotFound, reason))?;
     Ok(Hook::Channel(channel))
 }
 

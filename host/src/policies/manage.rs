@@ -97,7 +97,10 @@ impl Policies {
                 check_label(field, value)?;
             }
         }
-        let plugin = self.sandbox.load("upload", &upload.bytes).await?;
+        let plugin = self
+            .sandbox
+            .load(upload.name.as_deref().unwrap_or("upload"), &upload.bytes)
+            .await?;
         let digest = plugin.digest().to_string();
         let name = upload
             .name

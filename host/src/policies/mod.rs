@@ -2,8 +2,9 @@
 //! the fail-safes around every call.
 //!
 //! Layout: `tenant.rs` resolves and caches what serves each hook of a tenant (its own plugins
-//! or the built-ins); `health.rs` counts each tenant plugin's calls and failures; `dry_run.rs`
-//! runs a tenant's hooks on a sample without storing or sending anything.
+//! or the built-ins); `manage.rs` checks and saves uploads and bindings; `health.rs` counts
+//! each tenant plugin's calls and failures; `dry_run.rs` runs a tenant's hooks on a sample
+//! without storing or sending anything.
 //!
 //! Each call returns a decision the pipeline can always act on, plus the history entries that
 //! say which plugin decided it (by name and digest) and how long it took:
@@ -40,9 +41,6 @@ pub use health::Counters;
 pub use manage::{BindingRequest, MAX_VALIDATORS, ManageError, Upload};
 pub use tenant::{Bound, Hooks, Source};
 use tenant::{Cache, Defaults};
-
-/// Failed calls in a row after which a tenant plugin is disabled, unless configured.
-pub const DEFAULT_FAILURE_LIMIT: u32 = 20;
 
 /// A validator's refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]

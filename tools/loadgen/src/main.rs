@@ -10,8 +10,11 @@
 //! - `idle`: single messages, each due while nothing else happens;
 //! - `burst`: `--count` messages due at the same instant; the drain rate;
 //! - `memory`: Redis bytes per pending message (`used_memory` before and after);
-//! - `ws-idle`, `ws-lateness`: WebSocket connections and pushed deliveries (`realtime.rs`).
+//! - `ws-idle`, `ws-lateness`: WebSocket connections and pushed deliveries (`realtime.rs`);
+//! - `bind-plugins`, `first-submit`: tenant plugins uploaded and bound, and the first submit
+//!   that uses them (`plugins.rs`).
 
+mod plugins;
 mod realtime;
 
 use std::time::{Duration, Instant};
@@ -47,6 +50,12 @@ enum Scenario {
     WsIdle(realtime::WsIdle),
     /// Messages due at --rate to random users, one WebSocket each: lateness and push latency.
     WsLateness(realtime::WsLateness),
+    /// Upload three tenant plugins and bind them: upload (compile) and first-submit times.
+    BindPlugins(Common),
+    /// Return the hooks bind-plugins bound to the built-ins.
+    UnbindPlugins(Common),
+    /// The time of the first two submits (after a restart: hooks resolved from the database).
+    FirstSubmit(Common),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -611,6 +620,9 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Memory(delivery) => memory(&delivery).await?,
         Scenario::WsIdle(args) => realtime::ws_idle(&args).await?,
         Scenario::WsLateness(args) => realtime::ws_lateness(&args).await?,
+        Scenario::BindPlugins(common) => plugins::bind(&common).await?,
+        Scenario::UnbindPlugins(common) => plugins::unbind(&common).await?,
+        Scenario::FirstSubmit(common) => plugins::first_submit(&common).await?,
     };
     println!("{result}");
     Ok(())
