@@ -748,8 +748,14 @@ async fn a_python_plugin_is_uploaded_and_decides() {
     );
     let bytes = std::fs::read(&wasm).unwrap();
 
-    let server =
-        TestServer::start_with(Backend::Sqlite, |config| config.plugin_max_upload_mb = 32).await;
+    // An 18 MB component carries CPython: the operator raises the upload limit, and the
+    // decision deadline too, since a call touches megabytes of the interpreter's heap (close to
+    // the default 10 ms of CPU even on an idle machine; over it under load).
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.plugin_max_upload_mb = 32;
+        config.plugin_decision_deadline_ms = 250;
+    })
+    .await;
     let admin = server.admin().await;
     let bob = server.member(&admin, "bob").await;
     let plugin = upload(&admin, &bytes, "?name=python-validator")
@@ -773,7 +779,11 @@ async fn a_python_plugin_is_uploaded_and_decides() {
         )
     };
     let missing = send("hello", json!({})).await.problem(422, "rejected");
-    assert_eq!(missing.body["reason_code"], "missing_metadata");
+    assert_eq!(
+        missing.body["reason_code"], "missing_metadata",
+        "{}",
+        missing.body
+    );
     assert_eq!(
         missing.body["detail"],
         "the metadata key 'order-id' is required"
@@ -788,4 +798,12 @@ async fn a_python_plugin_is_uploaded_and_decides() {
         .body;
     let history = events(&admin, accepted["id"].as_str().unwrap()).await;
     assert_eq!(deciders(&history), ["python-validator", "standard-delay"]);
+    let stats = &admin
+        .api
+        .get(&format!("/plugins/{id}"))
+        .await
+        .expect(200)
+        .body["stats"];
+    assert_eq!(stats["calls"], 3);
+    println!("python-validator: 3 calls in {} µs", stats["time_us"]);
 }

@@ -1,22 +1,24 @@
 //! How each tenant plugin is doing on this node: calls, failures by kind, time spent, and the
 //! current run of failures in a row that disables a plugin when it reaches the limit.
 //!
-//! Counters are per node and start at zero on restart; the disabled state they lead to is
-//! stored, so it holds on every node.
+//! Each tenant plugin has one set of atomic counters, handed to its bindings when a tenant's
+//! hooks are resolved, so counting a call takes no lock. Counters are per node and start at
+//! zero on restart; the disabled state they lead to is stored, so it holds on every node.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::domain::ids::{PluginId, TenantId};
 use crate::sandbox::FailureKind;
 
-/// A tenant plugin's counters on this node.
+/// A tenant plugin's counters on this node, as the API shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     /// Calls made, successful or not.
     pub calls: u64,
-    /// Failed calls, by kind (`timeout`, `trap`, `memory`, ...).
+    /// Failed calls, by kind (`timeout`, `trap`, `memory_limit`, ...).
     pub failures: BTreeMap<&'static str, u64>,
     /// Failed calls in a row, now.
     pub failing_streak: u32,
@@ -24,55 +26,77 @@ pub struct Counters {
     pub time_us: u64,
 }
 
-/// Every tenant plugin's counters.
+/// One tenant plugin's live counters.
 #[derive(Debug, Default)]
-pub(super) struct Health(Mutex<HashMap<(TenantId, PluginId), Counters>>);
+pub struct PluginHealth {
+    calls: AtomicU64,
+    time_us: AtomicU64,
+    streak: AtomicU32,
+    failures: [AtomicU64; FailureKind::ALL.len()],
+}
 
-impl Health {
+impl PluginHealth {
     /// Counts a call; the failures in a row after it.
-    pub(super) fn record(
-        &self,
-        tenant: &TenantId,
-        plugin: &PluginId,
-        elapsed: Duration,
-        failure: Option<FailureKind>,
-    ) -> u32 {
-        let mut all = self.0.lock().expect("health lock");
-        let counters = all.entry((tenant.clone(), plugin.clone())).or_default();
-        counters.calls += 1;
-        counters.time_us = counters
-            .time_us
-            .saturating_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    pub(super) fn record(&self, elapsed: Duration, failure: Option<FailureKind>) -> u32 {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.time_us.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         match failure {
             Some(kind) => {
-                *counters.failures.entry(kind.as_str()).or_default() += 1;
-                counters.failing_streak += 1;
+                let index = FailureKind::ALL
+                    .iter()
+                    .position(|k| *k == kind)
+                    .expect("every kind is in ALL");
+                self.failures[index].fetch_add(1, Ordering::Relaxed);
+                self.streak.fetch_add(1, Ordering::Relaxed) + 1
             }
-            None => counters.failing_streak = 0,
+            None => {
+                self.streak.store(0, Ordering::Relaxed);
+                0
+            }
         }
-        counters.failing_streak
+    }
+
+    fn snapshot(&self) -> Counters {
+        Counters {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: FailureKind::ALL
+                .iter()
+                .zip(&self.failures)
+                .map(|(kind, count)| (kind.as_str(), count.load(Ordering::Relaxed)))
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+            failing_streak: self.streak.load(Ordering::Relaxed),
+            time_us: self.time_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Every tenant plugin's counters on this node.
+#[derive(Debug, Default)]
+pub(super) struct Health(Mutex<HashMap<(TenantId, PluginId), Arc<PluginHealth>>>);
+
+impl Health {
+    /// The counters of one tenant plugin (created at zero).
+    pub(super) fn of(&self, tenant: &TenantId, plugin: &PluginId) -> Arc<PluginHealth> {
+        self.0
+            .lock()
+            .expect("health lock")
+            .entry((tenant.clone(), plugin.clone()))
+            .or_default()
+            .clone()
     }
 
     /// Starts the run of failures again (the plugin was enabled).
     pub(super) fn reset_streak(&self, tenant: &TenantId, plugin: &PluginId) {
-        if let Some(counters) = self
-            .0
-            .lock()
-            .expect("health lock")
-            .get_mut(&(tenant.clone(), plugin.clone()))
-        {
-            counters.failing_streak = 0;
-        }
+        self.of(tenant, plugin).streak.store(0, Ordering::Relaxed);
     }
 
     /// A plugin's counters (zero before its first call).
     pub(super) fn counters(&self, tenant: &TenantId, plugin: &PluginId) -> Counters {
-        self.0
-            .lock()
-            .expect("health lock")
-            .get(&(tenant.clone(), plugin.clone()))
-            .cloned()
-            .unwrap_or_default()
+        self.of(tenant, plugin).snapshot()
     }
 }
 
@@ -84,20 +108,16 @@ mod tests {
     fn a_success_ends_the_run_of_failures() {
         let health = Health::default();
         let (tenant, plugin) = (TenantId::new(), PluginId::new());
+        let counters = health.of(&tenant, &plugin);
         let ms = Duration::from_millis(1);
-        assert_eq!(
-            health.record(&tenant, &plugin, ms, Some(FailureKind::Trap)),
-            1
-        );
-        assert_eq!(
-            health.record(&tenant, &plugin, ms, Some(FailureKind::Timeout)),
-            2
-        );
-        assert_eq!(health.record(&tenant, &plugin, ms, None), 0);
-        let counters = health.counters(&tenant, &plugin);
-        assert_eq!(counters.calls, 3);
-        assert_eq!(counters.failures.get("trap"), Some(&1));
-        assert_eq!(counters.time_us, 3_000);
+        assert_eq!(counters.record(ms, Some(FailureKind::Trap)), 1);
+        assert_eq!(counters.record(ms, Some(FailureKind::Timeout)), 2);
+        assert_eq!(health.counters(&tenant, &plugin).failing_streak, 2);
+        assert_eq!(counters.record(ms, None), 0);
+        let snapshot = health.counters(&tenant, &plugin);
+        assert_eq!(snapshot.calls, 3);
+        assert_eq!(snapshot.failures.get("trap"), Some(&1));
+        assert_eq!(snapshot.time_us, 3_000);
         assert_eq!(
             health.counters(&TenantId::new(), &plugin),
             Counters::default()

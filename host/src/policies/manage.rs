@@ -198,6 +198,7 @@ impl Policies {
             self.store.as_ref(),
             &self.sandbox,
             &self.defaults,
+            &self.health,
             tenant,
             bindings,
         )

@@ -199,7 +199,14 @@ impl Policies {
         }
         let epoch = self.cache.epoch();
         let hooks = Arc::new(
-            tenant::resolve(self.store.as_ref(), &self.sandbox, &self.defaults, tenant).await?,
+            tenant::resolve(
+                self.store.as_ref(),
+                &self.sandbox,
+                &self.defaults,
+                &self.health,
+                tenant,
+            )
+            .await?,
         );
         self.cache.put(tenant, hooks.clone(), epoch);
         Ok(hooks)
@@ -656,13 +663,12 @@ impl Policies {
         attempt: Option<u32>,
         run: Run,
     ) -> Option<Event> {
-        let (Source::Tenant(plugin), Run::Live) = (&bound.source, run) else {
+        let (Source::Tenant(plugin), Some(health), Run::Live) = (&bound.source, &bound.health, run)
+        else {
             return None;
         };
         let elapsed: Duration = started.elapsed();
-        let streak = self
-            .health
-            .record(tenant, plugin, elapsed, failure.map(CallError::kind));
+        let streak = health.record(elapsed, failure.map(CallError::kind));
         let error = failure?;
         if streak < self.failure_limit {
             return None;

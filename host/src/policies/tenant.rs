@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::health::{Health, PluginHealth};
 use crate::domain::ids::{PluginId, TenantId};
 use crate::domain::message::{Channel, PluginRef};
 use crate::domain::plugin::{Hook, HookBinding};
@@ -37,6 +38,8 @@ pub struct Bound {
     pub binding: Arc<Binding>,
     /// Built-in or uploaded.
     pub source: Source,
+    /// For a tenant plugin: its call counters on this node.
+    pub health: Option<Arc<PluginHealth>>,
     /// Why a built-in serves a hook the tenant bound to its own plugin (it is disabled, or
     /// failed to load); recorded in the history of every message it decides.
     pub standing_in: Option<Arc<str>>,
@@ -50,6 +53,7 @@ impl Bound {
             plugin,
             binding: Arc::new(binding),
             source: Source::Builtin,
+            health: None,
             standing_in: None,
         }
     }
@@ -163,10 +167,11 @@ pub(super) async fn resolve(
     store: &dyn Store,
     sandbox: &Sandbox,
     defaults: &Defaults,
+    health: &Health,
     tenant: &TenantId,
 ) -> Result<Hooks, StoreError> {
     let bindings = store.hook_bindings(tenant).await?;
-    resolve_bindings(store, sandbox, defaults, tenant, bindings).await
+    resolve_bindings(store, sandbox, defaults, health, tenant, bindings).await
 }
 
 /// Loads the plugins of `bindings` (by hook, then position) over the built-in defaults.
@@ -174,6 +179,7 @@ pub(super) async fn resolve_bindings(
     store: &dyn Store,
     sandbox: &Sandbox,
     defaults: &Defaults,
+    health: &Health,
     tenant: &TenantId,
     bindings: Vec<HookBinding>,
 ) -> Result<Hooks, StoreError> {
@@ -200,6 +206,7 @@ pub(super) async fn resolve_bindings(
                 plugin: plugin.clone(),
                 name: name.clone(),
                 binding: Arc::new(binding),
+                health: Some(health.of(tenant, &plugin_id)),
                 source: Source::Tenant(plugin_id),
                 standing_in: None,
             },
