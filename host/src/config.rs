@@ -80,6 +80,8 @@ impl fmt::Debug for Secret {
 pub struct Config {
     pub host: String,
     pub port: u16,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
     pub data_dir: PathBuf,
     pub database_url: Secret,
     pub db_max_connections: u32,
@@ -286,10 +288,27 @@ impl Config {
                 return invalid(setting, "it must be at least 1".into());
             }
         }
+        if self.tls_cert.as_os_str().is_empty() != self.tls_key.as_os_str().is_empty() {
+            return invalid(
+                if self.tls_cert.as_os_str().is_empty() {
+                    "DMS_TLS_CERT"
+                } else {
+                    "DMS_TLS_KEY"
+                },
+                "set both DMS_TLS_CERT and DMS_TLS_KEY (PEM files) for TLS, or neither for plain HTTP"
+                    .into(),
+            );
+        }
         if self.max_body_bytes < 1024 {
             return invalid("DMS_MAX_BODY_BYTES", "it must be at least 1024".into());
         }
         Ok(())
+    }
+
+    /// The certificate chain and key files, when TLS is on.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        (!self.tls_cert.as_os_str().is_empty())
+            .then_some((self.tls_cert.as_path(), self.tls_key.as_path()))
     }
 
     /// The origins allowed to open real-time connections (`*` allows any).

@@ -27,7 +27,8 @@ use crate::domain::user::{Session, Tenant, User};
 
 type Db = sqlx::Sqlite;
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+/// The schema, embedded.
+pub(super) static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// How long a connection waits for another's write to finish before giving up. Writes are
 /// short; this only matters under heavy concurrent writing.
