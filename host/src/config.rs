@@ -30,6 +30,10 @@ const UNPREFIXED: &[&str] = &[
     "jwt_secret",
 ];
 
+/// `DMS_` variables that are not settings: the configuration file's path, and the log format
+/// (read before any configuration is loaded, by the logger).
+const NOT_SETTINGS: &[&str] = &["CONFIG", "LOG_FORMAT"];
+
 /// The shortest accepted `jwt_secret`, in bytes: HS256 keys shorter than the hash are weak.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -164,7 +168,7 @@ impl Config {
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();
             if let Some(key) = name.strip_prefix("DMS_")
-                && key != "CONFIG"
+                && !NOT_SETTINGS.contains(&key)
                 && !known.contains(&key.to_ascii_lowercase())
             {
                 tracing::warn!(

@@ -6,6 +6,7 @@ mod harness;
 mod api_conventions;
 mod auth;
 mod config_docs;
+mod containers;
 mod faults;
 mod logging;
 mod messages;
