@@ -366,7 +366,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 39);
+        assert_eq!(keys().len(), 41);
     }
 
     #[test]
