@@ -506,7 +506,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(MessageId, u64)>, StoreError>;
 
     /// The queue, per tenant and status, as at `now_ms` (for `dms queue status` and
-    /// `/metrics`). One aggregate query over the messages, served by the status index.
+    /// `/metrics`): a count over the status index, and due times over the pending messages
+    /// only. Two reads, not one snapshot: a message moving between them is off by one.
     async fn queue_counts(&self, now_ms: u64) -> Result<Vec<QueueCount>, StoreError>;
 
     /// Where committed feed events go.
