@@ -8,6 +8,7 @@ mod auth;
 mod config_docs;
 mod faults;
 mod messages;
+mod openapi;
 mod plugin_cli;
 mod realtime;
 mod redis_limits;

@@ -13,6 +13,7 @@ mod dead_letters;
 mod health;
 mod hooks;
 mod messages;
+mod openapi;
 mod plugins;
 pub mod realtime;
 mod users;
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/db", get(health::db))
         .route("/health/redis", get(health::redis))
         .route("/problems/{code}", get(error::describe))
+        .route("/openapi.json", get(openapi::document))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
