@@ -106,6 +106,7 @@ pub(super) enum BoxName {
 pub(super) struct ListQuery {
     /// `sent` (default), `received`, or `all` (admins: the whole tenant).
     #[serde(rename = "box", default)]
+    #[param(inline)]
     mailbox: Option<BoxName>,
     /// Only messages with this status.
     #[serde(default)]
