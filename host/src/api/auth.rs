@@ -89,7 +89,13 @@ pub(super) async fn login(
         .check(Limit::LoginPerUsername, &body.username)
         .await
         .map_err(ApiError::rate_limited)?;
-    let found = state.store.credentials(&body.username).await?;
+    // No username holds a NUL (`check_username` refuses control characters), and PostgreSQL
+    // text cannot even be queried with one: such a login is simply wrong, on both backends.
+    let found = if body.username.contains('\0') {
+        None
+    } else {
+        state.store.credentials(&body.username).await?
+    };
     let hash = found.as_ref().map(|(_, hash)| hash.as_str());
     let valid = state.passwords.verify(&body.password, hash).await;
     let Some((user, _)) = found.filter(|_| valid) else {

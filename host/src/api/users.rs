@@ -94,13 +94,20 @@ pub(super) async fn create(
     crate::domain::user::check_username(&body.username)
         .map_err(|reason| ApiError::field("/username", reason))?;
     password::check_new(&body.password).map_err(|reason| ApiError::field("/password", reason))?;
-    if let Some(name) = &body.display_name
-        && name.chars().count() > MAX_DISPLAY_NAME
-    {
-        return Err(ApiError::field(
-            "/display_name",
-            format!("the display name must have at most {MAX_DISPLAY_NAME} characters"),
-        ));
+    if let Some(name) = &body.display_name {
+        if name.chars().count() > MAX_DISPLAY_NAME {
+            return Err(ApiError::field(
+                "/display_name",
+                format!("the display name must have at most {MAX_DISPLAY_NAME} characters"),
+            ));
+        }
+        // Anything else is kept verbatim, but PostgreSQL text cannot hold a NUL.
+        if name.contains('\0') {
+            return Err(ApiError::field(
+                "/display_name",
+                "the display name may not contain NUL characters",
+            ));
+        }
     }
     let hash = state
         .passwords

@@ -204,6 +204,13 @@ pub async fn draft(
             reason: "the content type must be 1 to 255 characters".into(),
         });
     }
+    // A media type has none, and PostgreSQL text cannot hold a NUL.
+    if content_type.chars().any(char::is_control) {
+        return Err(Error::Invalid {
+            field: "/content_type",
+            reason: "the content type may not contain control characters".into(),
+        });
+    }
     check_metadata(&submission.metadata)?;
 
     Ok(Message {
