@@ -1,6 +1,6 @@
 //! The OpenAPI document: the served copy is the committed `docs/openapi.json`, it lists
 //! exactly the operations the router serves, and schemathesis, fuzzing every operation
-//! against a live server, never gets a 5xx.
+//! against a live server, never gets a 5xx nor a response the document does not describe.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -191,13 +191,13 @@ async fn problem_responses_name_their_content_type_and_schema() {
     assert!(security("get", "/health").is_null());
 }
 
-/// Operations schemathesis leaves alone, and why.
-const NOT_FUZZED: &[(&str, &str)] = &[
-    // Ends the session whose token every request of the run carries.
-    ("auth_logout", "ends the run's own session"),
-    // With an id from GET /auth/sessions (stateful phase), it ends the run's own session.
-    ("auth_end_session", "can end the run's own session"),
-];
+/// Operations schemathesis leaves alone (by operation id), because they would end the session
+/// whose token every request of the run carries, and the rest of the run would only see 401s:
+/// `POST /auth/logout` always, `DELETE /auth/sessions/{id}` with the id the stateful phase
+/// takes from `GET /auth/sessions`. The other risky ones stay in: `DELETE /users/{id}` cannot
+/// delete the caller (409), and `PUT /users/me/password` needs the current password, which
+/// the run does not know (403).
+const NOT_FUZZED: &[&str] = &["auth_logout", "auth_end_session"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_5xx() {
@@ -220,9 +220,18 @@ async fn schemathesis_finds_no_5xx() {
     let knob = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
     let examples = knob("DMS_SCHEMATHESIS_EXAMPLES", "50");
     let seed = knob("DMS_SCHEMATHESIS_SEED", "1");
-    let checks = knob("DMS_SCHEMATHESIS_CHECKS", "not_a_server_error");
+    // No 5xx, and every response is one the document describes: its status, content type,
+    // headers and schema (which keeps the schemas of `json!`-built bodies honest).
+    let checks = knob(
+        "DMS_SCHEMATHESIS_CHECKS",
+        "not_a_server_error,status_code_conformance,content_type_conformance,\
+         response_headers_conformance,response_schema_conformance",
+    );
+    // schemathesis keeps a cache in its working directory: not in the repository.
+    let workdir = tempfile::tempdir().unwrap();
     let mut command = tokio::process::Command::new("schemathesis");
     command
+        .current_dir(workdir.path())
         .arg("run")
         .arg(format!("{}/openapi.json", server.url))
         .args(["--url", &server.url])
@@ -237,7 +246,7 @@ async fn schemathesis_finds_no_5xx() {
             "--header",
             &format!("Authorization: Bearer {}", admin.token),
         ]);
-    for (operation, _why) in NOT_FUZZED {
+    for operation in NOT_FUZZED {
         command.args(["--exclude-operation-id", operation]);
     }
     command
