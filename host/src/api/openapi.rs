@@ -13,6 +13,8 @@
 //! - query parameters ([`ApiQuery`](super::extract::ApiQuery)): 400;
 //! - and every operation: 500 and 503.
 //!
+//! Operation ids are the tag and the handler's name (`users_get`), unique across the document.
+//!
 //! Regenerate the committed copy with `DMS_UPDATE_OPENAPI=1 cargo test -p dms --test e2e
 //! openapi`.
 
