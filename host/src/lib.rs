@@ -2,7 +2,8 @@
 //! component.
 //!
 //! Layout:
-//! - [`api`]: the HTTP edge — routes, extractors, the error table (problem+json);
+//! - [`api`]: the HTTP edge — routes, extractors, the error table (problem+json), the OpenAPI
+//!   document (`/openapi.json`);
 //! - [`app`]: start-up, shared state and serving;
 //! - [`sandbox`]: everything wasmtime — loading, checking and calling plugins under limits;
 //! - [`domain`]: pure types — prefixed ids, tenants, users, sessions, messages and their

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, TestServer};
+use crate::harness::{Backend, TestServer, on_both_backends};
 
 fn without_request_id(mut body: Value) -> Value {
     body.as_object_mut().unwrap().remove("request_id");
@@ -178,4 +178,84 @@ async fn health_endpoints_report_each_dependency() {
         server.api().get("/health/redis").await.expect(200).body,
         json!({ "status": "disabled" })
     );
+}
+
+on_both_backends!(nul_characters_get_the_same_answer_on_both_backends);
+
+/// Text with a NUL character: SQLite stores it, PostgreSQL `text` cannot, so a handler that
+/// passed one on answered 201 on SQLite and 500 on PostgreSQL (found by fuzzing). Where a NUL
+/// can be stored (encrypted content, JSON-encoded metadata) it is; elsewhere it is refused
+/// with the field named, the same on both backends.
+async fn nul_characters_get_the_same_answer_on_both_backends(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.admin().await;
+    let me = admin.user_id();
+    let cases = [
+        (
+            Method::POST,
+            "/auth/login",
+            json!({ "username": "ad\u{0}min", "password": "x" }),
+            401,
+            Some(("invalid_credentials", None)),
+        ),
+        (
+            Method::POST,
+            "/users",
+            json!({ "username": "nul", "password": "long-enough", "display_name": "a\u{0}b" }),
+            422,
+            Some(("invalid_field", Some("/display_name"))),
+        ),
+        (
+            Method::POST,
+            "/messages",
+            json!({ "recipient_id": me, "content": "hi", "content_type": "text/\u{0}plain" }),
+            422,
+            Some(("invalid_field", Some("/content_type"))),
+        ),
+        (
+            Method::PUT,
+            "/users/me/webhook",
+            json!({ "url": "https://example.com/\u{0}" }),
+            422,
+            Some(("invalid_field", Some("/url"))),
+        ),
+        (
+            Method::POST,
+            "/messages",
+            json!({ "recipient_id": me, "content": "h\u{0}i", "metadata": { "k\u{0}": "v\u{0}" } }),
+            201,
+            None,
+        ),
+        (
+            Method::POST,
+            "/auth/refresh",
+            json!({ "refresh_token": "a\u{0}b" }),
+            401,
+            Some(("invalid_refresh_token", None)),
+        ),
+    ];
+    for (method, path, body, status, problem) in cases {
+        let reply = admin
+            .api
+            .send(method.clone(), path, Some(body.clone()))
+            .await;
+        let reply = match problem {
+            Some((code, field)) => {
+                let reply = reply.problem(status, code);
+                assert_eq!(
+                    reply.body["field"].as_str(),
+                    field,
+                    "{method} {path} {body}"
+                );
+                reply
+            }
+            None => reply.expect(status),
+        };
+        if status == 201 {
+            let id = reply.body["id"].as_str().unwrap();
+            let stored = admin.api.get(&format!("/messages/{id}")).await.expect(200);
+            assert_eq!(stored.body["content"], "h\u{0}i");
+            assert_eq!(stored.body["metadata"]["k\u{0}"], "v\u{0}");
+        }
+    }
 }

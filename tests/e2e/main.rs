@@ -11,6 +11,7 @@ mod faults;
 mod logging;
 mod messages;
 mod metrics;
+mod openapi;
 mod operator_cli;
 mod plugin_cli;
 mod realtime;

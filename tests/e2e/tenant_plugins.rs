@@ -807,3 +807,32 @@ async fn a_python_plugin_is_uploaded_and_decides() {
     assert_eq!(stats["calls"], 3);
     println!("python-validator: 3 calls in {} µs", stats["time_us"]);
 }
+
+/// A dry run whose simulated failures ask for the longest wait: every retry time saturates
+/// (the last-resort retry overflowed and the server dropped the connection; found by
+/// schemathesis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_with_the_longest_retry_after_answers() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let admin = server.admin().await;
+    let run = admin
+        .api
+        .post(
+            "/hooks/dry-run",
+            json!({
+                "message": { "recipient_id": admin.user_id(), "content": "x" },
+                "attempts": 5,
+                "retry_after_ms": u64::MAX,
+            }),
+        )
+        .await
+        .expect(200);
+    let retries = run.body["retries"].as_array().unwrap();
+    assert!(!retries.is_empty(), "{}", run.body);
+    for step in retries {
+        assert!(
+            step["retry_at"].is_string() || step["give_up"].is_string(),
+            "{step}"
+        );
+    }
+}

@@ -5,9 +5,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, Code};
 use super::extract::{ApiJson, Caller, ClientIp};
+use super::openapi::{PROBLEM, Problem};
 use super::users::UserBody;
 use crate::app::AppState;
 use crate::auth::rate_limit::Limit;
@@ -20,19 +22,25 @@ use crate::store::{NewSession, Rotation};
 /// The longest user agent kept with a session.
 const MAX_USER_AGENT: usize = 256;
 
-#[derive(Debug, Deserialize)]
+/// Credentials.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Login {
+    #[schema(example = "admin")]
     username: String,
     password: String,
 }
 
 /// What login and refresh return. `token` is the access token (the original system's name).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Tokens {
+    /// The access token (a JWT): send it as `Authorization: Bearer <token>`.
     token: String,
+    /// Trades for new tokens at POST /auth/refresh, once.
     refresh_token: String,
+    #[schema(example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: u64,
     user: UserBody,
 }
@@ -52,6 +60,19 @@ fn session_expiry(state: &AppState, now_ms: u64) -> u64 {
 }
 
 /// `POST /auth/login`.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    summary = "Log in",
+    description = "Starts a session: an access token and a refresh token. Rate limited per client address and per username.",
+    request_body = Login,
+    responses(
+        (status = 200, description = "Logged in.", body = Tokens),
+        (status = 401, description = "`invalid_credentials`: the username or the password is wrong.", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: too many logins from this address or for this username; see `retry-after`.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -68,7 +89,13 @@ pub(super) async fn login(
         .check(Limit::LoginPerUsername, &body.username)
         .await
         .map_err(ApiError::rate_limited)?;
-    let found = state.store.credentials(&body.username).await?;
+    // No username holds a NUL (`check_username` refuses control characters), and PostgreSQL
+    // text cannot even be queried with one: such a login is simply wrong, on both backends.
+    let found = if body.username.contains('\0') {
+        None
+    } else {
+        state.store.credentials(&body.username).await?
+    };
     let hash = found.as_ref().map(|(_, hash)| hash.as_str());
     let valid = state.passwords.verify(&body.password, hash).await;
     let Some((user, _)) = found.filter(|_| valid) else {
@@ -98,7 +125,8 @@ pub(super) async fn login(
     Ok(Json(tokens(&state, user, &session.id, refresh_token)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A refresh token to trade.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Refresh {
     refresh_token: String,
@@ -106,6 +134,18 @@ pub(super) struct Refresh {
 
 /// `POST /auth/refresh`: trades a refresh token for a new access token and a new refresh
 /// token. A refresh token works once; presenting it again revokes its whole session.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    summary = "Rotate the refresh token",
+    description = "Trades a refresh token for a new access token and a new refresh token. A refresh token works once: presenting it again revokes its whole session (`refresh_token_reused`).",
+    request_body = Refresh,
+    responses(
+        (status = 200, description = "New tokens.", body = Tokens),
+        (status = 401, description = "`invalid_refresh_token` or `refresh_token_reused`.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Refresh>,
@@ -151,6 +191,15 @@ pub(super) async fn refresh(
 }
 
 /// `POST /auth/logout`: ends the caller's session.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    summary = "Log out",
+    description = "Ends the caller's session; its tokens stop working and its live connections close.",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Logged out.")),
+)]
 pub(super) async fn logout(
     State(state): State<AppState>,
     caller: Caller,
@@ -174,12 +223,17 @@ pub(super) async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+/// A live session.
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct SessionBody {
     id: SessionId,
+    /// Whether the request's token belongs to it.
     current: bool,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     last_used_at: String,
+    #[schema(format = DateTime)]
     expires_at: String,
     user_agent: Option<String>,
     ip: Option<String>,
@@ -199,12 +253,21 @@ impl SessionBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// The caller's live sessions.
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct SessionList {
     items: Vec<SessionBody>,
 }
 
 /// `GET /auth/sessions`: the caller's live sessions, newest first.
+#[utoipa::path(
+    get,
+    path = "/auth/sessions",
+    tag = "auth",
+    summary = "List the caller's sessions",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Live sessions, newest first.", body = SessionList)),
+)]
 pub(super) async fn sessions(
     State(state): State<AppState>,
     caller: Caller,
@@ -222,6 +285,18 @@ pub(super) async fn sessions(
 }
 
 /// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions.
+#[utoipa::path(
+    delete,
+    path = "/auth/sessions/{id}",
+    tag = "auth",
+    summary = "End a session",
+    params(("id" = SessionId, Path, description = "One of the caller's sessions.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Ended."),
+        (status = 404, description = "`not_found`: no such session of the caller.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn end_session(
     State(state): State<AppState>,
     caller: Caller,

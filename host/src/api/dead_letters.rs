@@ -4,25 +4,33 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Caller};
+use super::openapi::{PROBLEM, Problem};
 use crate::app::AppState;
+use crate::domain::ids::MessageId;
 use crate::domain::message::Status;
 use crate::messages::dead_letters::{self, Filter, Replayed};
 use crate::messages::view::MessageView;
 use crate::store::{Mailbox, MessageQuery};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
+    /// Page size, 1 to 100 (default 20).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// Items to skip (default 0).
     #[serde(default)]
     offset: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of dead letters, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct DeadLetters {
     items: Vec<MessageView>,
     limit: u32,
@@ -30,6 +38,18 @@ pub(super) struct DeadLetters {
 }
 
 /// `GET /dead-letters`, newest first.
+#[utoipa::path(
+    get,
+    path = "/dead-letters",
+    tag = "dead-letters",
+    summary = "List dead letters (admin)",
+    params(PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Dead letters, newest first.", body = DeadLetters),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -65,6 +85,21 @@ pub(super) async fn list(
 }
 
 /// `POST /dead-letters/{id}/replay`: scheduled again, now, with its attempts reset.
+#[utoipa::path(
+    post,
+    path = "/dead-letters/{id}/replay",
+    tag = "dead-letters",
+    summary = "Replay a dead letter (admin)",
+    description = "Schedules it again, now, with its attempts reset.",
+    params(("id" = MessageId, Path, description = "A dead message of the tenant.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Scheduled again.", body = MessageView),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such dead letter in your tenant.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the message is not dead.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn replay(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,6 +111,19 @@ pub(super) async fn replay(
 }
 
 /// `POST /dead-letters/replay`: replays those matching the filter, spread over time.
+#[utoipa::path(
+    post,
+    path = "/dead-letters/replay",
+    tag = "dead-letters",
+    summary = "Replay many dead letters (admin)",
+    description = "Replays the dead letters matching the filter, spread over time (the operator's replay rate).",
+    request_body = Filter,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Scheduled again.", body = Replayed),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn replay_many(
     State(state): State<AppState>,
     caller: Caller,
@@ -93,6 +141,20 @@ pub(super) async fn replay_many(
 }
 
 /// `DELETE /dead-letters/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/dead-letters/{id}",
+    tag = "dead-letters",
+    summary = "Delete a dead letter (admin)",
+    params(("id" = MessageId, Path, description = "A dead message of the tenant.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such dead letter in your tenant.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the message is not dead.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -373,7 +373,35 @@ pub async fn problem_details(request: Request, next: Next) -> Response {
     response
 }
 
+/// What a problem type means (`GET /problems/{code}`, built with `json!`).
+#[derive(utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `describe` builds; never constructed"
+)]
+pub(super) struct ProblemType {
+    #[schema(example = "not_found")]
+    code: String,
+    #[schema(example = 404)]
+    status: u16,
+    #[schema(example = "Not found")]
+    title: String,
+    /// What it means and what to do about it.
+    description: String,
+}
+
 /// `GET /problems/{code}`: what a problem `type` means.
+#[utoipa::path(
+    get,
+    path = "/problems/{code}",
+    tag = "meta",
+    summary = "What a problem type means",
+    params(("code" = String, Path, description = "An error code, as in a problem's `code`.", example = "not_found")),
+    responses(
+        (status = 200, description = "The code's status, title and meaning.", body = ProblemType),
+        (status = 404, description = "`not_found`: there is no such code.", body = super::openapi::Problem, content_type = super::openapi::PROBLEM),
+    ),
+)]
 pub async fn describe(axum::extract::Path(code): axum::extract::Path<String>) -> Response {
     match Code::parse(&code) {
         Some(code) => axum::Json(json!({

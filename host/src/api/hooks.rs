@@ -5,27 +5,82 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, Code};
 use super::extract::{ApiJson, Caller, from_json_value};
+use super::openapi::{PROBLEM, Problem};
 use crate::app::AppState;
 use crate::clock::rfc3339;
-use crate::domain::ids::MessageId;
+use crate::domain::ids::{MessageId, PluginId};
 use crate::domain::message::Channel;
 use crate::domain::plugin::Hook;
 use crate::messages::submit::{Submission, draft};
 use crate::messages::view::EventView;
 use crate::policies::{BindingRequest, Bound, Hooks, Retry, Simulation, Source};
+use crate::sandbox::LimitOverrides;
 
 /// Simulated attempts when a dry run does not say.
 const DEFAULT_ATTEMPTS: u32 = 10;
 /// The most attempts a dry run simulates.
 const MAX_ATTEMPTS: u32 = 50;
 
-#[derive(Debug, Deserialize)]
+/// The validators to run, in order.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ValidatorsBody {
     plugins: Vec<BindingRequest>,
+}
+
+/// What serves one hook (built with `json!` by `bound_view`).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `bound_view` builds; never constructed"
+)]
+pub(super) struct BoundHook {
+    /// The plugin's name (a built-in's, or the tenant plugin's).
+    name: String,
+    /// `sha256:` and the hex SHA-256 of its component.
+    digest: String,
+    /// Whether it is a built-in default.
+    builtin: bool,
+    /// The tenant plugin, when it is not a built-in.
+    plugin_id: Option<PluginId>,
+    /// Values the plugin reads with `config(key)`.
+    config: BTreeMap<String, String>,
+    /// For channels: hosts `http-send` may reach.
+    allowed_hosts: Vec<String>,
+    limits: LimitOverrides,
+    /// Why a built-in stands in for the tenant's plugin (it is disabled), if it does.
+    standing_in_because: Option<String>,
+}
+
+/// The channel hooks.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `hooks_view` builds; never constructed"
+)]
+pub(super) struct ChannelHooks {
+    inbox: BoundHook,
+    webhook: BoundHook,
+}
+
+/// What serves each hook now (built with `json!` by `hooks_view`).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `hooks_view` builds; never constructed"
+)]
+pub(super) struct HooksView {
+    /// Run in order; each may refuse a message.
+    validators: Vec<BoundHook>,
+    /// Plans delivery times and retries.
+    #[schema(rename = "delay-policy")]
+    delay_policy: BoundHook,
+    channels: ChannelHooks,
 }
 
 fn channel_hook(name: &str) -> Result<Hook, ApiError> {
@@ -64,6 +119,17 @@ fn hooks_view(hooks: &Hooks) -> Value {
 }
 
 /// `GET /hooks`: what serves each hook now (the tenant's plugins, or the built-ins).
+#[utoipa::path(
+    get,
+    path = "/hooks",
+    tag = "hooks",
+    summary = "What serves each hook (admin)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tenant's plugins, or the built-ins.", body = HooksView),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -90,6 +156,20 @@ async fn unbind(state: &AppState, caller: &Caller, hook: Hook) -> Result<Json<Va
 }
 
 /// `PUT /hooks/validators`: `{"plugins": [binding, ...]}`, run in order (`[]`: none).
+#[utoipa::path(
+    put,
+    path = "/hooks/validators",
+    tag = "hooks",
+    summary = "Bind validators (admin)",
+    description = "The tenant's validator plugins, run in order. Returns what serves each hook now.",
+    request_body = ValidatorsBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Bound.", body = HooksView),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field`: a binding is not possible (the plugin is unknown, disabled or of another world, or a limit or host is not allowed); `field` names it.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn put_validators(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,6 +185,17 @@ pub(super) async fn put_validators(
 }
 
 /// `DELETE /hooks/validators`: back to the built-in validator.
+#[utoipa::path(
+    delete,
+    path = "/hooks/validators",
+    tag = "hooks",
+    summary = "Return to the built-in validator (admin)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Unbound.", body = HooksView),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn delete_validators(
     State(state): State<AppState>,
     caller: Caller,
@@ -113,6 +204,19 @@ pub(super) async fn delete_validators(
 }
 
 /// `PUT /hooks/delay-policy`: one binding.
+#[utoipa::path(
+    put,
+    path = "/hooks/delay-policy",
+    tag = "hooks",
+    summary = "Bind the delay policy (admin)",
+    request_body = BindingRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Bound.", body = HooksView),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field`: a binding is not possible (the plugin is unknown, disabled or of another world, or a limit or host is not allowed); `field` names it.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn put_delay_policy(
     State(state): State<AppState>,
     caller: Caller,
@@ -122,6 +226,17 @@ pub(super) async fn put_delay_policy(
 }
 
 /// `DELETE /hooks/delay-policy`: back to the built-in.
+#[utoipa::path(
+    delete,
+    path = "/hooks/delay-policy",
+    tag = "hooks",
+    summary = "Return to the built-in delay policy (admin)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Unbound.", body = HooksView),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn delete_delay_policy(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,6 +245,22 @@ pub(super) async fn delete_delay_policy(
 }
 
 /// `PUT /hooks/channels/{name}`: one binding, with its HTTP allow-list.
+#[utoipa::path(
+    put,
+    path = "/hooks/channels/{name}",
+    tag = "hooks",
+    summary = "Bind a channel (admin)",
+    description = "One channel plugin, with the hosts its `http-send` may reach.",
+    params(("name" = Channel, Path, description = "The channel: `inbox` or `webhook`.")),
+    request_body = BindingRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Bound.", body = HooksView),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: there is no such channel.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field`: a binding is not possible (the plugin is unknown, disabled or of another world, or a limit or host is not allowed); `field` names it.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn put_channel(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,6 +272,19 @@ pub(super) async fn put_channel(
 }
 
 /// `DELETE /hooks/channels/{name}`: back to the built-in.
+#[utoipa::path(
+    delete,
+    path = "/hooks/channels/{name}",
+    tag = "hooks",
+    summary = "Return a channel to its built-in (admin)",
+    params(("name" = Channel, Path, description = "The channel: `inbox` or `webhook`.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Unbound.", body = HooksView),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: there is no such channel.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn delete_channel(
     State(state): State<AppState>,
     caller: Caller,
@@ -150,17 +294,21 @@ pub(super) async fn delete_channel(
     unbind(&state, &caller, hook).await
 }
 
-#[derive(Debug, Deserialize)]
+/// What to dry-run: `message` or `message_id`, and the simulated failures.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DryRunBody {
     /// A sample message, as `POST /messages` takes it.
     #[serde(default)]
+    #[schema(value_type = Option<Submission>)]
     message: Option<Value>,
     /// Or a stored message of the tenant.
     #[serde(default)]
+    #[schema(value_type = Option<MessageId>)]
     message_id: Option<String>,
-    /// Failed attempts to simulate.
+    /// Failed attempts to simulate (default 10, at most 50).
     #[serde(default)]
+    #[schema(maximum = 50)]
     attempts: Option<u32>,
     /// What each simulated failure reports.
     #[serde(default)]
@@ -173,7 +321,8 @@ pub(super) struct DryRunBody {
     hooks: Option<ProposedHooks>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Bindings to try instead of the current ones.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ProposedHooks {
     #[serde(default)]
@@ -182,8 +331,99 @@ pub(super) struct ProposedHooks {
     delay_policy: Option<BindingRequest>,
 }
 
+/// A refusal in a dry run.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `dry_run` builds; never constructed"
+)]
+pub(super) struct DryRunRejection {
+    /// The plugin's reason code.
+    code: String,
+    reason: String,
+    /// The plugin that refused.
+    plugin: String,
+}
+
+/// The validators' verdict in a dry run.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `dry_run` builds; never constructed"
+)]
+pub(super) struct DryRunValidation {
+    accepted: bool,
+    /// When not accepted.
+    rejection: Option<DryRunRejection>,
+}
+
+/// The delay policy's plan in a dry run: a time, or a refusal.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `dry_run` builds; never constructed"
+)]
+pub(super) struct DryRunDelivery {
+    #[schema(format = DateTime)]
+    deliver_at: Option<String>,
+    /// `deliver_at` in Unix milliseconds.
+    deliver_at_ms: Option<u64>,
+    rejection: Option<DryRunRejection>,
+}
+
+/// One simulated failure and the delay policy's answer: a retry time, or giving up.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `dry_run` builds; never constructed"
+)]
+pub(super) struct DryRunRetry {
+    attempt: u32,
+    #[schema(format = DateTime)]
+    failed_at: String,
+    #[schema(format = DateTime)]
+    retry_at: Option<String>,
+    wait_ms: Option<u64>,
+    /// Why the policy gave up (the message would be dead).
+    give_up: Option<String>,
+}
+
+/// What a dry run decided (built with `json!`). Nothing is stored or sent.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `dry_run` builds; never constructed"
+)]
+pub(super) struct DryRunResult {
+    /// The sample's (new, unstored) id, or the stored message's.
+    message_id: MessageId,
+    hooks: HooksView,
+    validation: DryRunValidation,
+    /// Absent (`null`) when validation refused the message.
+    delivery: Option<DryRunDelivery>,
+    retries: Vec<DryRunRetry>,
+    events: Vec<EventView>,
+    /// Always `false`.
+    stored: bool,
+}
+
 /// `POST /hooks/dry-run`: every decision the tenant's hooks (or proposed ones) make on a
 /// sample message, and the retry schedule for simulated failures. Stores and sends nothing.
+#[utoipa::path(
+    post,
+    path = "/hooks/dry-run",
+    tag = "hooks",
+    summary = "Dry-run the hooks on a message (admin)",
+    description = "Every decision the tenant's hooks (or proposed ones) make on a sample or stored message, and the retry schedule for simulated failures. Stores and sends nothing.",
+    request_body = DryRunBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The decisions.", body = DryRunResult),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such message (`message_id`) in your tenant.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field`: the sample message, a proposed binding or `attempts` is invalid; `field` names it.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn dry_run(
     State(state): State<AppState>,
     caller: Caller,

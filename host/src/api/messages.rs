@@ -5,9 +5,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Caller, from_json_value};
+use super::openapi::{PROBLEM, Problem};
 use crate::app::AppState;
 use crate::clock::parse_rfc3339;
 use crate::domain::ids::MessageId;
@@ -21,6 +23,24 @@ use crate::store::{Mailbox, MessageQuery};
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// `POST /messages`.
+#[utoipa::path(
+    post,
+    path = "/messages",
+    tag = "messages",
+    summary = "Submit a message",
+    description = "Validates the message with the tenant's validators, plans its delivery with the delay policy, stores it and schedules it. With an `Idempotency-Key`, the same request within 24 hours returns the first response again (`idempotent-replayed: true`).",
+    request_body = Submission,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried submission safe: visible ASCII, at most 255 characters.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Accepted and scheduled.", body = MessageView,
+            headers(
+                ("location" = String, description = "`/messages/{id}`"),
+                ("idempotent-replayed" = String, description = "`true` when this is the stored response of an earlier request with the same key."),
+            )),
+        (status = 422, description = "`invalid_field` (the field is named), `rejected` (a validator refused it; `reason_code` and `plugin` say which) or `idempotency_key_reused`.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,7 +100,7 @@ pub(super) async fn submit(
 }
 
 /// Which messages to list.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum BoxName {
     Sent,
@@ -88,22 +108,32 @@ pub(super) enum BoxName {
     All,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// `sent` (default), `received`, or `all` (admins: the whole tenant).
     #[serde(rename = "box", default)]
+    #[param(inline)]
     mailbox: Option<BoxName>,
+    /// Only messages with this status.
     #[serde(default)]
     status: Option<Status>,
+    /// Page size, 1 to 100 (default 20).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// Items to skip (not with `cursor`).
     #[serde(default)]
     offset: Option<u64>,
+    /// The `next_cursor` of the previous page (not with `offset`).
     #[serde(default)]
+    #[param(value_type = Option<MessageId>)]
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of messages, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct MessagePage {
     items: Vec<MessageView>,
     limit: u32,
@@ -113,6 +143,18 @@ pub(super) struct MessagePage {
 }
 
 /// `GET /messages?box=sent|received|all&status=…&limit=…&offset=…|cursor=…`, newest first.
+#[utoipa::path(
+    get,
+    path = "/messages",
+    tag = "messages",
+    summary = "List messages",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Messages, newest first.", body = MessagePage),
+        (status = 403, description = "`admin_required`: `box=all` is for admins.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,6 +210,18 @@ pub(super) async fn list(
 }
 
 /// `GET /messages/{id}`.
+#[utoipa::path(
+    get,
+    path = "/messages/{id}",
+    tag = "messages",
+    summary = "A message",
+    params(("id" = MessageId, Path, description = "A message the caller sent or received.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The message.", body = MessageView),
+        (status = 404, description = "`not_found`: no such message visible to you.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -178,6 +232,18 @@ pub(super) async fn get(
 }
 
 /// `GET /messages/{id}/status`.
+#[utoipa::path(
+    get,
+    path = "/messages/{id}/status",
+    tag = "messages",
+    summary = "Where a message is",
+    params(("id" = MessageId, Path, description = "A message the caller sent or received.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Its status.", body = StatusView),
+        (status = 404, description = "`not_found`: no such message visible to you.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -187,12 +253,26 @@ pub(super) async fn status(
     Ok(Json(StatusView::from(&message)))
 }
 
-#[derive(Debug, Serialize)]
+/// A message's history, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct EventList {
     items: Vec<EventView>,
 }
 
 /// `GET /messages/{id}/events`: the history, oldest first. Recipients see it only as admins.
+#[utoipa::path(
+    get,
+    path = "/messages/{id}/events",
+    tag = "messages",
+    summary = "A message's history",
+    description = "Every decision, transition and delivery attempt, oldest first. Recipients see it only as admins.",
+    params(("id" = MessageId, Path, description = "A message the caller sent or received.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The history.", body = EventList),
+        (status = 404, description = "`not_found`: no such message visible to you.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -212,6 +292,20 @@ pub(super) async fn events(
 }
 
 /// `DELETE /messages/{id}`: cancels a waiting message.
+#[utoipa::path(
+    delete,
+    path = "/messages/{id}",
+    tag = "messages",
+    summary = "Cancel a waiting message",
+    params(("id" = MessageId, Path, description = "A message the caller sent or received.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cancelled.", body = MessageView),
+        (status = 403, description = "`forbidden`: only its sender (or an admin) may cancel it.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such message visible to you.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the message is no longer waiting (`message_status` says what it is).", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -221,16 +315,36 @@ pub(super) async fn cancel(
     Ok(Json(MessageView::from(&message)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new delivery time: exactly one of `delay_seconds` and `deliver_at`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Reschedule {
+    /// Deliver this many seconds from now.
     #[serde(default)]
     delay_seconds: Option<u64>,
+    /// Deliver at this time (RFC 3339).
     #[serde(default)]
+    #[schema(format = DateTime)]
     deliver_at: Option<String>,
 }
 
 /// `PATCH /messages/{id}`: a new delivery time, through the delay policy.
+#[utoipa::path(
+    patch,
+    path = "/messages/{id}",
+    tag = "messages",
+    summary = "Reschedule a waiting message",
+    description = "A new delivery time, planned again by the tenant's delay policy.",
+    params(("id" = MessageId, Path, description = "A message the caller sent or received.")),
+    request_body = Reschedule,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Rescheduled.", body = MessageView),
+        (status = 403, description = "`forbidden`: only its sender (or an admin) may reschedule it.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such message visible to you.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the message is no longer waiting (`message_status` says what it is).", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn reschedule(
     State(state): State<AppState>,
     caller: Caller,
@@ -257,6 +371,20 @@ pub(super) async fn reschedule(
 }
 
 /// `POST /messages/{id}/deliver-now`.
+#[utoipa::path(
+    post,
+    path = "/messages/{id}/deliver-now",
+    tag = "messages",
+    summary = "Deliver a waiting message now",
+    params(("id" = MessageId, Path, description = "A message the caller sent or received.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Due now.", body = MessageView),
+        (status = 403, description = "`forbidden`: only its sender (or an admin) may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such message visible to you.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the message is no longer waiting (`message_status` says what it is).", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn deliver_now(
     State(state): State<AppState>,
     caller: Caller,
@@ -267,6 +395,20 @@ pub(super) async fn deliver_now(
 }
 
 /// `POST /messages/{id}/read`: the recipient has read it.
+#[utoipa::path(
+    post,
+    path = "/messages/{id}/read",
+    tag = "messages",
+    summary = "Mark a delivered message read",
+    params(("id" = MessageId, Path, description = "A message the caller sent or received.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Read.", body = MessageView),
+        (status = 403, description = "`forbidden`: only its recipient may mark it read.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such message visible to you.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: it has not been delivered (`message_status` says what it is).", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn read(
     State(state): State<AppState>,
     caller: Caller,

@@ -11,6 +11,14 @@ use crate::metrics::{CONTENT_TYPE, Snapshot};
 /// `GET /metrics`. State the database or Redis cannot give right now is left at its last
 /// value (or -1 for the schedule depth) rather than failing the scrape: an outage is exactly
 /// when the other figures matter.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics of this node",
+    description = "Prometheus text (version 0.0.4): requests by route and status, submits, delivery attempts and lateness, the queue by status, leases, dead letters, schedule depth, plugin calls and failures, live connections. No token: keep it off the public proxy.",
+    responses((status = 200, description = "The metrics, as Prometheus text.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8")),
+)]
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let queue = match state.store.queue_counts(state.clock.now_ms()).await {
         Ok(queue) => Some(queue),

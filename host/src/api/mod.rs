@@ -15,6 +15,7 @@ mod hooks;
 mod messages;
 mod metrics;
 mod observe;
+mod openapi;
 mod plugins;
 pub mod realtime;
 mod users;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/redis", get(health::redis))
         .route("/metrics", get(metrics::metrics))
         .route("/problems/{code}", get(error::describe))
+        .route("/openapi.json", get(openapi::document))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())

@@ -7,22 +7,77 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Code};
 use super::extract::{ApiQuery, Caller};
+use super::openapi::{PROBLEM, Problem};
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::domain::ids::PluginId;
 use crate::domain::plugin::{HookBinding, PluginRecord};
-use crate::policies::Upload;
+use crate::policies::{Counters, Upload};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct UploadQuery {
+    /// Its name (default: its world and the start of its digest).
     #[serde(default)]
     name: Option<String>,
+    /// Its version.
     #[serde(default)]
     version: Option<String>,
+}
+
+/// A plugin as the API shows it (built with `json!` by `view`).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `view` builds; never constructed"
+)]
+pub(super) struct Plugin {
+    id: PluginId,
+    name: String,
+    version: Option<String>,
+    /// The DMS world it exports: `validator`, `delay-policy` or `channel`.
+    #[schema(example = "validator")]
+    world: String,
+    /// `sha256:` and the hex SHA-256 of the component.
+    digest: String,
+    /// The component's size in bytes.
+    size: u64,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Set when the host stopped using it (it kept failing); POST /plugins/{id}/enable serves
+    /// it again.
+    disabled: Option<PluginDisabled>,
+    /// The hooks it serves (`validators`, `delay-policy`, `channels/inbox`, ...).
+    bound_to: Vec<String>,
+    /// This node's call counters.
+    stats: Counters,
+}
+
+/// Why and when a plugin was disabled.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `view` builds; never constructed"
+)]
+pub(super) struct PluginDisabled {
+    #[schema(format = DateTime)]
+    at: String,
+    reason: String,
+}
+
+/// The tenant's plugins (built with `json!`).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `list` builds; never constructed"
+)]
+pub(super) struct PluginList {
+    items: Vec<Plugin>,
 }
 
 /// A plugin as the API shows it.
@@ -57,6 +112,24 @@ fn parse_id(id: &str) -> Result<PluginId, ApiError> {
 
 /// `POST /plugins`: the body is the component (`application/wasm`); `?name=&version=`.
 /// 201 with the new plugin, or 200 with the one stored before for the same bytes.
+#[utoipa::path(
+    post,
+    path = "/plugins",
+    tag = "plugins",
+    summary = "Upload a plugin (admin)",
+    description = "The body is a WebAssembly component (`application/wasm`) built for wasm32-wasip2 that exports one DMS world. The host checks its imports, compiles and stores it.",
+    params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component."),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored.", body = Plugin),
+        (status = 200, description = "The tenant uploaded these bytes before: the plugin stored then.", body = Plugin),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "`component_too_large`: larger than the operator allows (`size` and `limit` say by how much).", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: send `content-type: application/wasm`.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`not_a_component`, `core_module`, `unknown_world`, `import_not_granted` or `invalid_component` (the component is refused), or `invalid_field` (`name`, `version`).", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,6 +194,17 @@ pub(super) async fn upload(
 }
 
 /// `GET /plugins`: the tenant's plugins, oldest first.
+#[utoipa::path(
+    get,
+    path = "/plugins",
+    tag = "plugins",
+    summary = "List the tenant's plugins (admin)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tenant's plugins, oldest first.", body = PluginList),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -136,6 +220,19 @@ pub(super) async fn list(
 }
 
 /// `GET /plugins/{id}`.
+#[utoipa::path(
+    get,
+    path = "/plugins/{id}",
+    tag = "plugins",
+    summary = "A plugin, with this node's call counters (admin)",
+    params(("id" = PluginId, Path, description = "A plugin of the tenant.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The plugin.", body = Plugin),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such plugin in your tenant.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -153,6 +250,19 @@ pub(super) async fn get(
 }
 
 /// `POST /plugins/{id}/enable`: serves its hooks again after it was disabled.
+#[utoipa::path(
+    post,
+    path = "/plugins/{id}/enable",
+    tag = "plugins",
+    summary = "Enable a disabled plugin (admin)",
+    params(("id" = PluginId, Path, description = "A plugin of the tenant.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Enabled.", body = Plugin),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such plugin in your tenant.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn enable(
     State(state): State<AppState>,
     caller: Caller,
@@ -166,6 +276,20 @@ pub(super) async fn enable(
 }
 
 /// `DELETE /plugins/{id}`: 204, or 409 while a hook uses it.
+#[utoipa::path(
+    delete,
+    path = "/plugins/{id}",
+    tag = "plugins",
+    summary = "Delete a plugin (admin)",
+    params(("id" = PluginId, Path, description = "A plugin of the tenant.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such plugin in your tenant.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: a hook uses it (`hooks` lists them).", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -8,9 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Code};
 use super::extract::{ApiJson, ApiQuery, Caller};
+use super::openapi::{PROBLEM, Problem};
 use crate::app::AppState;
 use crate::auth::password;
 use crate::clock::rfc3339;
@@ -22,13 +24,15 @@ use crate::store::{NewUser, Page, StoreError};
 const MAX_DISPLAY_NAME: usize = 200;
 
 /// A user as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 pub(super) struct UserBody {
     id: UserId,
     tenant_id: TenantId,
     username: String,
     display_name: Option<String>,
     role: Role,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -45,13 +49,19 @@ impl From<User> for UserBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new user.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateUser {
+    /// Unique on the server.
+    #[schema(example = "bob")]
     username: String,
+    /// At least 8 characters.
     password: String,
+    /// At most 200 characters.
     #[serde(default)]
     display_name: Option<String>,
+    /// `member` unless given.
     #[serde(default = "member")]
     role: Role,
 }
@@ -61,6 +71,20 @@ fn member() -> Role {
 }
 
 /// `POST /users` (admin): creates a user in the caller's tenant.
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    summary = "Create a user (admin)",
+    request_body = CreateUser,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; `location` names it.", body = UserBody,
+            headers(("location" = String, description = "`/users/{id}`"))),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the username is taken.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -70,13 +94,20 @@ pub(super) async fn create(
     crate::domain::user::check_username(&body.username)
         .map_err(|reason| ApiError::field("/username", reason))?;
     password::check_new(&body.password).map_err(|reason| ApiError::field("/password", reason))?;
-    if let Some(name) = &body.display_name
-        && name.chars().count() > MAX_DISPLAY_NAME
-    {
-        return Err(ApiError::field(
-            "/display_name",
-            format!("the display name must have at most {MAX_DISPLAY_NAME} characters"),
-        ));
+    if let Some(name) = &body.display_name {
+        if name.chars().count() > MAX_DISPLAY_NAME {
+            return Err(ApiError::field(
+                "/display_name",
+                format!("the display name must have at most {MAX_DISPLAY_NAME} characters"),
+            ));
+        }
+        // Anything else is kept verbatim, but PostgreSQL text cannot hold a NUL.
+        if name.contains('\0') {
+            return Err(ApiError::field(
+                "/display_name",
+                "the display name may not contain NUL characters",
+            ));
+        }
     }
     let hash = state
         .passwords
@@ -110,11 +141,15 @@ pub(super) async fn create(
 }
 
 /// `limit` and `offset` of a listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
+    /// Page size, 1 to 100 (default 20).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// Items to skip (default 0).
     #[serde(default)]
     offset: Option<u64>,
 }
@@ -140,7 +175,8 @@ impl PageQuery {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct UserPage {
     items: Vec<UserBody>,
     total: u64,
@@ -149,6 +185,18 @@ pub(super) struct UserPage {
 }
 
 /// `GET /users` (admin): the tenant's users, oldest first.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    summary = "List the tenant's users (admin)",
+    params(PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tenant's users, oldest first.", body = UserPage),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -166,6 +214,14 @@ pub(super) async fn list(
 }
 
 /// `GET /users/me`.
+#[utoipa::path(
+    get,
+    path = "/users/me",
+    tag = "users",
+    summary = "The caller",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's user.", body = UserBody)),
+)]
 pub(super) async fn me(caller: Caller) -> Json<UserBody> {
     Json(caller.user.into())
 }
@@ -176,6 +232,18 @@ fn user_id(id: &str) -> Result<UserId, ApiError> {
 }
 
 /// `GET /users/{id}`: a user of the caller's tenant.
+#[utoipa::path(
+    get,
+    path = "/users/{id}",
+    tag = "users",
+    summary = "A user of the tenant",
+    params(("id" = UserId, Path, description = "A user of the caller's tenant.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user.", body = UserBody),
+        (status = 404, description = "`not_found`: no such user in your tenant.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -191,6 +259,21 @@ pub(super) async fn get(
 }
 
 /// `DELETE /users/{id}` (admin): deletes the user and ends their sessions.
+#[utoipa::path(
+    delete,
+    path = "/users/{id}",
+    tag = "users",
+    summary = "Delete a user (admin)",
+    description = "Deletes the user and ends their sessions. Admins cannot delete themselves.",
+    params(("id" = UserId, Path, description = "A user of the caller's tenant.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such user in your tenant.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: you cannot delete yourself.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -221,7 +304,8 @@ pub(super) async fn delete(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The current password and the new one.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ChangePassword {
     current_password: String,
@@ -229,6 +313,19 @@ pub(super) struct ChangePassword {
 }
 
 /// `PUT /users/me/password`: needs the current password; ends the caller's other sessions.
+#[utoipa::path(
+    put,
+    path = "/users/me/password",
+    tag = "users",
+    summary = "Change the caller's password",
+    description = "Needs the current password; ends the caller's other sessions.",
+    request_body = ChangePassword,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Changed."),
+        (status = 403, description = "`wrong_password`: the current password does not match.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn change_password(
     State(state): State<AppState>,
     caller: Caller,

@@ -5,20 +5,80 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
+use super::openapi::{PROBLEM, Problem};
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::messages::{self, endpoint};
 
-#[derive(Debug, Deserialize)]
+/// The endpoint to deliver to.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SetWebhook {
+    /// An `https` URL (or `http` where the operator allows it) on a public address.
+    #[schema(example = "https://example.com/dms-webhook")]
     url: String,
 }
 
+/// The endpoint, as `GET /users/me/webhook` shows it (built with `json!`).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `get` builds; never constructed"
+)]
+pub(super) struct Webhook {
+    url: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Secrets that sign deliveries now: more than one for 24 hours after a rotation.
+    active_secrets: u64,
+    /// Why deliveries to it stopped, if they did.
+    disabled_reason: Option<String>,
+}
+
+/// The endpoint and its new secret, shown once (built with `json!`).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `set` builds; never constructed"
+)]
+pub(super) struct WebhookSet {
+    url: String,
+    /// The signing secret (`whsec_…`, Standard Webhooks); it is not shown again.
+    secret: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// A new secret, shown once (built with `json!`).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON `rotate` builds; never constructed"
+)]
+pub(super) struct WebhookRotated {
+    /// The new signing secret; it is not shown again.
+    secret: String,
+    /// Until when the previous secrets still sign deliveries.
+    #[schema(format = DateTime)]
+    previous_secrets_valid_until: String,
+}
+
 /// `GET /users/me/webhook`: the endpoint, without its secrets.
+#[utoipa::path(
+    get,
+    path = "/users/me/webhook",
+    tag = "webhooks",
+    summary = "The caller's webhook endpoint",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The endpoint, without its secrets.", body = Webhook),
+        (status = 404, description = "`not_found`: you have no webhook endpoint.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -37,6 +97,16 @@ pub(super) async fn get(
 }
 
 /// `PUT /users/me/webhook`: sets the endpoint and returns its new secret, once.
+#[utoipa::path(
+    put,
+    path = "/users/me/webhook",
+    tag = "webhooks",
+    summary = "Set the caller's webhook endpoint",
+    description = "Sets the endpoint and returns its new signing secret, once. The URL must not point at a private address unless the operator allows it (`invalid_field`).",
+    request_body = SetWebhook,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Set; the secret is shown once.", body = WebhookSet)),
+)]
 pub(super) async fn set(
     State(state): State<AppState>,
     caller: Caller,
@@ -51,6 +121,18 @@ pub(super) async fn set(
 }
 
 /// `POST /users/me/webhook/rotate`: a new secret; the old ones sign for 24 more hours.
+#[utoipa::path(
+    post,
+    path = "/users/me/webhook/rotate",
+    tag = "webhooks",
+    summary = "Rotate the webhook secret",
+    description = "A new signing secret; the old ones keep signing for 24 more hours.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new secret, shown once.", body = WebhookRotated),
+        (status = 404, description = "`not_found`: you have no webhook endpoint.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
@@ -69,6 +151,17 @@ pub(super) async fn rotate(
 }
 
 /// `DELETE /users/me/webhook`.
+#[utoipa::path(
+    delete,
+    path = "/users/me/webhook",
+    tag = "webhooks",
+    summary = "Remove the caller's webhook endpoint",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "`not_found`: you have no webhook endpoint.", body = Problem, content_type = PROBLEM),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -102,6 +102,28 @@ macro_rules! id_type {
             }
         }
 
+        /// In the OpenAPI document: a string with the prefix, a pattern and an example.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(concat!(
+                        "A ", $kind, " id: `", $prefix,
+                        "_` and 26 Crockford base32 characters (a UUIDv7)."
+                    )))
+                    // The first character is at most 7: 26 base32 characters hold 130 bits.
+                    .pattern(Some(concat!("^", $prefix, "_[0-7][0-9A-HJKMNP-TV-Z]{25}$")))
+                    .examples([concat!($prefix, "_01JD8X3Z6Q9R2V4T7W5Y0B1C3E")])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
+
         impl<DB: sqlx::Database> sqlx::Type<DB> for $name
         where
             String: sqlx::Type<DB>,
@@ -184,6 +206,17 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let second = TenantId::new();
         assert!(first < second);
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_id() {
+        let schema = serde_json::to_value(<MessageId as utoipa::PartialSchema>::schema()).unwrap();
+        let example = schema["examples"][0].as_str().unwrap();
+        assert!(example.parse::<MessageId>().is_ok(), "{example}");
+        assert_eq!(schema["pattern"], "^msg_[0-7][0-9A-HJKMNP-TV-Z]{25}$");
+        // The pattern's bounds are the parser's: a new id matches it.
+        let id = MessageId::new();
+        assert!(id.as_str()[4..5] <= *"7", "{id}");
     }
 
     #[test]

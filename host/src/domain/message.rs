@@ -19,7 +19,7 @@ use super::ids::{MessageId, TenantId, UserId};
 ///    │  ▼
 ///    └─ cancelled   (also from retrying)
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Accepted and waiting for its delivery time.
@@ -120,7 +120,7 @@ impl TryFrom<String> for Status {
 }
 
 /// The channels a message can be delivered through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// The recipient's inbox, pushed to their live connections.
@@ -210,7 +210,7 @@ pub struct Message {
 }
 
 /// What kind of step a history entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A plugin decided something (validation, the planned time, a retry time).
@@ -246,7 +246,7 @@ impl TryFrom<String> for EventKind {
 }
 
 /// The plugin that decided a step, by name and content digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PluginRef {
     /// Its name.
     pub name: String,

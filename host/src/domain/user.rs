@@ -16,7 +16,7 @@ pub struct Tenant {
 }
 
 /// What a user may do in their tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Manages the tenant's users (and, later, its plugins and hooks).

@@ -14,7 +14,7 @@ use crate::store::{Change, Mailbox, MessageQuery};
 pub const MAX_BULK: u32 = 10_000;
 
 /// Which dead letters a bulk replay takes.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     /// Only those for this recipient.
@@ -29,7 +29,7 @@ pub struct Filter {
 }
 
 /// What a bulk replay did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Replayed {
     /// How many messages were replayed.
     pub replayed: u64,

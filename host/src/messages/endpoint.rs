@@ -32,6 +32,11 @@ pub fn check_url(text: &str) -> Result<(), Error> {
     if text.len() > MAX_URL {
         return Err(invalid("the URL is longer than 2048 characters"));
     }
+    // The parser would skip or escape them, but the URL is stored as given, and PostgreSQL
+    // text cannot hold a NUL.
+    if text.chars().any(char::is_control) {
+        return Err(invalid("the URL may not contain control characters"));
+    }
     let url = url::Url::parse(text).map_err(|error| invalid(&format!("not a URL: {error}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("the URL must be http or https"));

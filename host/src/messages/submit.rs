@@ -26,10 +26,11 @@ const MAX_METADATA_KEY: usize = 128;
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// A message as submitted (`POST /messages`).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
     /// The recipient, a user of the sender's tenant.
+    #[schema(value_type = UserId)]
     pub recipient_id: String,
     /// The content (text).
     pub content: String,
@@ -41,9 +42,11 @@ pub struct Submission {
     pub delay_seconds: Option<u64>,
     /// Deliver at this time (RFC 3339).
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub deliver_at: Option<String>,
     /// `inbox` (default) or `webhook`.
     #[serde(default)]
+    #[schema(value_type = Option<Channel>)]
     pub channel: Option<String>,
     /// Free-form string pairs, at most 16 KiB.
     #[serde(default)]
@@ -199,6 +202,13 @@ pub async fn draft(
         return Err(Error::Invalid {
             field: "/content_type",
             reason: "the content type must be 1 to 255 characters".into(),
+        });
+    }
+    // A media type has none, and PostgreSQL text cannot hold a NUL.
+    if content_type.chars().any(char::is_control) {
+        return Err(Error::Invalid {
+            field: "/content_type",
+            reason: "the content type may not contain control characters".into(),
         });
     }
     check_metadata(&submission.metadata)?;

@@ -10,7 +10,7 @@ use crate::domain::ids::{MessageId, UserId};
 use crate::domain::message::{Channel, Event, EventKind, Message, PluginRef, Status};
 
 /// A message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub(crate) id: MessageId,
     pub(crate) sender_id: UserId,
@@ -60,7 +60,7 @@ impl From<&Message> for MessageView {
 }
 
 /// Where a message is: `GET /messages/{id}/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusView {
     pub(crate) id: MessageId,
     pub(crate) status: Status,
@@ -86,7 +86,7 @@ impl From<&Message> for StatusView {
 }
 
 /// One history entry: `GET /messages/{id}/events`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     pub(crate) at: String,
     #[serde(rename = "type")]

@@ -14,7 +14,7 @@ use crate::domain::ids::{PluginId, TenantId};
 use crate::sandbox::FailureKind;
 
 /// A tenant plugin's counters on this node, as the API shows them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Counters {
     /// Calls made, successful or not.
     pub calls: u64,

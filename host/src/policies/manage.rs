@@ -68,10 +68,11 @@ pub struct Upload {
 }
 
 /// One plugin to bind, as the admin asked.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindingRequest {
     /// The plugin (`plg_…`).
+    #[schema(value_type = PluginId)]
     pub plugin_id: String,
     /// Values the plugin reads with `config(key)`.
     #[serde(default)]

@@ -507,7 +507,9 @@ impl Policies {
                 "gave up after {attempt} attempts; no delay policy answered; last error: {last_error}"
             ))
         } else {
-            Retry::At(now + LAST_RESORT_RETRY_MS.max(retry_after_ms.unwrap_or(0)))
+            // `retry_after_ms` comes from the channel (a receiver's Retry-After) or a dry run's
+            // request, and a simulated `now` can already be far out: saturate, never wrap.
+            Retry::At(now.saturating_add(LAST_RESORT_RETRY_MS.max(retry_after_ms.unwrap_or(0))))
         };
         let result = match &retry {
             Retry::At(at) => format!(

@@ -54,7 +54,17 @@ impl Limits {
 }
 
 /// Lower limits a binding may ask for. Missing values keep the operator's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     /// Memory cap in bytes.

@@ -27,8 +27,9 @@ use crate::realtime::Next;
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The query of `GET /ws`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Query {
     /// An access token (for browsers).
     token: Option<String>,
@@ -37,6 +38,21 @@ pub struct Query {
 }
 
 /// Upgrades to a WebSocket after checking the origin and any token sent with the request.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "realtime",
+    summary = "Open a WebSocket",
+    description = "Upgrades to a WebSocket of JSON text frames. The token comes as `Authorization: Bearer`, as `?token=`, or in a first `{\"type\":\"auth\",\"token\":…}` frame within 5 s. A bad token in the request is refused before the upgrade; `?cursor=` replays everything after that cursor right after `ready`.",
+    params(Query),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol."),
+        (status = 401, description = "`invalid_token`, `token_expired` or `session_ended`: the token sent with the request was refused.", body = crate::api::openapi::Problem, content_type = crate::api::openapi::PROBLEM),
+        (status = 403, description = "`origin_not_allowed`: a browser page of this origin may not connect.", body = crate::api::openapi::Problem, content_type = crate::api::openapi::PROBLEM),
+        (status = 426, description = "`websocket_required`: send `Upgrade: websocket`.", body = crate::api::openapi::Problem, content_type = crate::api::openapi::PROBLEM),
+    ),
+)]
 pub async fn upgrade(
     State(app): State<AppState>,
     headers: HeaderMap,
