@@ -9,6 +9,7 @@
 //! forget the tenant boundary. Times are Unix milliseconds, passed in by the caller (the
 //! server's clock), never taken from the database's own clock.
 
+pub mod backup;
 pub mod crypto;
 pub mod postgres;
 mod sql;
