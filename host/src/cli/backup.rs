@@ -1,0 +1,165 @@
+//! `dms backup FILE` and `dms restore FILE`: the command-line edge of
+//! [`dms::store::backup`](crate::store::backup), which does the work. This file resolves the
+//! configuration (database, keys, Redis), draws the progress bar on stderr, prints the summary
+//! on stdout, and after a restore rebuilds the schedule index where one lives outside the
+//! process (Redis).
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::app::{configured_keyring, open_store_with};
+use crate::config::Config;
+use crate::redis_link::RedisLink;
+use crate::schedule::{self, redis::RedisSchedule};
+use crate::store::Location;
+use crate::store::backup::{self, Progress, Summary};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct BackupArgs {
+    /// Where to write the backup (gzipped JSON lines; written to FILE.partial first, then
+    /// renamed, so FILE is only ever complete).
+    file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct RestoreArgs {
+    /// A file written by `dms backup`. The target database (DMS_DATABASE_URL, or SQLite under
+    /// DMS_DATA_DIR) must be empty; there is no flag to restore over data.
+    file: PathBuf,
+}
+
+pub(super) async fn backup(config: Option<&Path>, args: BackupArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let sqlite = config.sqlite_path();
+    let bar = Bar::new();
+    let summary = backup::backup(location(&config, &sqlite), &args.file, bar.clone())
+        .await
+        .with_context(|| format!("backup to {} failed", args.file.display()))?;
+    println!(
+        "Backed up {} to {}: {} ({} rows, {} bytes) in {:.1} s.",
+        summary.backend,
+        args.file.display(),
+        per_table(&summary),
+        summary.rows(),
+        summary.bytes,
+        summary.elapsed.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn restore(config: Option<&Path>, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let keyring = Arc::new(configured_keyring(&config)?.with_context(|| {
+        format!(
+            "no encryption keys: set DMS_ENCRYPTION_KEYS, or put the encryption-keys file of the server that made the backup in {}",
+            config.data_dir.display()
+        )
+    })?);
+    let sqlite = config.sqlite_path();
+    let bar = Bar::new();
+    let summary = backup::restore(
+        &args.file,
+        location(&config, &sqlite),
+        keyring.clone(),
+        bar.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "restore of {} failed; nothing was written",
+            args.file.display()
+        )
+    })?;
+    println!(
+        "Restored {} (from {}) into {}: {} ({} rows) in {:.1} s.",
+        args.file.display(),
+        summary.source_backend,
+        summary.backend,
+        per_table(&summary),
+        summary.rows(),
+        summary.elapsed.as_secs_f64()
+    );
+    match config.redis_url.expose() {
+        Some(url) => {
+            // The data is committed; a failure here only leaves the index to the servers,
+            // which rebuild it when they find it incomplete.
+            let link = RedisLink::new(url, &config.redis_prefix).context("invalid REDIS_URL")?;
+            let store = open_store_with(&config, keyring).await?;
+            let indexed = schedule::rebuild(store.as_ref(), &RedisSchedule::new(link))
+                .await
+                .context(
+                    "the data is restored, but the schedule index in Redis could not be rebuilt (dms serve rebuilds it when it finds it incomplete)",
+                )?;
+            println!(
+                "Schedule index rebuilt in Redis (prefix {}): {indexed} pending messages.",
+                config.redis_prefix
+            );
+        }
+        None => println!(
+            "Schedule index: kept in process; dms serve rebuilds it from the database at start ({} pending messages).",
+            summary.pending
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn location<'a>(config: &'a Config, sqlite: &'a Path) -> Location<'a> {
+    match config.database_url.expose() {
+        Some(url) => Location::Postgres(url),
+        None => Location::Sqlite(sqlite),
+    }
+}
+
+fn per_table(summary: &Summary) -> String {
+    summary
+        .tables
+        .iter()
+        .map(|(table, rows)| format!("{table} {rows}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The progress bar: on stderr, hidden when stderr is not a terminal (logs, pipes, cron).
+#[derive(Clone)]
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Arc<Self> {
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(0), target);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>7} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, eta {eta} {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        Arc::new(Self(bar))
+    }
+}
+
+impl Progress for Bar {
+    fn begin(&self, phase: &'static str, total: u64) {
+        self.0.reset();
+        self.0.set_length(total);
+        self.0.set_prefix(phase);
+    }
+
+    fn advance(&self, table: &str, rows: u64) {
+        self.0.set_message(table.to_owned());
+        self.0.inc(rows);
+    }
+
+    fn end(&self) {
+        self.0.finish_and_clear();
+    }
+}
