@@ -37,7 +37,7 @@ pub(super) async fn backup(config: Option<&Path>, args: BackupArgs) -> anyhow::R
     let config = Config::load(config)?;
     let sqlite = config.sqlite_path();
     let bar = Bar::new();
-    let summary = backup::backup(location(&config, &sqlite), &args.file, bar.clone())
+    let summary = backup::backup(location(&config, &sqlite), &args.file, bar)
         .await
         .with_context(|| format!("backup to {} failed", args.file.display()))?;
     println!(
@@ -62,19 +62,14 @@ pub(super) async fn restore(config: Option<&Path>, args: RestoreArgs) -> anyhow:
     })?);
     let sqlite = config.sqlite_path();
     let bar = Bar::new();
-    let summary = backup::restore(
-        &args.file,
-        location(&config, &sqlite),
-        keyring.clone(),
-        bar.clone(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "restore of {} failed; nothing was written",
-            args.file.display()
-        )
-    })?;
+    let summary = backup::restore(&args.file, location(&config, &sqlite), keyring.clone(), bar)
+        .await
+        .with_context(|| {
+            format!(
+                "restore of {} failed; nothing was written",
+                args.file.display()
+            )
+        })?;
     println!(
         "Restored {} (from {}) into {}: {} ({} rows) in {:.1} s.",
         args.file.display(),
@@ -125,41 +120,45 @@ fn per_table(summary: &Summary) -> String {
 }
 
 /// The progress bar: on stderr, hidden when stderr is not a terminal (logs, pipes, cron).
-#[derive(Clone)]
-struct Bar(ProgressBar);
+struct Bar {
+    bar: ProgressBar,
+    terminal: bool,
+}
 
 impl Bar {
     fn new() -> Arc<Self> {
-        let target = if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let bar = ProgressBar::with_draw_target(Some(0), target);
+        // Hidden until the first phase knows its length, so no empty bar flashes first.
+        let bar = ProgressBar::hidden();
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix:>7} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, eta {eta} {msg}",
+                "{prefix:>7} [{bar:30}] {human_pos}/{human_len} rows, {elapsed} elapsed, eta {eta}  {wide_msg}",
             )
             .expect("a valid template")
             .progress_chars("=> "),
         );
-        Arc::new(Self(bar))
+        Arc::new(Self {
+            bar,
+            terminal: std::io::stderr().is_terminal(),
+        })
     }
 }
 
 impl Progress for Bar {
     fn begin(&self, phase: &'static str, total: u64) {
-        self.0.reset();
-        self.0.set_length(total);
-        self.0.set_prefix(phase);
+        self.bar.reset();
+        self.bar.set_length(total);
+        self.bar.set_prefix(phase);
+        if self.terminal {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
     }
 
     fn advance(&self, table: &str, rows: u64) {
-        self.0.set_message(table.to_owned());
-        self.0.inc(rows);
+        self.bar.set_message(table.to_owned());
+        self.bar.inc(rows);
     }
 
     fn end(&self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
 }

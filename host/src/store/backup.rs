@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{AssertSqlSafe, Connection as _, Row as _};
+use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _, Row as _};
 use tokio::sync::mpsc;
 
 use super::crypto::{CryptoError, Keyring, Sealed};
@@ -450,7 +450,8 @@ fn binary_migrations(dialect: &Dialect) -> Vec<i64> {
 }
 
 /// One connection of its own, outside any pool: the backup's snapshot and the restore's
-/// transaction each live on exactly one connection.
+/// transaction each live on exactly one connection. Statement logging is off: reading or
+/// filling a whole table is meant to take long, and sqlx would warn of every one as slow.
 async fn open(location: &Location<'_>, create: bool) -> Result<Conn, BackupError> {
     match location {
         Location::Sqlite(path) => {
@@ -464,7 +465,9 @@ async fn open(location: &Location<'_>, create: bool) -> Result<Conn, BackupError
             {
                 create_private_dir(parent)?;
             }
-            let options = super::sqlite::connect_options(path)?.create_if_missing(create);
+            let options = super::sqlite::connect_options(path)?
+                .create_if_missing(create)
+                .disable_statement_logging();
             Ok(Conn::Sqlite(
                 SqliteConnection::connect_with(&options)
                     .await
@@ -475,7 +478,8 @@ async fn open(location: &Location<'_>, create: bool) -> Result<Conn, BackupError
         }
         Location::Postgres(url) => {
             let options = PgConnectOptions::from_str(url)
-                .map_err(|error| StoreError::Config(format!("invalid DATABASE_URL: {error}")))?;
+                .map_err(|error| StoreError::Config(format!("invalid DATABASE_URL: {error}")))?
+                .disable_statement_logging();
             Ok(Conn::Postgres(
                 PgConnection::connect_with(&options)
                     .await
