@@ -22,6 +22,8 @@ on_both_backends!(
     restore_refuses_a_damaged_file_and_writes_nothing,
     restore_refuses_keys_that_cannot_open_the_backup,
     restore_with_redis_fills_the_schedule_index,
+    a_backup_taken_during_writes_is_one_snapshot,
+    restore_refuses_a_backup_made_at_other_migrations,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,4 +534,129 @@ async fn restore_with_redis_fills_the_schedule_index(backend: Backend) {
             "{name}"
         );
     }
+}
+
+async fn a_backup_taken_during_writes_is_one_snapshot(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.admin().await;
+    let bob = server.member(&admin, "bob").await;
+    let files = tempfile::tempdir().unwrap();
+    let file = backup_path(files.path());
+
+    // Submit one message after another for as long as the backup runs.
+    let mut backup = server.storage().dms();
+    let mut child = backup
+        .args(["backup", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sent = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        sent.push(
+            send(
+                &admin,
+                &bob,
+                json!({ "channel": "inbox", "delay_seconds": 3600 }),
+            )
+            .await,
+        );
+    }
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(!sent.is_empty());
+
+    let fresh = TestStorage::create(backend).await;
+    let output = restore(fresh.dms(), &file).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let restored = TestServer::start_on(fresh, Clock::manual(server.clock.now_ms()), |_| {}).await;
+    let restored_admin = restored.admin().await;
+
+    // One instant: the messages submitted before it, each with its whole history, and none of
+    // those after it.
+    let mut present = Vec::new();
+    for id in &sent {
+        let reply = restored_admin
+            .api
+            .get(&format!("/messages/{id}/events"))
+            .await;
+        present.push(reply.status == 200);
+        if reply.status == 200 {
+            let source = admin
+                .api
+                .get(&format!("/messages/{id}/events"))
+                .await
+                .expect(200)
+                .body;
+            assert_eq!(reply.body, source, "{id}");
+        } else {
+            assert_eq!(reply.status, 404);
+        }
+    }
+    let cut = present.iter().take_while(|present| **present).count();
+    assert!(
+        present[cut..].iter().all(|present| !present),
+        "a prefix of the submissions: {present:?}"
+    );
+}
+
+/// Rewrites a backup's header with `edit`, keeping the file otherwise valid (its trailer's
+/// SHA-256 recomputed).
+fn rewrite_header(file: &Path, into: &Path, edit: impl FnOnce(&mut Value)) {
+    use sha2::Digest as _;
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(file).unwrap())
+        .read_to_string(&mut plain)
+        .unwrap();
+    let mut lines: Vec<String> = plain.lines().map(str::to_owned).collect();
+    let mut header: Value = serde_json::from_str(&lines[0]).unwrap();
+    edit(&mut header);
+    lines[0] = header.to_string();
+    let trailer = lines.pop().unwrap();
+    let mut trailer: Value = serde_json::from_str(&trailer).unwrap();
+    let mut hasher = sha2::Sha256::new();
+    for line in &lines {
+        hasher.update(line.as_bytes());
+        hasher.update(b"\n");
+    }
+    trailer["end"]["sha256"] = json!(hex::encode(hasher.finalize()));
+    lines.push(trailer.to_string());
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for line in &lines {
+        gzip.write_all(line.as_bytes()).unwrap();
+        gzip.write_all(b"\n").unwrap();
+    }
+    std::fs::write(into, gzip.finish().unwrap()).unwrap();
+}
+
+async fn restore_refuses_a_backup_made_at_other_migrations(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let files = tempfile::tempdir().unwrap();
+    let file = backup(&server, files.path()).await;
+
+    // The untouched file restores (so the rewrite itself keeps a file valid)...
+    let same = files.path().join("same.gz");
+    rewrite_header(&file, &same, |_| {});
+    let fresh = TestStorage::create(backend).await;
+    let output = restore(fresh.dms(), &same).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    // ...one from a dms with a newer migration does not.
+    let newer = files.path().join("newer.gz");
+    rewrite_header(&file, &newer, |header| {
+        header["migrations"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(20991231000000_i64));
+        header["dms_version"] = json!("9.9.9");
+    });
+    let fresh = TestStorage::create(backend).await;
+    let output = restore(fresh.dms(), &newer).await;
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("20261125000003, 20991231000000] (dms 9.9.9), but this dms has migrations [20261125000000"),
+        "{stderr}"
+    );
+    assert!(fresh.untouched().await);
 }
