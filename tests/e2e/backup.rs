@@ -24,6 +24,7 @@ on_both_backends!(
     restore_with_redis_fills_the_schedule_index,
     a_backup_taken_during_writes_is_one_snapshot,
     restore_refuses_a_backup_made_at_other_migrations,
+    a_restore_that_fails_midway_leaves_no_row,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +364,7 @@ async fn restore_refuses_a_database_that_is_not_empty(backend: Backend) {
         stderr.contains("the target database is not empty (table tenants has 1 rows)"),
         "{stderr}"
     );
-    assert!(stderr.contains("nothing was written"), "{stderr}");
+    assert!(stderr.contains("no row was written"), "{stderr}");
     assert_eq!(tenants().await, before);
     assert!(other.sql_column("SELECT id FROM messages").await.is_empty());
 }
@@ -600,19 +601,24 @@ async fn a_backup_taken_during_writes_is_one_snapshot(backend: Backend) {
     );
 }
 
-/// Rewrites a backup's header with `edit`, keeping the file otherwise valid (its trailer's
-/// SHA-256 recomputed).
-fn rewrite_header(file: &Path, into: &Path, edit: impl FnOnce(&mut Value)) {
+/// Rewrites a backup's lines with `edit` (the header first, the trailer left out), keeping
+/// the file otherwise valid: the trailer's row count and SHA-256 are recomputed.
+fn rewrite(file: &Path, into: &Path, edit: impl FnOnce(&mut Vec<String>)) {
     use sha2::Digest as _;
     let mut plain = String::new();
     flate2::read::GzDecoder::new(std::fs::File::open(file).unwrap())
         .read_to_string(&mut plain)
         .unwrap();
     let mut lines: Vec<String> = plain.lines().map(str::to_owned).collect();
-    let mut header: Value = serde_json::from_str(&lines[0]).unwrap();
-    edit(&mut header);
-    lines[0] = header.to_string();
     let trailer = lines.pop().unwrap();
+    edit(&mut lines);
+    let header: Value = serde_json::from_str(&lines[0]).unwrap();
+    let rows: u64 = header["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|table| table["rows"].as_u64().unwrap())
+        .sum();
     let mut trailer: Value = serde_json::from_str(&trailer).unwrap();
     let mut hasher = sha2::Sha256::new();
     for line in &lines {
@@ -620,6 +626,7 @@ fn rewrite_header(file: &Path, into: &Path, edit: impl FnOnce(&mut Value)) {
         hasher.update(b"\n");
     }
     trailer["end"]["sha256"] = json!(hex::encode(hasher.finalize()));
+    trailer["end"]["rows"] = json!(rows);
     lines.push(trailer.to_string());
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     for line in &lines {
@@ -627,6 +634,58 @@ fn rewrite_header(file: &Path, into: &Path, edit: impl FnOnce(&mut Value)) {
         gzip.write_all(b"\n").unwrap();
     }
     std::fs::write(into, gzip.finish().unwrap()).unwrap();
+}
+
+/// [`rewrite`] of the header alone.
+fn rewrite_header(file: &Path, into: &Path, edit: impl FnOnce(&mut Value)) {
+    rewrite(file, into, |lines| {
+        let mut header: Value = serde_json::from_str(&lines[0]).unwrap();
+        edit(&mut header);
+        lines[0] = header.to_string();
+    });
+}
+
+async fn a_restore_that_fails_midway_leaves_no_row(backend: Backend) {
+    let fixture = populate(TestServer::start(backend).await).await;
+    let files = tempfile::tempdir().unwrap();
+    let file = backup(&fixture.server, files.path()).await;
+
+    // A well-formed file whose last message appears twice: the insert of messages fails on
+    // its primary key, after tenants, users and sessions went in.
+    let doubled = files.path().join("doubled.gz");
+    rewrite(&file, &doubled, |lines| {
+        let start = lines
+            .iter()
+            .position(|line| line == r#"{"table":"messages"}"#)
+            .unwrap();
+        let mut header: Value = serde_json::from_str(&lines[0]).unwrap();
+        let messages = header["tables"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|table| table["name"] == "messages")
+            .unwrap();
+        let rows = messages["rows"].as_u64().unwrap() as usize;
+        messages["rows"] = json!(rows + 1);
+        lines[0] = header.to_string();
+        let last = lines[start + rows].clone();
+        lines.insert(start + rows + 1, last);
+    });
+    let fresh = TestStorage::create(backend).await;
+    let output = restore(fresh.dms(), &doubled).await;
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no row was written"), "{stderr}");
+    // The file passed its checks: it was the insert that failed.
+    assert!(stderr.contains("database error"), "{stderr}");
+    for table in ["tenants", "users", "sessions", "messages"] {
+        assert_eq!(fresh.count(table).await, 0, "{table}");
+    }
+
+    // The same target takes the intact file afterwards.
+    let output = restore(fresh.dms(), &file).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(fresh.count("messages").await, 7);
 }
 
 async fn restore_refuses_a_backup_made_at_other_migrations(backend: Backend) {

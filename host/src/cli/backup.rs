@@ -66,7 +66,7 @@ pub(super) async fn restore(config: Option<&Path>, args: RestoreArgs) -> anyhow:
         .await
         .with_context(|| {
             format!(
-                "restore of {} failed; nothing was written",
+                "restore of {} failed; no row was written",
                 args.file.display()
             )
         })?;

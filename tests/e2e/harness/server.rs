@@ -127,6 +127,28 @@ impl TestStorage {
         command
     }
 
+    /// Rows in `table`.
+    pub(crate) async fn count(&self, table: &str) -> i64 {
+        let query = format!("SELECT COUNT(*) FROM {table}");
+        match &self.db {
+            None => {
+                let url = format!("sqlite://{}", self.dir.path().join("dms.sqlite3").display());
+                let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+                    .fetch_one(&mut connection)
+                    .await
+                    .unwrap()
+            }
+            Some(db) => {
+                let mut connection = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+                    .fetch_one(&mut connection)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
     /// True while nothing was ever written: no SQLite file, or no table in the database.
     pub(crate) async fn untouched(&self) -> bool {
         match &self.db {
