@@ -719,3 +719,63 @@ async fn restore_refuses_a_backup_made_at_other_migrations(backend: Backend) {
     );
     assert!(fresh.untouched().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_that_fails_midway_keeps_the_previous_file() {
+    let fixture = populate(TestServer::start(Backend::Sqlite).await).await;
+    let files = tempfile::tempdir().unwrap();
+    let file = backup(&fixture.server, files.path()).await;
+    let good = std::fs::read(&file).unwrap();
+
+    // SQLite stores what it is given: text in an integer column fails the backup when it
+    // reaches the messages, after the header and the first tables were written.
+    fixture
+        .server
+        .sql("UPDATE messages SET attempts = 'many'")
+        .await;
+    let output = run(
+        fixture.server.storage().dms(),
+        &["backup", file.to_str().unwrap()],
+        None,
+    )
+    .await;
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("backup to"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read messages.attempts: mismatched types"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        good,
+        "the previous backup stays"
+    );
+    assert!(!files.path().join("dms-backup.jsonl.gz.partial").exists());
+
+    // Nowhere to write: refused, and nothing left behind.
+    let nowhere = files.path().join("missing").join("backup.gz");
+    let output = run(
+        fixture.server.storage().dms(),
+        &["backup", nowhere.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("backup.gz.partial: No such file or directory"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // No database to back up.
+    let empty = TestStorage::create(Backend::Sqlite).await;
+    let output = run(empty.dms(), &["backup", nowhere.to_str().unwrap()], None).await;
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("there is no database at"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(empty.untouched().await);
+}

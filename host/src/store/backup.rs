@@ -118,12 +118,23 @@ pub enum BackupError {
     /// The database location is unusable.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The database failed.
+    /// The database failed. (Not a `#[source]`: the text already carries sqlx's, and error
+    /// chains would print it twice.)
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// Migrating the target database failed.
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+    /// A stored value does not have its column's type (SQLite stores what it is given).
+    #[error("cannot read {table}.{column}: {reason}")]
+    Decode {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// Why.
+        reason: String,
+    },
     /// The database has a table this version cannot back up.
     #[error(
         "the database has a table this dms does not know how to back up: {0} (it must be added to store::backup::TABLES)"
@@ -192,6 +203,31 @@ pub enum BackupError {
     /// A worker thread of the backup or restore stopped unexpectedly.
     #[error("the {0} thread stopped unexpectedly")]
     Thread(&'static str),
+}
+
+impl From<sqlx::Error> for BackupError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for BackupError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(error)
+    }
+}
+
+/// A row's value that did not decode as its column's kind.
+fn decode_error(table: &str, column: &str, error: sqlx::Error) -> BackupError {
+    let reason = match &error {
+        sqlx::Error::ColumnDecode { source, .. } => source.to_string(),
+        other => other.to_string(),
+    };
+    BackupError::Decode {
+        table: table.to_owned(),
+        column: column.to_owned(),
+        reason,
+    }
 }
 
 /// Where a long run reports how far it is (the CLI draws a bar; tests pass [`Silent`]).
@@ -710,19 +746,25 @@ async fn dump(
                     if index > 0 {
                         line.push(',');
                     }
+                    let decode = |error| decode_error(&table.name, &column.name, error);
                     let value = match column.kind {
                         Kind::Integer => row
-                            .try_get::<Option<i64>, _>(index)?
+                            .try_get::<Option<i64>, _>(index)
+                            .map_err(decode)?
                             .map(|value| value.to_string()),
                         Kind::Text => row
-                            .try_get::<Option<String>, _>(index)?
+                            .try_get::<Option<String>, _>(index)
+                            .map_err(decode)?
                             .map(|text| serde_json::to_string(&text).expect("text serializes")),
-                        Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(index)?.map(|bytes| {
-                            format!(
-                                "\"{}\"",
-                                base64::engine::general_purpose::STANDARD.encode(bytes)
-                            )
-                        }),
+                        Kind::Bytes => row
+                            .try_get::<Option<Vec<u8>>, _>(index)
+                            .map_err(decode)?
+                            .map(|bytes| {
+                                format!(
+                                    "\"{}\"",
+                                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                                )
+                            }),
                     };
                     line.push_str(value.as_deref().unwrap_or("null"));
                 }
