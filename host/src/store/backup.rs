@@ -25,9 +25,9 @@
 //! `REPEATABLE READ, READ ONLY` (one snapshot for the whole run, writers never wait); on
 //! SQLite a `BEGIN` whose first `SELECT` fixes the snapshot (WAL mode lets the server keep
 //! writing meanwhile; its WAL file grows until the backup ends). Rows stream from the database
-//! to a writer thread that hashes, compresses and writes them to `FILE.partial`, renamed to
-//! `FILE` only once complete and synced: a failed backup never leaves a half file under the
-//! final name.
+//! in bounded chunks to a writer thread that hashes, compresses and writes them to
+//! `FILE.partial`, renamed to `FILE` only once complete and synced: a failed backup never
+//! leaves a half file under the final name.
 //!
 //! # Sealed values
 //!
@@ -97,8 +97,12 @@ const BATCH_VALUES: usize = 8_000;
 /// Bytes of values per insert statement at most, so a batch of plugin components (up to
 /// `plugin_max_upload_mb` each) stays a bounded amount of memory.
 const BATCH_BYTES: usize = 4 << 20;
-/// Lines (rows) in flight between the database and the file, each way.
-const CHANNEL_LINES: usize = 256;
+/// The backup hands its lines to the writer thread in chunks of about this many bytes, at most
+/// [`CHUNKS_IN_FLIGHT`] at once: memory stays bounded by a few chunks (or a few rows, when rows
+/// are plugin components of megabytes), and the database read overlaps the compression.
+const CHUNK_BYTES: usize = 64 << 10;
+/// Chunks queued for the writer thread.
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Why a backup or a restore failed. Nothing was written to the target database in any case;
 /// a failed backup leaves no file under the name asked for.
@@ -580,11 +584,10 @@ macro_rules! columns_of {
 
 /// What the reading side hands the writer thread.
 enum Out {
-    Line(String),
+    /// Whole lines, each ending in a newline.
+    Chunk(String),
     /// Everything was sent: write the trailer and finish the file.
-    End {
-        rows: u64,
-    },
+    End { rows: u64 },
 }
 
 /// Writes a consistent snapshot of the database at `source` to `file` (see the module docs).
@@ -597,7 +600,7 @@ pub async fn backup(
     let dialect = dialect(&source);
     let partial = partial_path(file);
     let mut conn = open(&source, false).await?;
-    let (lines, received) = mpsc::channel(CHANNEL_LINES);
+    let (lines, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let writer = tokio::task::spawn_blocking({
         let partial = partial.clone();
         move || write_file(&partial, received)
@@ -649,6 +652,45 @@ pub async fn backup(
 
 type Dumped = (Vec<(String, u64)>, u64);
 
+/// Gathers the backup's lines into chunks for the writer thread.
+struct Chunks {
+    sender: mpsc::Sender<Out>,
+    buffer: String,
+}
+
+impl Chunks {
+    async fn line(&mut self, line: &str) -> Result<(), BackupError> {
+        self.buffer.push_str(line);
+        self.buffer.push('\n');
+        if self.buffer.len() >= CHUNK_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), BackupError> {
+        if !self.buffer.is_empty() {
+            let chunk = std::mem::replace(&mut self.buffer, String::with_capacity(CHUNK_BYTES));
+            self.send(Out::Chunk(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// The last lines, then the end: the writer adds the trailer and finishes the file.
+    async fn end(mut self, rows: u64) -> Result<(), BackupError> {
+        self.flush().await?;
+        self.send(Out::End { rows }).await
+    }
+
+    async fn send(&self, out: Out) -> Result<(), BackupError> {
+        // The writer only goes away on an error of its own, which is the one reported.
+        self.sender
+            .send(out)
+            .await
+            .map_err(|_| BackupError::Thread("backup writer"))
+    }
+}
+
 /// Reads everything inside one snapshot and sends the file's lines to the writer.
 async fn dump(
     conn: &mut Conn,
@@ -656,14 +698,9 @@ async fn dump(
     lines: mpsc::Sender<Out>,
     progress: &dyn Progress,
 ) -> Result<Dumped, BackupError> {
-    let send = |line: String| {
-        let lines = lines.clone();
-        async move {
-            lines
-                .send(Out::Line(line))
-                .await
-                .map_err(|_| BackupError::Thread("backup writer"))
-        }
+    let mut out = Chunks {
+        sender: lines,
+        buffer: String::with_capacity(CHUNK_BYTES),
     };
     on_backend!(conn, c => {
         sqlx::raw_sql(dialect.begin_snapshot).execute(&mut *c).await?;
@@ -723,14 +760,14 @@ async fn dump(
             created_at: rfc3339(created_at_ms),
             tables: tables.clone(),
         };
-        send(serde_json::to_string(&header).expect("a header serializes")).await?;
+        out.line(&serde_json::to_string(&header).expect("a header serializes")).await?;
         let total: u64 = tables.iter().map(|table| table.rows).sum();
         progress.begin("backup", total);
         let mut written = 0u64;
         let mut counts = Vec::new();
         for table in &tables {
-            send(
-                serde_json::to_string(&TableMarker { table: table.name.clone() })
+            out.line(
+                &serde_json::to_string(&TableMarker { table: table.name.clone() })
                     .expect("a marker serializes"),
             )
             .await?;
@@ -769,7 +806,7 @@ async fn dump(
                     line.push_str(value.as_deref().unwrap_or("null"));
                 }
                 line.push(']');
-                send(line).await?;
+                out.line(&line).await?;
                 count += 1;
                 unreported += 1;
                 if unreported == 1000 {
@@ -790,10 +827,7 @@ async fn dump(
             counts.push((table.name.clone(), count));
         }
         sqlx::raw_sql("ROLLBACK").execute(&mut *c).await?;
-        lines
-            .send(Out::End { rows: written })
-            .await
-            .map_err(|_| BackupError::Thread("backup writer"))?;
+        out.end(written).await?;
         Ok((counts, u64::try_from(pending).unwrap_or(0)))
     })
 }
@@ -821,11 +855,9 @@ fn write_file(path: &Path, mut lines: mpsc::Receiver<Out>) -> Result<Option<u64>
     let mut hasher = Sha256::new();
     loop {
         match lines.blocking_recv() {
-            Some(Out::Line(line)) => {
-                hasher.update(line.as_bytes());
-                hasher.update(b"\n");
-                gzip.write_all(line.as_bytes()).map_err(io)?;
-                gzip.write_all(b"\n").map_err(io)?;
+            Some(Out::Chunk(chunk)) => {
+                hasher.update(chunk.as_bytes());
+                gzip.write_all(chunk.as_bytes()).map_err(io)?;
             }
             Some(Out::End { rows }) => {
                 let trailer = Trailer {
