@@ -89,6 +89,25 @@ async fn populate(server: TestServer) -> Fixture {
             .await
             .expect(200);
     }
+    // A tenant plugin bound to the validators: its component and binding are rows too.
+    let plugin = admin
+        .api
+        .raw(
+            reqwest::Method::POST,
+            "/plugins?name=deny-word&version=1.0.0",
+            Some("application/wasm"),
+            guest_artifacts::GUEST_TENANT_VALIDATOR.to_vec(),
+        )
+        .await
+        .expect(201);
+    admin
+        .api
+        .put(
+            "/hooks/validators",
+            json!({ "plugins": [{ "plugin_id": plugin.body["id"], "config": { "deny": "spam" } }] }),
+        )
+        .await
+        .expect(200);
     let mut ids = BTreeMap::new();
 
     // dead: eight failed attempts (max_attempts), retried on the manual clock.
@@ -275,6 +294,16 @@ async fn round_trip(source: Backend, target: Backend) {
         before,
         "status, content, history"
     );
+    // The tenant's plugin came along, bound as it was.
+    let refused = admin
+        .api
+        .post(
+            "/messages",
+            json!({ "recipient_id": before[0].0["recipient_id"], "content": "cheap spam" }),
+        )
+        .await
+        .problem(422, "rejected");
+    assert_eq!(refused.body["plugin"], "deny-word");
 
     // Nothing is due yet: the `delivering` message waits for its lease to pass.
     assert_eq!(restored.dispatch().await.claimed, 0);
