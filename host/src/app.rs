@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener, ListenerExt as _};
 use base64::Engine as _;
 use tokio::net::TcpListener;
 
@@ -26,6 +28,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{self, Dispatcher};
 use crate::domain::user::Role;
+use crate::metrics::Metrics;
 use crate::policies::Policies;
 use crate::realtime::Hub;
 use crate::redis_link::RedisLink;
@@ -33,6 +36,7 @@ use crate::sandbox::{LoadError, Sandbox, SandboxConfig, SetupError};
 use crate::schedule::{Schedule, local::LocalSchedule, redis::RedisSchedule};
 use crate::store::crypto::{CryptoError, Keyring};
 use crate::store::{self, Location, NewUser, Store, StoreError};
+use crate::tls::{TlsError, TlsListener};
 
 /// What every request handler can reach.
 pub struct Shared {
@@ -60,6 +64,10 @@ pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     /// Live connections, events across nodes, and presence.
     pub hub: Arc<Hub>,
+    /// The node's Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// TLS, when `DMS_TLS_CERT` and `DMS_TLS_KEY` are set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The server's state. Cheap to clone.
@@ -106,6 +114,9 @@ pub enum StartError {
     /// A built-in plugin failed to load.
     #[error("a built-in plugin failed to load: {0}")]
     Plugins(#[from] LoadError),
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// What the first start created, to tell the operator.
@@ -124,6 +135,11 @@ impl AppState {
         clock: Clock,
     ) -> Result<(Self, Option<FirstRun>), StartError> {
         config.validate()?;
+        // Read the certificate first: a bad path should not wait for a database to say so.
+        let tls = match config.tls() {
+            Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+            None => None,
+        };
         let keyring = Arc::new(keyring(&config)?);
         let store = open_store_with(&config, keyring).await?;
         let redis = match config.redis_url.expose() {
@@ -171,6 +187,7 @@ impl AppState {
             },
             hub.clone(),
         )?;
+        let metrics = Arc::new(Metrics::new(sandbox.clone()));
         let policies = Policies::new(
             sandbox,
             store.clone(),
@@ -191,6 +208,7 @@ impl AppState {
             schedule.clone(),
             policies.clone(),
             clock.clone(),
+            metrics.clone(),
             dispatch::Settings {
                 concurrency: config.dispatch_concurrency as usize,
                 lease: Duration::from_secs(config.lease_seconds),
@@ -221,6 +239,8 @@ impl AppState {
             schedule,
             dispatcher,
             hub,
+            metrics,
+            tls,
         }));
         Ok((state, first_run))
     }
@@ -275,13 +295,32 @@ pub fn configured_keyring(config: &Config) -> Result<Option<Keyring>, StartError
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then lets requests in flight
-/// finish for up to `shutdown_grace_seconds`.
+/// Serves `state` on `listener` (over TLS when configured) until `shutdown` resolves, then
+/// lets requests in flight finish for up to `shutdown_grace_seconds`.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    match state.tls.clone() {
+        // `tap_io` gives the TLS listener axum's `ConnectInfo<SocketAddr>`, as TCP has.
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls)?.tap_io(|_| {});
+            serve_on(state, listener, shutdown).await
+        }
+        None => serve_on(state, listener, shutdown).await,
+    }
+}
+
+async fn serve_on<L>(
+    state: AppState,
+    listener: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: Connected<IncomingStream<'a, L>>,
+{
     let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
     let janitor = tokio::spawn({
         let state = state.clone();

@@ -30,6 +30,10 @@ const UNPREFIXED: &[&str] = &[
     "jwt_secret",
 ];
 
+/// `DMS_` variables that are not settings: the configuration file's path, and the log format
+/// (read before any configuration is loaded, by the logger).
+const NOT_SETTINGS: &[&str] = &["CONFIG", "LOG_FORMAT"];
+
 /// The shortest accepted `jwt_secret`, in bytes: HS256 keys shorter than the hash are weak.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -80,6 +84,8 @@ impl fmt::Debug for Secret {
 pub struct Config {
     pub host: String,
     pub port: u16,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
     pub data_dir: PathBuf,
     pub database_url: Secret,
     pub db_max_connections: u32,
@@ -162,7 +168,7 @@ impl Config {
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();
             if let Some(key) = name.strip_prefix("DMS_")
-                && key != "CONFIG"
+                && !NOT_SETTINGS.contains(&key)
                 && !known.contains(&key.to_ascii_lowercase())
             {
                 tracing::warn!(
@@ -286,10 +292,27 @@ impl Config {
                 return invalid(setting, "it must be at least 1".into());
             }
         }
+        if self.tls_cert.as_os_str().is_empty() != self.tls_key.as_os_str().is_empty() {
+            return invalid(
+                if self.tls_cert.as_os_str().is_empty() {
+                    "DMS_TLS_CERT"
+                } else {
+                    "DMS_TLS_KEY"
+                },
+                "set both DMS_TLS_CERT and DMS_TLS_KEY (PEM files) for TLS, or neither for plain HTTP"
+                    .into(),
+            );
+        }
         if self.max_body_bytes < 1024 {
             return invalid("DMS_MAX_BODY_BYTES", "it must be at least 1024".into());
         }
         Ok(())
+    }
+
+    /// The certificate chain and key files, when TLS is on.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        (!self.tls_cert.as_os_str().is_empty())
+            .then_some((self.tls_cert.as_path(), self.tls_key.as_path()))
     }
 
     /// The origins allowed to open real-time connections (`*` allows any).
@@ -343,7 +366,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 39);
+        assert_eq!(keys().len(), 41);
     }
 
     #[test]

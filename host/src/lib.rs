@@ -12,10 +12,12 @@
 //! - [`schedule`]: the index of due messages (in process, or Redis) and its rebuild;
 //! - [`dispatch`]: claims due messages, delivers them, commits the outcome;
 //! - [`realtime`]: live events and presence;
+//! - [`metrics`]: the node's Prometheus metrics;
 //! - [`store`]: the database (SQLite or PostgreSQL), the source of truth;
 //! - [`auth`]: passwords, access and refresh tokens, rate limits;
 //! - [`redis_link`]: the shared Redis connection and key prefix;
 //! - [`config`]: settings, layered and validated;
+//! - [`tls`]: TLS 1.3 termination, when configured;
 //! - [`clock`]: the server's clock, manual in tests;
 //! - [`cli`]: the `dms` command line.
 
@@ -28,9 +30,11 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod messages;
+pub mod metrics;
 pub mod policies;
 pub mod realtime;
 pub mod redis_link;
 pub mod sandbox;
 pub mod schedule;
 pub mod store;
+pub mod tls;

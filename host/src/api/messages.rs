@@ -45,9 +45,17 @@ pub(super) async fn submit(
     let submission: Submission = from_json_value(body)?;
     let submitted =
         messages::submit::submit(&state, &caller.user, submission, key.map(|key| (key, hash)))
-            .await?;
+            .await
+            .inspect_err(|error| {
+                if matches!(error, messages::Error::Rejected(_)) {
+                    state.metrics.rejected();
+                }
+            })?;
     let (body, replayed) = match submitted {
-        Submitted::Created(_, body) => (body, false),
+        Submitted::Created(_, body) => {
+            state.metrics.submitted();
+            (body, false)
+        }
         Submitted::Replayed(body) => (body, true),
     };
     let id = serde_json::from_str::<serde_json::Value>(&body)

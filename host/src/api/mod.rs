@@ -3,7 +3,7 @@
 //! problem through the one table in `error.rs`.
 //!
 //! Every response carries `x-request-id` (the client's, or a new UUID); every request is
-//! logged once when it completes.
+//! logged once when it completes, and counted in the metrics (`observe.rs`).
 
 pub mod error;
 pub mod extract;
@@ -13,6 +13,8 @@ mod dead_letters;
 mod health;
 mod hooks;
 mod messages;
+mod metrics;
+mod observe;
 mod plugins;
 pub mod realtime;
 mod users;
@@ -25,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use error::{ApiError, Code};
@@ -95,10 +97,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/health/db", get(health::db))
         .route("/health/redis", get(health::redis))
+        .route("/metrics", get(metrics::metrics))
         .route("/problems/{code}", get(error::describe))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -117,9 +120,15 @@ pub fn router(state: AppState) -> Router {
                                 request_id,
                             )
                         })
+                        // `observe` logs each request once, with its route and status.
                         .on_request(())
-                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                        .on_response(())
+                        .on_failure(()),
                 )
+                .layer(axum::middleware::from_fn_with_state(
+                    state,
+                    observe::observe,
+                ))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::from_fn(error::problem_details))
                 .layer(DefaultBodyLimit::max(body_limit)),

@@ -3,8 +3,12 @@
 
 mod admin;
 mod backup;
+mod db;
 mod healthcheck;
+mod logging;
 mod plugin;
+mod queue;
+mod redis;
 mod serve;
 
 use std::path::PathBuf;
@@ -31,6 +35,15 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Check or reset the database.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Check Redis.
+    #[command(subcommand)]
+    Redis(redis::RedisCommand),
+    /// Show the queue.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(admin::TenantCommand),
@@ -51,7 +64,7 @@ enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,6 +80,9 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve::serve(config).await,
             Command::Migrate => admin::migrate(config).await,
+            Command::Db(command) => db::run(config, command).await,
+            Command::Redis(command) => redis::run(config, command).await,
+            Command::Queue(command) => queue::run(config, command).await,
             Command::Tenant(command) => admin::tenant(config, command).await,
             Command::User(command) => admin::user(config, command).await,
             Command::Healthcheck(args) => healthcheck::run(&args).await,
@@ -82,14 +98,4 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default: DMS and request logs at info).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,dms=info,tower_http=info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -12,6 +12,7 @@ use crate::config::Config;
 
 pub(super) async fn serve(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
+    tracing::debug!(message = "Configuration loaded.", config = ?config);
     let address = format!("{}:{}", config.host, config.port);
     let storage = match config.database_url.expose() {
         Some(_) => "PostgreSQL".to_owned(),
@@ -35,7 +36,8 @@ pub(super) async fn serve(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "DMS listening on http://{} (storage: {storage}, redis: {})",
+        "DMS listening on {}://{} (storage: {storage}, redis: {})",
+        if state.tls.is_some() { "https" } else { "http" },
         listener.local_addr()?,
         if state.redis.is_some() { "on" } else { "off" },
     );

@@ -32,6 +32,7 @@ use tokio::sync::Semaphore;
 use crate::clock::Clock;
 use crate::domain::feed;
 use crate::domain::message::{Channel, Event, Message, Status};
+use crate::metrics::{Attempt, Metrics};
 use crate::policies::{Attempted, Delivered, Policies, Retry};
 use crate::sandbox;
 use crate::schedule::{self, Schedule, ScheduleError};
@@ -101,6 +102,7 @@ pub struct Dispatcher {
     schedule: Arc<dyn Schedule>,
     policies: Policies,
     clock: Clock,
+    metrics: Arc<Metrics>,
     settings: Settings,
     permits: Arc<Semaphore>,
     committer: commit::Committer,
@@ -128,6 +130,7 @@ impl Dispatcher {
         schedule: Arc<dyn Schedule>,
         policies: Policies,
         clock: Clock,
+        metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Self {
         Self {
@@ -137,6 +140,7 @@ impl Dispatcher {
             schedule,
             policies,
             clock,
+            metrics,
             settings,
         }
     }
@@ -222,6 +226,22 @@ impl Dispatcher {
 
     /// Delivers one claimed message and commits the outcome.
     async fn deliver(&self, message: Message, token: &str) -> Result<Done, DispatchError> {
+        let late_ms = self.clock.now_ms().saturating_sub(message.deliver_at_ms);
+        let done = self.attempt(message, token).await?;
+        self.metrics.attempt(
+            match done {
+                Done::Delivered => Attempt::Delivered,
+                Done::Retried => Attempt::Retried,
+                Done::Dead => Attempt::Dead,
+                Done::Stale => Attempt::Stale,
+            },
+            late_ms,
+        );
+        Ok(done)
+    }
+
+    /// One attempt: the channel, then the delay policy if it failed, then the commit.
+    async fn attempt(&self, message: Message, token: &str) -> Result<Done, DispatchError> {
         // One snapshot of the tenant's hooks decides the whole attempt.
         let hooks = self.policies.hooks(&message.tenant_id).await?;
         let Delivered {

@@ -116,6 +116,17 @@ impl RedisSchedule {
         }
     }
 
+    /// Deletes the whole index (after `dms db reset` emptied the database it indexes). The
+    /// `intact` marker goes with it, so the next dispatch rebuilds from the database.
+    pub async fn clear(&self) -> Result<(), ScheduleError> {
+        let mut connection = self.link.connection();
+        let _: u64 = connection
+            .del(&[&self.due, &self.leases, &self.tokens, &self.intact])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Bytes Redis uses for the index's two sorted sets (for the benchmarks).
     pub async fn memory_bytes(&self) -> Result<u64, ScheduleError> {
         let mut connection = self.link.connection();

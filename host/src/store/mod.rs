@@ -9,6 +9,7 @@
 //! forget the tenant boundary. Times are Unix milliseconds, passed in by the caller (the
 //! server's clock), never taken from the database's own clock.
 
+pub mod admin;
 pub mod backup;
 pub mod crypto;
 pub mod postgres;
@@ -505,6 +506,10 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(MessageId, u64)>, StoreError>;
 
+    /// The queue, per tenant and status, as at `now_ms` (for `dms queue status` and
+    /// `/metrics`). One aggregate query over the messages, served by the status index.
+    async fn queue_counts(&self, now_ms: u64) -> Result<Vec<QueueCount>, StoreError>;
+
     /// Where committed feed events go.
     fn feed_notifier(&self) -> &FeedNotifier;
 
@@ -610,6 +615,29 @@ pub trait Store: Send + Sync + 'static {
         plugins: &[(PluginId, Binding)],
         now_ms: u64,
     ) -> Result<(), StoreError>;
+}
+
+/// One tenant's messages in one status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueCount {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Its name.
+    pub tenant: String,
+    /// The status.
+    pub status: Status,
+    /// How many messages of the tenant are in it.
+    pub count: u64,
+    /// Of these, waiting (`scheduled`, `retrying`) and due already: the dispatcher is behind.
+    pub overdue: u64,
+    /// The due time of the oldest overdue one (Unix ms).
+    pub oldest_overdue_ms: Option<u64>,
+    /// Of these, waiting and due within the next minute (not yet due).
+    pub due_next_minute: u64,
+    /// Of these, waiting and due within the next hour (not yet due).
+    pub due_next_hour: u64,
+    /// Of these, `delivering` under a lease that has not expired.
+    pub leases_held: u64,
 }
 
 /// A plugin to store.

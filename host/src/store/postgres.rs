@@ -20,8 +20,8 @@ use crate::domain::user::{Session, Tenant, User};
 
 type Db = sqlx::Postgres;
 
-/// The schema, embedded (also what a restore checks a backup's migrations against).
-pub(crate) static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+/// The schema, embedded.
+pub(super) static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]

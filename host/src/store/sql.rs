@@ -259,6 +259,37 @@ impl PendingRow {
     }
 }
 
+/// One (tenant, status) group of the queue report.
+#[derive(sqlx::FromRow)]
+pub(super) struct QueueRow {
+    tenant_id: TenantId,
+    tenant_name: String,
+    #[sqlx(try_from = "String")]
+    status: Status,
+    count: i64,
+    overdue: i64,
+    oldest_overdue_ms: Option<i64>,
+    due_next_minute: i64,
+    due_next_hour: i64,
+    leases_held: i64,
+}
+
+impl From<QueueRow> for super::QueueCount {
+    fn from(row: QueueRow) -> Self {
+        Self {
+            tenant_id: row.tenant_id,
+            tenant: row.tenant_name,
+            status: row.status,
+            count: from_ms(row.count),
+            overdue: from_ms(row.overdue),
+            oldest_overdue_ms: row.oldest_overdue_ms.map(from_ms),
+            due_next_minute: from_ms(row.due_next_minute),
+            due_next_hour: from_ms(row.due_next_hour),
+            leases_held: from_ms(row.leases_held),
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct IdempotencyRow {
     pub(super) request_hash: String,
@@ -472,6 +503,17 @@ pub(super) const PRUNE_FEED: &str = "DELETE FROM feed_events WHERE (tenant_id, u
 pub(super) const PENDING: &str = "SELECT id, status, deliver_at_ms, lease_until_ms FROM messages \
      WHERE status IN ('scheduled', 'retrying', 'delivering') AND ($1 IS NULL OR id > $1) \
      ORDER BY id LIMIT $2";
+/// The queue report: $1 now, $2 a minute from now, $3 an hour from now. Waiting means
+/// `scheduled` or `retrying`; the CASE sums give integers on both backends.
+pub(super) const QUEUE_COUNTS: &str = "SELECT m.tenant_id, t.name AS tenant_name, m.status, \
+     COUNT(*) AS count, \
+     SUM(CASE WHEN m.status IN ('scheduled', 'retrying') AND m.deliver_at_ms <= $1 THEN 1 ELSE 0 END) AS overdue, \
+     MIN(CASE WHEN m.status IN ('scheduled', 'retrying') AND m.deliver_at_ms <= $1 THEN m.deliver_at_ms END) AS oldest_overdue_ms, \
+     SUM(CASE WHEN m.status IN ('scheduled', 'retrying') AND m.deliver_at_ms > $1 AND m.deliver_at_ms <= $2 THEN 1 ELSE 0 END) AS due_next_minute, \
+     SUM(CASE WHEN m.status IN ('scheduled', 'retrying') AND m.deliver_at_ms > $1 AND m.deliver_at_ms <= $3 THEN 1 ELSE 0 END) AS due_next_hour, \
+     SUM(CASE WHEN m.status = 'delivering' AND m.lease_until_ms > $1 THEN 1 ELSE 0 END) AS leases_held \
+     FROM messages m JOIN tenants t ON t.id = m.tenant_id \
+     GROUP BY m.tenant_id, t.name, m.status ORDER BY t.name, m.status";
 pub(super) const UPSERT_WEBHOOK: &str = "INSERT INTO webhooks (user_id, tenant_id, url, created_at_ms) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET url = excluded.url, \
      tenant_id = excluded.tenant_id, created_at_ms = excluded.created_at_ms, \
@@ -1295,6 +1337,16 @@ macro_rules! impl_store {
                         (row.id, due)
                     })
                     .collect())
+            }
+
+            async fn queue_counts(&self, now_ms: u64) -> Result<Vec<super::QueueCount>, StoreError> {
+                let rows = sqlx::query_as::<Db, sql::QueueRow>(sql::QUEUE_COUNTS)
+                    .bind(sql::ms(now_ms))
+                    .bind(sql::ms(now_ms.saturating_add(60_000)))
+                    .bind(sql::ms(now_ms.saturating_add(3_600_000)))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
             }
 
             async fn set_webhook(

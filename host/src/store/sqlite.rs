@@ -27,8 +27,8 @@ use crate::domain::user::{Session, Tenant, User};
 
 type Db = sqlx::Sqlite;
 
-/// The schema, embedded (also what a restore checks a backup's migrations against).
-pub(crate) static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+/// The schema, embedded.
+pub(super) static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// How long a connection waits for another's write to finish before giving up. Writes are
 /// short; this only matters under heavy concurrent writing.
@@ -84,7 +84,7 @@ impl SqliteStore {
 
 /// How every connection to the file is opened (WAL, foreign keys, busy timeout); the file is
 /// not created unless the caller adds `create_if_missing` (a backup must not create one).
-pub(crate) fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
+pub(super) fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
     Ok(SqliteConnectOptions::from_str("sqlite://")
         .map_err(|error| StoreError::Config(error.to_string()))?
         .filename(path)

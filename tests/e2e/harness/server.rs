@@ -408,6 +408,23 @@ impl TestServer {
         }
     }
 
+    /// Points a `dms` command (see [`dms`](crate::harness::dms)) at this server's storage and
+    /// keys, as an operator's shell on the same machine would be.
+    pub(crate) fn operator_env(&self, command: &mut tokio::process::Command) {
+        command
+            .env("DATA_DIR", self.dir.path())
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("DMS_ENCRYPTION_KEYS", ENCRYPTION_KEYS);
+        if let Some(db) = &self.db {
+            command.env("DATABASE_URL", &db.url);
+        }
+        if let Some(url) = self.config.redis_url.expose() {
+            command
+                .env("REDIS_URL", url)
+                .env("DMS_REDIS_PREFIX", &self.config.redis_prefix);
+        }
+    }
+
     fn sqlite_url(&self) -> String {
         format!("sqlite://{}", self.dir.path().join("dms.sqlite3").display())
     }

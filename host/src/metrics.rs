@@ -1,0 +1,375 @@
+//! The node's Prometheus metrics: one registry per server (not a process-wide global, so the
+//! servers a test process starts never share counts), served as Prometheus text at `/metrics`.
+//!
+//! Two kinds of figures:
+//! - **events**, counted where they happen: HTTP requests (by route template, method and
+//!   status, with a latency histogram), messages submitted and refused, delivery attempts by
+//!   outcome, and the lateness of each attempt;
+//! - **state**, read at scrape time: messages by status and the overdue ones (one aggregate
+//!   query on the database, the source of truth, so every node reports the same queue), the
+//!   schedule index's size, leases held, live real-time connections, and every loaded
+//!   plugin's calls, failures by kind and time (from the sandbox's lock-free counters).
+//!
+//! Labels are bounded: routes are templates (`/messages/{id}`), never raw paths; plugins are
+//! named by name and digest, of which a node loads a bounded number.
+
+use std::sync::Mutex;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::domain::message::Status;
+use crate::sandbox::{FailureKind, Sandbox};
+use crate::store::QueueCount;
+
+/// The media type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+    digest: String,
+    world: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginFailureLabels {
+    plugin: String,
+    digest: String,
+    world: &'static str,
+    kind: &'static str,
+}
+
+/// How a delivery attempt ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Delivered.
+    Delivered,
+    /// Failed; a retry is scheduled.
+    Retried,
+    /// Given up: dead-lettered.
+    Dead,
+    /// Refused at commit: a newer claim had taken the message over.
+    Stale,
+}
+
+impl Attempt {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retried => "retried",
+            Self::Dead => "dead",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// The state read at scrape time; see [`Metrics::render`].
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The queue, per tenant and status (summed over tenants here); `None` when the
+    /// database could not be read, which leaves the queue gauges at their last values.
+    pub queue: Option<Vec<QueueCount>>,
+    /// Ids in the schedule index (due or leased); `None` when it could not be read.
+    pub schedule_depth: Option<u64>,
+    /// Live real-time connections on this node.
+    pub connections: usize,
+}
+
+/// The node's metrics. Cheap to share (`Arc`); every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    submitted: Counter,
+    refused: Counter,
+    attempts: Family<OutcomeLabels, Counter>,
+    lateness: Histogram,
+    messages: Family<StatusLabels, Gauge>,
+    overdue: Gauge,
+    leases: Gauge,
+    dead_letters: Gauge,
+    schedule_depth: Gauge,
+    connections: Gauge,
+    /// Serializes renders: the state gauges are set, then encoded, as one step.
+    render: Mutex<()>,
+}
+
+fn request_buckets() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+}
+
+impl Metrics {
+    /// Every metric family at zero, with the sandbox's plugins read at each scrape.
+    pub fn new(sandbox: Sandbox) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "dms_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            requests.clone(),
+        );
+        let durations = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            request_buckets,
+        );
+        registry.register(
+            "dms_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method",
+            durations.clone(),
+        );
+        let submitted = Counter::default();
+        registry.register(
+            "dms_messages_submitted",
+            "Messages accepted by POST /messages (idempotent replays not counted)",
+            submitted.clone(),
+        );
+        let refused = Counter::default();
+        registry.register(
+            "dms_messages_rejected",
+            "Messages a tenant's validator refused",
+            refused.clone(),
+        );
+        let attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "dms_delivery_attempts",
+            "Delivery attempts by outcome: delivered, retried, dead (dead-lettered), stale (lease lost)",
+            attempts.clone(),
+        );
+        // 1 ms to about 9 minutes: a node that was down makes its backlog late by as long.
+        let lateness = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        registry.register(
+            "dms_delivery_lateness_seconds",
+            "How long after its due time a delivery attempt started",
+            lateness.clone(),
+        );
+        let messages = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "dms_messages",
+            "Messages in the database by status, all tenants",
+            messages.clone(),
+        );
+        let overdue = Gauge::default();
+        registry.register(
+            "dms_messages_overdue",
+            "Messages waiting (scheduled or retrying) past their due time",
+            overdue.clone(),
+        );
+        let leases = Gauge::default();
+        registry.register(
+            "dms_leases_held",
+            "Messages being delivered under a lease that has not expired",
+            leases.clone(),
+        );
+        let dead_letters = Gauge::default();
+        registry.register(
+            "dms_dead_letters",
+            "Messages whose delivery was given up (GET /dead-letters)",
+            dead_letters.clone(),
+        );
+        let schedule_depth = Gauge::default();
+        registry.register(
+            "dms_schedule_depth",
+            "Ids in the schedule index (due or leased); -1 when the index cannot be read",
+            schedule_depth.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "dms_realtime_connections",
+            "Live WebSocket and Socket.IO connections on this node",
+            connections.clone(),
+        );
+        registry.register_collector(Box::new(PluginCollector(sandbox)));
+        Self {
+            registry,
+            requests,
+            durations,
+            submitted,
+            refused,
+            attempts,
+            lateness,
+            messages,
+            overdue,
+            leases,
+            dead_letters,
+            schedule_depth,
+            connections,
+            render: Mutex::new(()),
+        }
+    }
+
+    /// Counts an answered HTTP request. `route` is the matched template.
+    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.durations
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts an accepted message.
+    pub fn submitted(&self) {
+        self.submitted.inc();
+    }
+
+    /// Counts a message a validator refused.
+    pub fn rejected(&self) {
+        self.refused.inc();
+    }
+
+    /// Counts a delivery attempt that started `late_ms` after its due time.
+    pub fn attempt(&self, outcome: Attempt, late_ms: u64) {
+        self.attempts
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        self.lateness.observe(late_ms as f64 / 1000.0);
+    }
+
+    fn set_queue(&self, queue: &[QueueCount]) {
+        let mut by_status = [0u64; Status::ALL.len()];
+        let (mut overdue, mut leases) = (0u64, 0u64);
+        for row in queue {
+            if let Some(index) = Status::ALL.iter().position(|status| *status == row.status) {
+                by_status[index] += row.count;
+            }
+            overdue += row.overdue;
+            leases += row.leases_held;
+        }
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        for (status, count) in Status::ALL.iter().zip(by_status) {
+            self.messages
+                .get_or_create(&StatusLabels {
+                    status: status.as_str(),
+                })
+                .set(gauge(count));
+            if *status == Status::Dead {
+                self.dead_letters.set(gauge(count));
+            }
+        }
+        self.overdue.set(gauge(overdue));
+        self.leases.set(gauge(leases));
+    }
+
+    /// The Prometheus text of every metric, with the state gauges set from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let _rendering = self.render.lock().expect("metrics render lock");
+        if let Some(queue) = &snapshot.queue {
+            self.set_queue(queue);
+        }
+        self.schedule_depth.set(
+            snapshot
+                .schedule_depth
+                .map_or(-1, |depth| i64::try_from(depth).unwrap_or(i64::MAX)),
+        );
+        self.connections
+            .set(i64::try_from(snapshot.connections).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Reads every loaded plugin's counters at scrape time.
+#[derive(Debug)]
+struct PluginCollector(Sandbox);
+
+impl Collector for PluginCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let plugins: Vec<_> = self
+            .0
+            .plugins()
+            .into_iter()
+            .map(|plugin| {
+                let digest = plugin.digest().to_string();
+                let labels = PluginLabels {
+                    plugin: plugin.name().to_owned(),
+                    digest: digest.chars().take(12).collect(),
+                    world: plugin.world().as_str(),
+                };
+                (labels, plugin.stats())
+            })
+            .collect();
+        {
+            let mut family = encoder.encode_descriptor(
+                "dms_plugin_calls",
+                "Calls into a plugin, by plugin",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (labels, stats) in &plugins {
+                ConstCounter::new(stats.calls).encode(family.encode_family(labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "dms_plugin_call_seconds",
+                "Wall time spent in calls into a plugin, by plugin",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (labels, stats) in &plugins {
+                ConstCounter::new(stats.time.as_secs_f64())
+                    .encode(family.encode_family(labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "dms_plugin_failures",
+            "Failed calls into a plugin, by plugin and kind (trap, timeout, memory_limit, ...)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (labels, stats) in &plugins {
+            for kind in FailureKind::ALL {
+                let labels = PluginFailureLabels {
+                    plugin: labels.plugin.clone(),
+                    digest: labels.digest.clone(),
+                    world: labels.world,
+                    kind: kind.as_str(),
+                };
+                ConstCounter::new(stats.failures_of(kind))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
