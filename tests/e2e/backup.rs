@@ -387,7 +387,7 @@ async fn restore_refuses_a_database_that_is_not_empty(backend: Backend) {
     };
     let before = tenants().await;
     let output = restore(other.storage().dms(), &file).await;
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2), "refused as asked");
     let stderr = text(&output.stderr);
     assert!(
         stderr.contains("the target database is not empty (table tenants has 1 rows)"),
@@ -430,7 +430,7 @@ async fn restore_refuses_a_damaged_file_and_writes_nothing(backend: Backend) {
         let fresh = TestStorage::create(backend).await;
         let output = restore(fresh.dms(), path).await;
         let stderr = text(&output.stderr);
-        assert!(!output.status.success(), "{}", path.display());
+        assert_eq!(output.status.code(), Some(2), "{}", path.display());
         assert!(stderr.contains("is not a usable DMS backup"), "{stderr}");
         assert!(stderr.contains(says), "{stderr}");
         assert!(fresh.untouched().await, "{} wrote nothing", path.display());
@@ -454,7 +454,7 @@ async fn restore_refuses_keys_that_cannot_open_the_backup(backend: Backend) {
         command.env("DMS_ENCRYPTION_KEYS", keys);
         let output = restore(command, &file).await;
         let stderr = text(&output.stderr);
-        assert!(!output.status.success());
+        assert_eq!(output.status.code(), Some(2));
         assert!(
             stderr.contains(
                 "the configured encryption keys cannot open the backup's sealed messages"
@@ -471,7 +471,7 @@ async fn restore_refuses_keys_that_cannot_open_the_backup(backend: Backend) {
         let mut command = fresh.dms();
         command.env_remove("DMS_ENCRYPTION_KEYS");
         let output = restore(command, &file).await;
-        assert!(!output.status.success());
+        assert_eq!(output.status.code(), Some(2));
         assert!(
             text(&output.stderr).contains("no encryption keys"),
             "{}",
@@ -703,7 +703,11 @@ async fn a_restore_that_fails_midway_leaves_no_row(backend: Backend) {
     let fresh = TestStorage::create(backend).await;
     let output = restore(fresh.dms(), &doubled).await;
     let stderr = text(&output.stderr);
-    assert!(!output.status.success());
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a database failure, not a refusal"
+    );
     assert!(stderr.contains("no row was written"), "{stderr}");
     // The file passed its checks: it was the insert that failed.
     assert!(stderr.contains("database error"), "{stderr}");
@@ -741,7 +745,7 @@ async fn restore_refuses_a_backup_made_at_other_migrations(backend: Backend) {
     let fresh = TestStorage::create(backend).await;
     let output = restore(fresh.dms(), &newer).await;
     let stderr = text(&output.stderr);
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr.contains("20261125000003, 20991231000000] (dms 9.9.9), but this dms has migrations [20261125000000"),
         "{stderr}"
@@ -769,7 +773,7 @@ async fn a_backup_that_fails_midway_keeps_the_previous_file() {
     )
     .await;
     let stderr = text(&output.stderr);
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("backup to"), "{stderr}");
     assert!(
         stderr.contains("cannot read messages.attempts: mismatched types"),
@@ -782,7 +786,7 @@ async fn a_backup_that_fails_midway_keeps_the_previous_file() {
     );
     assert!(!files.path().join("dms-backup.jsonl.gz.partial").exists());
 
-    // Nowhere to write: refused, and nothing left behind.
+    // Nowhere to write: fails, and leaves nothing behind.
     let nowhere = files.path().join("missing").join("backup.gz");
     let output = run(
         fixture.server.storage().dms(),
@@ -790,7 +794,7 @@ async fn a_backup_that_fails_midway_keeps_the_previous_file() {
         None,
     )
     .await;
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(1));
     assert!(
         text(&output.stderr).contains("backup.gz.partial: No such file or directory"),
         "{}",
@@ -800,7 +804,7 @@ async fn a_backup_that_fails_midway_keeps_the_previous_file() {
     // No database to back up.
     let empty = TestStorage::create(Backend::Sqlite).await;
     let output = run(empty.dms(), &["backup", nowhere.to_str().unwrap()], None).await;
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2));
     assert!(
         text(&output.stderr).contains("there is no database at"),
         "{}",

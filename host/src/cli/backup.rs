@@ -2,7 +2,9 @@
 //! [`dms::store::backup`](crate::store::backup), which does the work. This file resolves the
 //! configuration (database, keys, Redis), draws the progress bar on stderr, prints the summary
 //! on stdout, and after a restore rebuilds the schedule index where one lives outside the
-//! process (Redis).
+//! process (Redis). Exit codes as the other operator commands: 1 when the database, the disk or
+//! Redis failed, 2 when what was asked cannot be done (a damaged file, a target with data,
+//! the wrong keys).
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use crate::redis_link::RedisLink;
 use crate::schedule::{self, redis::RedisSchedule};
 use crate::store::Location;
 use crate::store::backup::{self, Progress, Summary};
+
+use super::db::USAGE;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct BackupArgs {
@@ -37,9 +41,17 @@ pub(super) async fn backup(config: Option<&Path>, args: BackupArgs) -> anyhow::R
     let config = Config::load(config)?;
     let sqlite = config.sqlite_path();
     let bar = Bar::new();
-    let summary = backup::backup(location(&config, &sqlite), &args.file, bar)
-        .await
-        .with_context(|| format!("backup to {} failed", args.file.display()))?;
+    let summary = match backup::backup(location(&config, &sqlite), &args.file, bar).await {
+        Ok(summary) => summary,
+        Err(error) if error.is_refusal() => {
+            eprintln!("error: cannot back up to {}: {error}", args.file.display());
+            return Ok(ExitCode::from(USAGE));
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error)
+                .context(format!("backup to {} failed", args.file.display())));
+        }
+    };
     println!(
         "Backed up {} to {}: {} ({} rows, {} bytes) in {:.1} s.",
         summary.backend,
@@ -54,22 +66,34 @@ pub(super) async fn backup(config: Option<&Path>, args: BackupArgs) -> anyhow::R
 
 pub(super) async fn restore(config: Option<&Path>, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
-    let keyring = Arc::new(configured_keyring(&config)?.with_context(|| {
-        format!(
-            "no encryption keys: set DMS_ENCRYPTION_KEYS, or put the encryption-keys file of the server that made the backup in {}",
+    let Some(keyring) = configured_keyring(&config)? else {
+        eprintln!(
+            "error: no encryption keys: set DMS_ENCRYPTION_KEYS, or put the encryption-keys file of the server that made the backup in {}",
             config.data_dir.display()
-        )
-    })?);
+        );
+        return Ok(ExitCode::from(USAGE));
+    };
+    let keyring = Arc::new(keyring);
     let sqlite = config.sqlite_path();
     let bar = Bar::new();
-    let summary = backup::restore(&args.file, location(&config, &sqlite), keyring.clone(), bar)
-        .await
-        .with_context(|| {
-            format!(
+    let restored =
+        backup::restore(&args.file, location(&config, &sqlite), keyring.clone(), bar).await;
+    let summary = match restored {
+        Ok(summary) => summary,
+        Err(error) if error.is_refusal() => {
+            eprintln!(
+                "error: restore of {} refused; no row was written: {error}",
+                args.file.display()
+            );
+            return Ok(ExitCode::from(USAGE));
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context(format!(
                 "restore of {} failed; no row was written",
                 args.file.display()
-            )
-        })?;
+            )));
+        }
+    };
     println!(
         "Restored {} (from {}) into {}: {} ({} rows) in {:.1} s.",
         args.file.display(),

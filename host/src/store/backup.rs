@@ -209,6 +209,22 @@ pub enum BackupError {
     Thread(&'static str),
 }
 
+impl BackupError {
+    /// True when what was asked cannot be done (a damaged or foreign file, a target with data,
+    /// keys that do not open the backup, no database to back up), as opposed to a failure of
+    /// the database or the disk on the way.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::NoDatabase(_)
+                | Self::Corrupt { .. }
+                | Self::Migrations { .. }
+                | Self::NotEmpty { .. }
+                | Self::Keys { .. }
+        )
+    }
+}
+
 impl From<sqlx::Error> for BackupError {
     fn from(error: sqlx::Error) -> Self {
         Self::Database(error)
