@@ -252,7 +252,8 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     open_store_with(config, keyring).await
 }
 
-async fn open_store_with(
+/// Opens the configured database with `keyring` and applies migrations.
+pub async fn open_store_with(
     config: &Config,
     keyring: Arc<Keyring>,
 ) -> Result<Arc<dyn Store>, StartError> {
@@ -270,19 +271,28 @@ async fn open_store_with(
 /// The content encryption keys: configured, or (embedded default) generated once under
 /// `data_dir/encryption-keys`.
 fn keyring(config: &Config) -> Result<Keyring, StartError> {
-    if let Some(keys) = config.encryption_keys.expose() {
-        return Ok(Keyring::parse(keys)?);
-    }
-    let path = config.data_dir.join("encryption-keys");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => return Ok(Keyring::parse(text.trim())?),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(StartError::File { path, source }),
+    if let Some(keyring) = configured_keyring(config)? {
+        return Ok(keyring);
     }
     create_private_dir(&config.data_dir)?;
     let entry = Keyring::generate_entry("local1");
-    write_private(&path, entry.as_bytes())?;
+    write_private(&config.data_dir.join("encryption-keys"), entry.as_bytes())?;
     Ok(Keyring::parse(&entry)?)
+}
+
+/// The content encryption keys that exist (`DMS_ENCRYPTION_KEYS`, or the embedded default's
+/// `data_dir/encryption-keys`), generating none: a restore must open the values it was given
+/// with the keys that sealed them, and a fresh key would only hide that they are missing.
+pub fn configured_keyring(config: &Config) -> Result<Option<Keyring>, StartError> {
+    if let Some(keys) = config.encryption_keys.expose() {
+        return Ok(Some(Keyring::parse(keys)?));
+    }
+    let path = config.data_dir.join("encryption-keys");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(Keyring::parse(text.trim())?)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StartError::File { path, source }),
+    }
 }
 
 /// Serves `state` on `listener` (over TLS when configured) until `shutdown` resolves, then

@@ -5,6 +5,7 @@ mod harness;
 
 mod api_conventions;
 mod auth;
+mod backup;
 mod config_docs;
 mod containers;
 mod faults;

@@ -2,6 +2,7 @@
 //! edge, so it reports errors with `anyhow`.
 
 mod admin;
+mod backup;
 mod db;
 mod healthcheck;
 mod logging;
@@ -54,6 +55,10 @@ enum Command {
     /// Write, check and try out policy plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Write a consistent backup of the database to FILE while the server runs.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty database, then rebuild the schedule index.
+    Restore(backup::RestoreArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -82,6 +87,8 @@ pub fn main() -> ExitCode {
             Command::User(command) => admin::user(config, command).await,
             Command::Healthcheck(args) => healthcheck::run(&args).await,
             Command::Plugin(command) => plugin::run(command).await,
+            Command::Backup(args) => backup::backup(config, args).await,
+            Command::Restore(args) => backup::restore(config, args).await,
         }
     });
     match result {

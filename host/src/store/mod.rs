@@ -10,6 +10,7 @@
 //! server's clock), never taken from the database's own clock.
 
 pub mod admin;
+pub mod backup;
 pub mod crypto;
 pub mod postgres;
 mod sql;

@@ -60,14 +60,7 @@ impl SqliteStore {
                 StoreError::Config(format!("cannot create {}: {error}", parent.display()))
             })?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|error| StoreError::Config(error.to_string()))?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+        let options = connect_options(path)?.create_if_missing(true);
         let open = |connections: u32| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
@@ -87,6 +80,18 @@ impl SqliteStore {
             feed: super::FeedNotifier::default(),
         })
     }
+}
+
+/// How every connection to the file is opened (WAL, foreign keys, busy timeout); the file is
+/// not created unless the caller adds `create_if_missing` (a backup must not create one).
+pub(super) fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|error| StoreError::Config(error.to_string()))?
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT))
 }
 
 sql::impl_store!(SqliteStore, "sqlite");

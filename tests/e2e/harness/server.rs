@@ -87,6 +87,86 @@ impl Drop for TestDb {
     }
 }
 
+/// A server's storage, not necessarily opened yet: a data directory and, on PostgreSQL, a
+/// database of its own.
+#[derive(Clone)]
+pub(crate) struct TestStorage {
+    pub(crate) backend: Backend,
+    dir: Arc<tempfile::TempDir>,
+    db: Option<Arc<TestDb>>,
+}
+
+impl TestStorage {
+    /// New, empty storage (the SQLite file and PostgreSQL tables do not exist yet).
+    pub(crate) async fn create(backend: Backend) -> Self {
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Arc::new(TestDb::create().await)),
+        };
+        Self {
+            backend,
+            dir: Arc::new(tempfile::tempdir().unwrap()),
+            db,
+        }
+    }
+
+    /// The data directory.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The real `dms` binary on this storage, with the test servers' secret and keys.
+    pub(crate) fn dms(&self) -> tokio::process::Command {
+        let mut command = crate::harness::dms(self.dir.path());
+        if let Some(db) = &self.db {
+            command.env("DATABASE_URL", &db.url);
+        }
+        command
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("DMS_ENCRYPTION_KEYS", ENCRYPTION_KEYS);
+        command
+    }
+
+    /// Rows in `table`.
+    pub(crate) async fn count(&self, table: &str) -> i64 {
+        let query = format!("SELECT COUNT(*) FROM {table}");
+        match &self.db {
+            None => {
+                let url = format!("sqlite://{}", self.dir.path().join("dms.sqlite3").display());
+                let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+                    .fetch_one(&mut connection)
+                    .await
+                    .unwrap()
+            }
+            Some(db) => {
+                let mut connection = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+                    .fetch_one(&mut connection)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    /// True while nothing was ever written: no SQLite file, or no table in the database.
+    pub(crate) async fn untouched(&self) -> bool {
+        match &self.db {
+            None => !self.dir.path().join("dms.sqlite3").exists(),
+            Some(db) => {
+                let mut connection = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                let tables: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+                )
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+                tables == 0
+            }
+        }
+    }
+}
+
 /// A running server with its own storage.
 pub(crate) struct TestServer {
     pub(crate) url: String,
@@ -108,11 +188,18 @@ impl TestServer {
 
     /// A server on `backend` with the test defaults changed by `tweak`.
     pub(crate) async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        let db = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(Arc::new(TestDb::create().await)),
-        };
+        let storage = TestStorage::create(backend).await;
+        Self::start_on(storage, Clock::manual(Clock::System.now_ms()), tweak).await
+    }
+
+    /// A server on existing `storage` (a restored database, say) with the test defaults
+    /// changed by `tweak`, on `clock`.
+    pub(crate) async fn start_on(
+        storage: TestStorage,
+        clock: Clock,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let TestStorage { backend, dir, db } = storage;
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),
             database_url: Secret::new(db.as_ref().map(|db| db.url.clone()).unwrap_or_default()),
@@ -130,8 +217,16 @@ impl TestServer {
             ..Config::defaults()
         };
         tweak(&mut config);
-        let clock = Clock::manual(Clock::System.now_ms());
         Self::boot(backend, config, dir, db, clock).await
+    }
+
+    /// This server's storage, to run the real `dms` binary on it.
+    pub(crate) fn storage(&self) -> TestStorage {
+        TestStorage {
+            backend: self.backend,
+            dir: self.dir.clone(),
+            db: self.db.clone(),
+        }
     }
 
     async fn boot(
