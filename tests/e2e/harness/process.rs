@@ -11,11 +11,8 @@ use tokio::process::{Child, Command};
 pub(crate) const DMS: &str = env!("CARGO_BIN_EXE_dms");
 
 /// `dms` with a clean environment for DMS settings, data under `data_dir`, any free port.
-/// `DMS_TEST_BINARY` runs another build of `dms` instead (worktrees that share one target
-/// directory overwrite each other's `target/debug/dms`).
 pub(crate) fn dms(data_dir: &Path) -> Command {
-    let binary = std::env::var_os("DMS_TEST_BINARY").unwrap_or_else(|| DMS.into());
-    let mut command = Command::new(binary);
+    let mut command = Command::new(DMS);
     for (name, _) in std::env::vars() {
         if name.starts_with("DMS_") {
             command.env_remove(name);
