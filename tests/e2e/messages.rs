@@ -25,6 +25,7 @@ on_both_backends!(
     webhook_secrets_rotate_with_an_overlap,
     listing_is_newest_first_with_offsets_and_cursors,
     a_rotated_key_seals_new_messages_and_opens_old_ones,
+    a_lease_ending_now_is_taken_over,
 );
 
 /// The admin and a member `bob`.
@@ -965,4 +966,23 @@ async fn a_rotated_key_seals_new_messages_and_opens_old_ones(backend: Backend) {
         unreadable.body
     );
     admin.api.get(&format!("/messages/{new}")).await.expect(200);
+}
+
+/// The index hands out a lease at the millisecond it ends; the database must agree that it
+/// has ended, or the message drops out of the index until the reconciler's next pass.
+async fn a_lease_ending_now_is_taken_over(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (admin, bob) = admin_and_bob(&server).await;
+    let id = id_of(&send(&admin, &bob, json!({})).await.expect(201));
+    let until = server.clock.now_ms() + 5_000;
+    server
+        .sql(&format!(
+            "UPDATE messages SET status = 'delivering', lease_token = 'a-node-that-died', \
+             lease_until_ms = {until} WHERE id = '{id}'"
+        ))
+        .await;
+    server.clock.advance(until - server.clock.now_ms());
+    let round = server.dispatch().await;
+    assert_eq!((round.delivered, round.skipped), (1, 0), "{round:?}");
+    assert_eq!(status(&admin, &id).await["status"], "delivered");
 }

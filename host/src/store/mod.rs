@@ -479,7 +479,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Marks claimed messages `delivering` under a lease (those still pending, or whose
-    /// previous lease expired) and returns them. Ids no longer deliverable (cancelled,
+    /// previous lease expired: at its `lease_until_ms`, as the schedule index sees it) and
+    /// returns them. Ids no longer deliverable (cancelled,
     /// delivered, leased by a live claim) are left out.
     async fn begin_deliveries(
         &self,

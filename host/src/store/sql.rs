@@ -1211,7 +1211,7 @@ macro_rules! impl_store {
                 for id in ids {
                     list.push_bind(id);
                 }
-                sql.push(") AND (status IN ('scheduled', 'retrying') OR (status = 'delivering' AND lease_until_ms < ")
+                sql.push(") AND (status IN ('scheduled', 'retrying') OR (status = 'delivering' AND lease_until_ms <= ")
                     .push_bind(sql::ms(now_ms))
                     .push(concat!(")) RETURNING ", sql::message_columns!()));
                 let mut tx = self.writer.begin().await?;
