@@ -287,6 +287,10 @@ pub(super) fn queue_report(
     counts: Vec<QueueRow>,
     pending: Vec<PendingGroupRow>,
 ) -> Vec<super::QueueCount> {
+    let pending: std::collections::HashMap<(TenantId, Status), PendingGroupRow> = pending
+        .into_iter()
+        .map(|group| ((group.tenant_id.clone(), group.status), group))
+        .collect();
     counts
         .into_iter()
         .map(|row| {
@@ -301,10 +305,7 @@ pub(super) fn queue_report(
                 due_next_hour: 0,
                 leases_held: 0,
             };
-            if let Some(group) = pending
-                .iter()
-                .find(|group| group.tenant_id == count.tenant_id && group.status == count.status)
-            {
+            if let Some(group) = pending.get(&(count.tenant_id.clone(), count.status)) {
                 count.overdue = from_ms(group.overdue);
                 count.oldest_overdue_ms = group.oldest_overdue_ms.map(from_ms);
                 count.due_next_minute = from_ms(group.due_next_minute);
