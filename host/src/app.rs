@@ -481,36 +481,19 @@ fn generated_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StartError> {
-    let io = |source| StartError::File {
+    crate::private_files::create_dir(dir).map_err(|source| StartError::File {
         path: dir.to_path_buf(),
         source,
-    };
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
-    Ok(())
+    })
 }
 
 /// Writes a file only its owner can read (mode 0600).
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), StartError> {
     use std::io::Write;
-    let io = |source| StartError::File {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(contents).map_err(io)
+    crate::private_files::create_file(path)
+        .and_then(|mut file| file.write_all(contents))
+        .map_err(|source| StartError::File {
+            path: path.to_path_buf(),
+            source,
+        })
 }

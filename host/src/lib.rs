@@ -20,6 +20,7 @@
 //! - [`config`]: settings, layered and validated;
 //! - [`tls`]: TLS 1.3 termination, when configured;
 //! - [`clock`]: the server's clock, manual in tests;
+//! - [`private_files`]: files and directories only the server's user may read;
 //! - [`cli`]: the `dms` command line.
 
 pub mod api;
@@ -33,6 +34,7 @@ pub mod domain;
 pub mod messages;
 pub mod metrics;
 pub mod policies;
+pub mod private_files;
 pub mod realtime;
 pub mod redis_link;
 pub mod sandbox;

@@ -86,7 +86,7 @@ impl ComponentCache {
                 let mut hasher = std::hash::DefaultHasher::new();
                 engine.precompile_compatibility_hash().hash(&mut hasher);
                 let dir = dir.join(format!("{:016x}", hasher.finish()));
-                create_private_dir(&dir).map_err(|source| SetupError::CacheDir {
+                crate::private_files::create_dir(&dir).map_err(|source| SetupError::CacheDir {
                     path: dir.clone(),
                     source,
                 })?;
@@ -186,14 +186,4 @@ fn persist(component: &Component, path: &Path) -> std::io::Result<()> {
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&temporary, bytes)?;
     std::fs::rename(&temporary, path)
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }

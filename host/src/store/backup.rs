@@ -548,17 +548,10 @@ async fn open(location: &Location<'_>, create: bool) -> Result<Conn, BackupError
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), BackupError> {
-    let io = |source| BackupError::File {
+    crate::private_files::create_dir(dir).map_err(|source| BackupError::File {
         path: dir.to_path_buf(),
         source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
-    Ok(())
+    })
 }
 
 /// `FILE.partial`, beside `FILE`.
@@ -856,14 +849,7 @@ fn write_file(path: &Path, mut lines: mpsc::Receiver<Out>) -> Result<Option<u64>
         path: path.to_path_buf(),
         source,
     };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let file = options.open(path).map_err(io)?;
+    let file = crate::private_files::create_file(path).map_err(io)?;
     let mut gzip = flate2::write::GzEncoder::new(
         BufWriter::with_capacity(1 << 16, file),
         flate2::Compression::default(),
