@@ -13,7 +13,7 @@ use redis::AsyncCommands as _;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Answer, Backend, Login, Receiver, TestServer, TestStorage, on_both_backends, run,
+    Answer, Backend, Login, Receiver, TestServer, TestStorage, ms, on_both_backends, run, status,
 };
 
 on_both_backends!(
@@ -63,18 +63,6 @@ async fn send(from: &Login, to: &Login, extra: Value) -> String {
     }
     let reply = from.api.post("/messages", body).await.expect(201);
     reply.body["id"].as_str().unwrap().to_owned()
-}
-
-async fn status(who: &Login, id: &str) -> Value {
-    who.api
-        .get(&format!("/messages/{id}/status"))
-        .await
-        .expect(200)
-        .body
-}
-
-fn ms(rfc3339: &Value) -> u64 {
-    dms::clock::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap()
 }
 
 async fn populate(server: TestServer) -> Fixture {

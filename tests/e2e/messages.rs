@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Answer, Backend, Login, Receiver, TestServer, on_both_backends};
+use crate::harness::{Answer, Backend, Login, Receiver, TestServer, ms, on_both_backends, status};
 use crate::webhook_signature::verify_with_reference_library;
 
 on_both_backends!(
@@ -45,18 +45,6 @@ async fn send(from: &Login, to: &Login, extra: Value) -> crate::harness::Reply {
 
 fn id_of(reply: &crate::harness::Reply) -> String {
     reply.body["id"].as_str().unwrap().to_owned()
-}
-
-async fn status(who: &Login, id: &str) -> Value {
-    who.api
-        .get(&format!("/messages/{id}/status"))
-        .await
-        .expect(200)
-        .body
-}
-
-fn ms(rfc3339: &Value) -> u64 {
-    dms::clock::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap()
 }
 
 async fn a_delayed_message_is_scheduled_then_delivered_to_the_inbox(backend: Backend) {

@@ -642,6 +642,20 @@ impl Api {
     }
 }
 
+/// A message's `GET /messages/{id}/status`, as `who` sees it.
+pub(crate) async fn status(who: &Login, id: &str) -> Value {
+    who.api
+        .get(&format!("/messages/{id}/status"))
+        .await
+        .expect(200)
+        .body
+}
+
+/// An RFC 3339 time of the API as Unix milliseconds.
+pub(crate) fn ms(rfc3339: &Value) -> u64 {
+    dms::clock::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap()
+}
+
 /// Waits until `check` holds (up to 15 s, looking every 100 ms); panics naming `what`.
 pub(crate) async fn eventually<F: std::future::Future<Output = bool>>(
     what: &str,
