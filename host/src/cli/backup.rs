@@ -21,7 +21,7 @@ use crate::schedule::{self, redis::RedisSchedule};
 use crate::store::Location;
 use crate::store::backup::{self, Progress, Summary};
 
-use super::db::USAGE;
+use super::USAGE;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct BackupArgs {

@@ -1,8 +1,6 @@
 //! `dms db check` and `dms db reset`: the database as an operator sees it.
 //!
-//! Exit codes (also for `dms redis check`): 0 the check passed; 1 the service is unreachable
-//! or unusable (the reason is on stderr); 2 the command cannot run as asked (a setting is
-//! missing, or a destructive command was not confirmed).
+//! Exit codes as [`USAGE`](super::USAGE) says.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,9 +10,6 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::schedule::redis::RedisSchedule;
 use crate::store::{Location, StoreError, admin};
-
-/// The exit code of a command that cannot run as asked.
-pub(super) const USAGE: u8 = 2;
 
 #[derive(Debug, clap::Subcommand)]
 pub(super) enum DbCommand {
@@ -77,7 +72,7 @@ pub(super) async fn run(config: Option<&Path>, command: DbCommand) -> anyhow::Re
                     "refusing to reset {what}: this deletes every tenant, user, message and plugin. \
                      Stop every dms serve node, then run `dms db reset --yes-i-know`."
                 );
-                return Ok(ExitCode::from(USAGE));
+                return Ok(ExitCode::from(super::USAGE));
             }
             let dropped = admin::reset(location)
                 .await

@@ -16,6 +16,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit code of an operator command that cannot run as asked (a setting missing, a
+/// destructive command not confirmed, a file that is not a backup). The others: 0 done or
+/// passed; 1 a service (database, Redis, disk) is unreachable or failed, the reason on stderr.
+const USAGE: u8 = 2;
+
 /// DMS: a delayed messaging server whose policies are sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
 #[command(name = "dms", version, about, long_about = None)]

@@ -1,5 +1,5 @@
 //! `dms redis check`: connect to the configured Redis, and report its version, the round-trip
-//! time and the size of the schedule index. Exit codes as for `dms db check`.
+//! time and the size of the schedule index. Exit codes as [`USAGE`](super::USAGE) says.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,13 +23,13 @@ pub(super) async fn run(config: Option<&Path>, command: RedisCommand) -> anyhow:
             "redis: not configured: REDIS_URL is empty, so this deployment keeps its schedule \
              and rate limits in process and needs no Redis"
         );
-        return Ok(ExitCode::from(super::db::USAGE));
+        return Ok(ExitCode::from(super::USAGE));
     };
     let link = match RedisLink::new(url, &config.redis_prefix) {
         Ok(link) => link,
         Err(error) => {
             eprintln!("redis: invalid REDIS_URL: {error}");
-            return Ok(ExitCode::from(super::db::USAGE));
+            return Ok(ExitCode::from(super::USAGE));
         }
     };
     let latency = match link.ping().await {
