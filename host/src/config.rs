@@ -98,6 +98,11 @@ pub struct Config {
     pub session_ttl_days: u64,
     pub admin_password: Secret,
     pub max_body_bytes: usize,
+    pub http_body_timeout_seconds: u64,
+    pub http_header_timeout_seconds: u64,
+    pub http_idle_timeout_seconds: u64,
+    pub max_connections: u32,
+    pub max_connections_per_address: u32,
     pub shutdown_grace_seconds: u64,
     pub rate_limit_login_per_ip: u32,
     pub rate_limit_login_per_username: u32,
@@ -272,6 +277,18 @@ impl Config {
             ),
             ("DMS_DB_MAX_CONNECTIONS", u64::from(self.db_max_connections)),
             (
+                "DMS_HTTP_BODY_TIMEOUT_SECONDS",
+                self.http_body_timeout_seconds,
+            ),
+            (
+                "DMS_HTTP_HEADER_TIMEOUT_SECONDS",
+                self.http_header_timeout_seconds,
+            ),
+            (
+                "DMS_HTTP_IDLE_TIMEOUT_SECONDS",
+                self.http_idle_timeout_seconds,
+            ),
+            (
                 "DMS_RATE_LIMIT_LOGIN_PER_IP",
                 u64::from(self.rate_limit_login_per_ip),
             ),
@@ -366,7 +383,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 41);
+        assert_eq!(keys().len(), 46);
     }
 
     #[test]

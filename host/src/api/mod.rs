@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 
 mod auth;
+mod bodies;
 mod dead_letters;
 mod health;
 mod hooks;
@@ -133,6 +134,13 @@ pub fn router(state: AppState) -> Router {
                 ))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::from_fn(error::problem_details))
+                .layer(axum::middleware::from_fn_with_state(
+                    bodies::BodyLimits {
+                        max_body_bytes: body_limit,
+                        max_upload_bytes: upload_limit,
+                    },
+                    bodies::limit,
+                ))
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
         .layer(socket_io)
