@@ -174,7 +174,15 @@ impl AppState {
             ),
             redis.clone(),
         );
-        let hub = Hub::new(config.ws_outbound_queue as usize, redis.clone());
+        let hub = Hub::new(
+            config.ws_outbound_queue as usize,
+            crate::realtime::Caps {
+                per_user: config.ws_max_per_user as usize,
+                per_tenant: config.ws_max_per_tenant as usize,
+                unauthenticated_per_address: config.ws_max_unauthenticated_per_address as usize,
+            },
+            redis.clone(),
+        );
         store.feed_notifier().listen({
             let hub = hub.clone();
             Arc::new(move |events| hub.publish(events))

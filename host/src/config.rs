@@ -128,6 +128,9 @@ pub struct Config {
     pub ws_heartbeat_ms: u64,
     pub ws_outbound_queue: u32,
     pub ws_frames_per_second: u32,
+    pub ws_max_per_user: u32,
+    pub ws_max_per_tenant: u32,
+    pub ws_max_unauthenticated_per_address: u32,
 }
 
 /// Why the configuration cannot be used.
@@ -288,6 +291,12 @@ impl Config {
                 "DMS_HTTP_IDLE_TIMEOUT_SECONDS",
                 self.http_idle_timeout_seconds,
             ),
+            ("DMS_WS_MAX_PER_USER", u64::from(self.ws_max_per_user)),
+            ("DMS_WS_MAX_PER_TENANT", u64::from(self.ws_max_per_tenant)),
+            (
+                "DMS_WS_MAX_UNAUTHENTICATED_PER_ADDRESS",
+                u64::from(self.ws_max_unauthenticated_per_address),
+            ),
             (
                 "DMS_RATE_LIMIT_LOGIN_PER_IP",
                 u64::from(self.rate_limit_login_per_ip),
@@ -383,7 +392,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 46);
+        assert_eq!(keys().len(), 49);
     }
 
     #[test]

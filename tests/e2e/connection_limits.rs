@@ -15,7 +15,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::harness::{
-    Backend, TestServer, TestStorage, WsClient, dms_with_open_files, eventually, run, serve,
+    Backend, SioClient, TestServer, TestStorage, WsClient, dms_with_open_files, eventually, run,
+    serve,
 };
 
 /// The server's socket address.
@@ -511,6 +512,182 @@ fn raise_own_open_file_limit() {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_connections_over_the_user_or_tenant_cap_are_closed_with_4010() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.ws_max_per_user = 2;
+        config.ws_max_per_tenant = 3;
+    })
+    .await;
+    let admin = server.admin().await;
+    let bob = server.member(&admin, "bob").await;
+    let (mut first, _) = WsClient::connect(&server.url, &admin.token).await;
+    let (_second, _) = WsClient::connect(&server.url, &admin.token).await;
+    let mut third = WsClient::try_connect(
+        &server.url,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", admin.token))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        third.closed().await,
+        (
+            4010,
+            "the user already has 2 live connections on this node, the most allowed (DMS_WS_MAX_PER_USER); close one first".to_owned()
+        )
+    );
+    // Socket.IO counts the same connections and closes the same way.
+    let mut sio = SioClient::connect(&server.url, json!({ "token": admin.token })).await;
+    assert_eq!(sio.next().await.0, "connect");
+    let (event, data) = sio.next().await;
+    assert_eq!(
+        (event.as_str(), &data["code"]),
+        ("close", &json!(4010)),
+        "{data}"
+    );
+    assert_eq!(sio.next().await.0, "disconnect");
+    sio.close().await;
+
+    // The tenant holds 3 with bob's first; his second is one too many for the tenant.
+    let (_bobs, _) = WsClient::connect(&server.url, &bob.token).await;
+    let mut over = WsClient::try_connect(&server.url, &format!("/ws?token={}", bob.token), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        over.closed().await,
+        (
+            4010,
+            "the tenant already has 3 live connections on this node, the most allowed (DMS_WS_MAX_PER_TENANT)".to_owned()
+        )
+    );
+    // Another tenant is not affected.
+    let acme = server.tenant_admin("acme").await;
+    let (mut elsewhere, _) = WsClient::connect(&server.url, &acme.token).await;
+    elsewhere.expect_quiet().await;
+
+    // Closing a connection gives its place back.
+    first
+        .send_raw(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await
+        .unwrap();
+    eventually("the admin may connect again", || async {
+        let mut again =
+            WsClient::try_connect(&server.url, &format!("/ws?token={}", admin.token), &[])
+                .await
+                .unwrap();
+        again
+            .next_or_close()
+            .await
+            .is_ok_and(|ready| ready["type"] == "ready")
+    })
+    .await;
+}
+
+/// Opens an Engine.IO session over HTTP long-polling, as a Socket.IO client's first request
+/// does; its `sid`, or the refusal.
+async fn open_session(url: &str) -> Result<String, (u16, reqwest::header::HeaderMap, Value)> {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{url}/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    if status != 200 {
+        return Err((
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        ));
+    }
+    // An open packet: `0{"sid":"…",…}`.
+    let open: Value = serde_json::from_str(text.trim_start_matches('0')).unwrap();
+    Ok(open["sid"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_never_authenticate_are_capped_per_address_and_closed_after_5_s() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.ws_max_unauthenticated_per_address = 2;
+    })
+    .await;
+    let admin = server.admin().await;
+    // A socket.io-client without a token is refused, and its session holds a place.
+    let mut tokenless = SioClient::connect(&server.url, json!({})).await;
+    let (event, data) = tokenless.next().await;
+    assert_eq!(event, "connect_error", "{data}");
+    let held = open_session(&server.url).await.unwrap();
+    let (status, headers, body) = open_session(&server.url).await.unwrap_err();
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(
+        body,
+        json!({
+            "type": "/problems/too_many_connections",
+            "title": "Too many connections",
+            "status": 429,
+            "detail": "127.0.0.1 already has 2 real-time connections waiting to authenticate (DMS_WS_MAX_UNAUTHENTICATED_PER_ADDRESS); send the token with the request, or authenticate those first",
+            "code": "too_many_connections",
+        })
+    );
+    // /ws sockets waiting for their auth frame count too: refused before the upgrade.
+    let refused = WsClient::try_connect(&server.url, "/ws", &[])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.body["code"], "too_many_connections");
+    // A token sent with the request needs no place.
+    let (mut with_token, _) = WsClient::connect(&server.url, &admin.token).await;
+    with_token.expect_quiet().await;
+
+    // Unauthenticated sessions end after 5 s, as a /ws socket without its auth frame does.
+    let started = Instant::now();
+    eventually("the tokenless sessions are closed", || async {
+        open_session(&server.url).await.is_ok()
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let poll = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/socket.io/?EIO=4&transport=polling&sid={held}",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 400, "the session {held} is gone");
+    tokenless.close().await;
+
+    // A session that authenticates gives its place back at once.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = SioClient::connect(&server.url, json!({ "token": admin.token })).await;
+        assert_eq!(client.next().await.0, "connect");
+        assert_eq!(client.next().await.0, "ready");
+        clients.push(client);
+    }
+    let mut waiting = WsClient::try_connect(&server.url, "/ws", &[])
+        .await
+        .unwrap();
+    waiting
+        .send(json!({ "type": "auth", "token": admin.token }))
+        .await;
+    assert_eq!(waiting.next().await["type"], "ready");
+    for client in clients {
+        client.close().await;
     }
 }
 

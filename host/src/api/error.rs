@@ -88,7 +88,7 @@ codes! {
     IdempotencyKeyReused = ("idempotency_key_reused", 422, "Idempotency key reused", "This Idempotency-Key came with a different request body in the last 24 hours; use a new key for a new request.");
     WebSocketRequired = ("websocket_required", 426, "WebSocket required", "This endpoint takes WebSocket connections: GET with `Upgrade: websocket`.");
     RateLimited = ("rate_limited", 429, "Too many requests", "Slow down: retry after the number of seconds in the `retry-after` header.");
-    TooManyConnections = ("too_many_connections", 429, "Too many connections", "Your address holds as many connections as the server allows from one address (DMS_MAX_CONNECTIONS_PER_ADDRESS): reuse or close some, then retry after the `retry-after` seconds.");
+    TooManyConnections = ("too_many_connections", 429, "Too many connections", "Your address holds as many connections as the server allows from one address (DMS_MAX_CONNECTIONS_PER_ADDRESS), or as many real-time connections waiting to authenticate (DMS_WS_MAX_UNAUTHENTICATED_PER_ADDRESS): reuse or close some, then retry after the `retry-after` seconds.");
     Internal = ("internal_error", 500, "Internal error", "The server failed; the cause is logged with the request id. Quote it when reporting the problem.");
     ContentUnreadable = ("content_unreadable", 500, "Content unreadable", "Stored content could not be decrypted: its encryption key is missing from DMS_ENCRYPTION_KEYS, or the stored value was moved or altered.");
     Unavailable = ("service_unavailable", 503, "Service unavailable", "A backing service (database or Redis) is unavailable; retry shortly.");
@@ -158,6 +158,12 @@ impl ApiError {
         );
         error.0.retry_after_seconds = Some(seconds);
         error
+    }
+
+    /// Tells the client to retry after `seconds` (the `retry-after` header).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.0.retry_after_seconds = Some(seconds);
+        self
     }
 
     /// A 405 listing the allowed methods.

@@ -129,7 +129,7 @@ pub fn router(state: AppState) -> Router {
                         .on_failure(()),
                 )
                 .layer(axum::middleware::from_fn_with_state(
-                    state,
+                    state.clone(),
                     observe::observe,
                 ))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -144,6 +144,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
         .layer(socket_io)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            realtime::socketio::admit,
+        ))
 }
 
 async fn route_not_found(method: Method, uri: axum::http::Uri) -> ApiError {
