@@ -239,6 +239,12 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Conflict(detail) => Self::new(Code::Conflict, detail),
             StoreError::Unavailable(cause) => Self::unavailable("database", cause),
+            // Input validation should have caught it; still the client's data, not a fault.
+            StoreError::Refused(detail) => Self::field(
+                "/",
+                format!("a value of the request cannot be stored: {detail}"),
+            )
+            .logging(format!("the database refused a request's data: {detail}")),
             StoreError::Sealed { record, source } => Self::new(
                 Code::ContentUnreadable,
                 format!("the stored content of {record} cannot be decrypted: {source}"),

@@ -51,16 +51,64 @@ pub enum StoreError {
         /// Why.
         source: CryptoError,
     },
+    /// The database answered but refused a value it cannot hold or a rule of the schema (a
+    /// NUL in text, a number out of range, a check): the same statement will fail again, so
+    /// retrying it is pointless.
+    #[error("the database refused the data: {0}")]
+    Refused(String),
     /// Any other database error: a bug or a corrupted database, never the caller's input.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
 
+/// Whether a database error means the database cannot serve now (a restart, a connection
+/// broken or refused, out of resources) rather than that the statement is wrong.
+///
+/// PostgreSQL: SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and 57
+/// (operator intervention: "terminating connection due to administrator command" during a
+/// restart is 57P01). SQLite: busy, locked, I/O error, disk full, cannot open.
+fn unavailable(database: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = database.code().unwrap_or_default();
+    if database
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return ["08", "53", "57"]
+            .iter()
+            .any(|class| code.starts_with(class));
+    }
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13 | 14))
+}
+
+/// Whether a database error means it refused the data itself (see [`StoreError::Refused`]).
+///
+/// PostgreSQL: classes 22 (data exception: `invalid byte sequence for encoding "UTF8": 0x00`,
+/// numeric out of range) and 23 (integrity: not null, check). SQLite: constraint (a check, a
+/// trigger's `RAISE`), too big, type mismatch, out of range.
+fn refused(database: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = database.code().unwrap_or_default();
+    if database
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return code.starts_with("22") || code.starts_with("23");
+    }
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 18 | 19 | 20 | 25))
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(error.to_string())
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(error.to_string()),
+            sqlx::Error::Database(database) if unavailable(database.as_ref()) => {
+                Self::Unavailable(database.message().to_owned())
             }
             sqlx::Error::Database(database) if database.is_unique_violation() => {
                 Self::Conflict(database.message().to_owned())
@@ -72,6 +120,11 @@ impl From<sqlx::Error> for StoreError {
                     database.message()
                 ))
             }
+            sqlx::Error::Database(database) if refused(database.as_ref()) => {
+                Self::Refused(crate::text::cleaned(database.message()))
+            }
+            // A value sqlx could not encode for the database (out of its range).
+            sqlx::Error::Encode(cause) => Self::Refused(crate::text::cleaned(cause.to_string())),
             _ => Self::Database(error),
         }
     }
