@@ -590,6 +590,21 @@ impl Policies {
                 )
             }
         };
+        // The sender sees what is recorded here; the endpoint's path and query (where
+        // receivers keep tokens) are its owner's alone, whoever wrote them into the text.
+        let url = address.url.as_deref();
+        let attempted = match attempted {
+            Attempted::Delivered => Attempted::Delivered,
+            Attempted::Permanent(reason) => Attempted::Permanent(hide_endpoint(reason, url)),
+            Attempted::Failed {
+                reason,
+                retry_after_ms,
+            } => Attempted::Failed {
+                reason: hide_endpoint(reason, url),
+                retry_after_ms,
+            },
+        };
+        let result = hide_endpoint(result, url);
         events.push(self.event(EventKind::Attempt, bound, attempt, duration, result));
         Delivered {
             attempted,
@@ -676,7 +691,9 @@ impl Policies {
             return None;
         }
         let now = self.clock.now_ms();
-        let reason = format!("{streak} calls in a row failed; the last: {error}");
+        // The error may quote the guest's stderr: stored and logged, so made safe for both.
+        let reason =
+            crate::text::cleaned(format!("{streak} calls in a row failed; the last: {error}"));
         let disabled = Disabled {
             at_ms: now,
             reason: reason.clone(),
@@ -720,6 +737,40 @@ impl Policies {
     }
 }
 
+/// `text` with the endpoint `url` written as its scheme and host only (`https://example.com/…`):
+/// the whole URL as stored and as normalised, and its path and query wherever they appear.
+fn hide_endpoint(text: String, url: Option<&str>) -> String {
+    let Some(stored) = url.filter(|url| !url.is_empty()) else {
+        return text;
+    };
+    let Ok(parsed) = url::Url::parse(stored) else {
+        return text.replace(stored, "the endpoint");
+    };
+    let shown = match parsed.port() {
+        Some(port) => format!(
+            "{}://{}:{port}/…",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or_default()
+        ),
+        None => format!(
+            "{}://{}/…",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or_default()
+        ),
+    };
+    let path_and_query = &parsed[url::Position::BeforePath..];
+    let mut text = text
+        .replace(stored, &shown)
+        .replace(parsed.as_str(), &shown);
+    if path_and_query.len() > 1 {
+        text = text.replace(path_and_query, "/…");
+    }
+    if let Some(query) = parsed.query().filter(|query| !query.is_empty()) {
+        text = text.replace(query, "…");
+    }
+    text
+}
+
 fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -744,5 +795,31 @@ pub fn plugin_message(message: &Message) -> sandbox::Message {
             Requested::AtMs(ms) => sandbox::RequestedTime::DeliverAtMs(ms),
         },
         created_at_ms: message.created_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_endpoint;
+
+    #[test]
+    fn an_endpoint_path_and_query_never_reach_the_recorded_text() {
+        let url = "https://hooks.example.com:8443/in/s3cret-path?token=t0ken";
+        let text = format!(
+            "error sending request for url ({url}): connection refused; \
+             GET /in/s3cret-path?token=t0ken answered; token=t0ken"
+        );
+        let hidden = hide_endpoint(text, Some(url));
+        assert!(!hidden.contains("s3cret"), "{hidden}");
+        assert!(!hidden.contains("t0ken"), "{hidden}");
+        assert!(
+            hidden.contains("https://hooks.example.com:8443/…"),
+            "{hidden}"
+        );
+        assert_eq!(
+            hide_endpoint("HTTP 500".into(), Some("https://example.com/")),
+            "HTTP 500"
+        );
+        assert_eq!(hide_endpoint("x".into(), None), "x");
     }
 }
