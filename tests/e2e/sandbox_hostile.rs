@@ -190,6 +190,47 @@ async fn guest_sleepy() {
     assert_still_serves(&sandbox).await;
 }
 
+/// A decision is charged for its own running time, not for the time the host spends elsewhere.
+/// On this current-thread runtime, a task that blocks the thread for 30 ms while an honest
+/// validator waits in a host call (a 1 ms sleep) pushes the call past its 10 ms deadline on the
+/// wall clock with almost none of its CPU budget used, as on a preempted or overloaded server:
+/// the decision is made once more instead of failing the message closed (seen once under load
+/// as Redis came back: a valid message answered 422).
+#[tokio::test]
+async fn a_decision_the_host_held_up_past_its_deadline_is_made_again() {
+    let (sandbox, _) = sandbox();
+    let plugin = load(&sandbox, "napper", guest_artifacts::GUEST_SLEEPY).await;
+    let naps = binding(&[("naps", "3"), ("nap_ms", "1")]);
+    assert_eq!(
+        sandbox.validate(&plugin, &naps, &message("hello")).await,
+        Ok(Ok(())),
+        "three 1 ms naps fit the 10 ms deadline when nothing holds the call up"
+    );
+    let calls = plugin.stats().calls;
+    let hog = async {
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(30));
+    };
+    let hello = message("hello");
+    let (answer, ()) = tokio::join!(sandbox.validate(&plugin, &naps, &hello), hog);
+    assert_eq!(answer, Ok(Ok(())));
+    assert_eq!(plugin.stats().calls, calls + 1, "counted as one call");
+
+    // A guest that spends its own wall-clock time waiting is refused after the second try.
+    let sleeper = binding(&[("naps", "1"), ("nap_ms", "15")]);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        sandbox.validate(&plugin, &sleeper, &message("hello")).await,
+        Err(CallError::Timeout {
+            deadline: Duration::from_millis(10)
+        })
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(20),
+        "tried twice"
+    );
+}
+
 #[tokio::test]
 async fn guest_forbidden_import() {
     let (sandbox, _) = sandbox();
