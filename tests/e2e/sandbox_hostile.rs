@@ -84,6 +84,71 @@ async fn guest_host_call_loop() {
     assert_still_serves(&sandbox).await;
 }
 
+/// Log output collected in memory.
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A plugin's log lines (and a guest's stderr) are the tenant's text, and a sender's content can
+/// reach them: in the text log format a newline in them started a line of its own, which could
+/// pass for the server's. They are logged with control characters escaped.
+#[tokio::test]
+async fn what_a_plugin_logs_cannot_forge_or_garble_log_lines() {
+    let logged = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer({
+            let logged = logged.clone();
+            move || Captured(logged.clone())
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (sandbox, _) = sandbox();
+    let plugin = load(&sandbox, "logger", guest_artifacts::GUEST_HOST_CALL_LOOP).await;
+    let content = "hello\n2026-12-01T00:00:00Z ERROR dms: forged \u{1b}[2J";
+    let forged = r"hello\n2026-12-01T00:00:00Z ERROR dms: forged \u{1b}[2J";
+    let error = sandbox
+        .validate(&plugin, &binding(&[]), &message(content))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CallError::Timeout { .. }), "{error:?}");
+    let logged = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.lines().any(|line| line.contains(forged)),
+        "the content is logged on one line, escaped:\n{logged}"
+    );
+    assert!(
+        !logged
+            .lines()
+            .any(|line| line.contains("ERROR dms: forged") && !line.contains("hello")),
+        "{logged}"
+    );
+    assert!(!logged.contains('\u{1b}'), "{logged}");
+
+    // A guest's stderr, kept in the trap error, likewise.
+    let panicking = load(&sandbox, "panic", guest_artifacts::GUEST_PANIC).await;
+    let mut odd = message("hello");
+    odd.id = "msg_1\nERROR dms: forged".into();
+    let CallError::Trap { stderr, .. } = sandbox
+        .validate(&panicking, &binding(&[]), &odd)
+        .await
+        .unwrap_err()
+    else {
+        panic!("a trap");
+    };
+    assert!(stderr.contains(r"msg_1\nERROR dms: forged"), "{stderr}");
+}
+
 #[tokio::test]
 async fn guest_memory_bomb() {
     let (sandbox, _, error) = validate_guest(guest_artifacts::GUEST_MEMORY_BOMB).await;
