@@ -22,7 +22,7 @@ use base64::Engine as _;
 use tokio::net::TcpListener;
 
 use crate::auth::password::{HashError, Passwords};
-use crate::auth::rate_limit::{Rate, RateLimits};
+use crate::auth::rate_limit::{RateLimits, Rates};
 use crate::auth::{jwt::Tokens, random_bytes};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
@@ -162,15 +162,7 @@ impl AppState {
         );
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         let passwords = Passwords::new(parallelism).await?;
-        let limits = RateLimits::new(
-            Rate::per_minute(config.rate_limit_login_per_ip),
-            Rate::per_minute(config.rate_limit_login_per_username),
-            Rate::per_second(
-                config.rate_limit_api_per_second,
-                config.rate_limit_api_burst,
-            ),
-            redis.clone(),
-        );
+        let limits = RateLimits::new(Rates::from_config(&config), redis.clone());
         let hub = Hub::new(config.ws_outbound_queue as usize, redis.clone());
         store.feed_notifier().listen({
             let hub = hub.clone();

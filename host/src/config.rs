@@ -101,6 +101,7 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub rate_limit_login_per_ip: u32,
     pub rate_limit_login_per_username: u32,
+    pub rate_limit_login_per_username_global: u32,
     pub rate_limit_api_per_second: u32,
     pub rate_limit_api_burst: u32,
     pub client_ip_header: String,
@@ -280,6 +281,10 @@ impl Config {
                 u64::from(self.rate_limit_login_per_username),
             ),
             (
+                "DMS_RATE_LIMIT_LOGIN_PER_USERNAME_GLOBAL",
+                u64::from(self.rate_limit_login_per_username_global),
+            ),
+            (
                 "DMS_RATE_LIMIT_API_PER_SECOND",
                 u64::from(self.rate_limit_api_per_second),
             ),
@@ -366,7 +371,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 41);
+        assert_eq!(keys().len(), 42);
     }
 
     #[test]

@@ -386,13 +386,13 @@ impl Policies {
             Err(error) => {
                 events.push(self.failure_event(fallback, None, duration, &error));
                 let now = run.now().unwrap_or_else(|| self.clock.now_ms());
-                let at = match input.requested {
+                let at = representable(match input.requested {
                     sandbox::RequestedTime::Unspecified => now,
                     sandbox::RequestedTime::DelayMs(delay) => {
                         input.created_at_ms.saturating_add(delay)
                     }
                     sandbox::RequestedTime::DeliverAtMs(at) => at.max(now),
-                };
+                });
                 events.push(Event::host_decision(
                     now,
                     None,
@@ -509,7 +509,9 @@ impl Policies {
         } else {
             // `retry_after_ms` comes from the channel (a receiver's Retry-After) or a dry run's
             // request, and a simulated `now` can already be far out: saturate, never wrap.
-            Retry::At(now.saturating_add(LAST_RESORT_RETRY_MS.max(retry_after_ms.unwrap_or(0))))
+            Retry::At(representable(now.saturating_add(
+                LAST_RESORT_RETRY_MS.max(retry_after_ms.unwrap_or(0)),
+            )))
         };
         let result = match &retry {
             Retry::At(at) => format!(
@@ -769,6 +771,14 @@ fn hide_endpoint(text: String, url: Option<&str>) -> String {
         text = text.replace(query, "…");
     }
     text
+}
+
+/// A time the host works out itself when no delay policy answered, kept to the latest time
+/// the API can write (`clock::LATEST_MS`, the end of the year 9999): a simulated failure can
+/// already be late, and a retry-after hint long. (A plugin that names a later time has failed:
+/// the sandbox refuses its output, and the built-in decides instead.)
+fn representable(at: u64) -> u64 {
+    at.min(crate::clock::LATEST_MS)
 }
 
 fn elapsed_ms(started: Instant) -> u64 {

@@ -401,8 +401,15 @@ pub trait Store: Send + Sync + 'static {
     /// A live user of the tenant.
     async fn user(&self, tenant: &TenantId, id: &UserId) -> Result<Option<User>, StoreError>;
 
-    /// A live user and their password hash, by username (usernames are unique on the server).
+    /// A live user and their password hash, by username: any spelling with the same
+    /// [`username_key`](crate::domain::user::username_key) finds the one user (keys are unique
+    /// on the server).
     async fn credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError>;
+
+    /// Computes the username key and skeleton of users stored before they existed; run at
+    /// every connect (it finds nothing to do once done). A user whose name now collides with
+    /// an older user's is left without one, logged, and logs in by its exact name.
+    async fn fill_username_keys(&self) -> Result<(), StoreError>;
 
     /// A page of the tenant's live users, oldest first, and how many there are in all.
     async fn list_users(
@@ -743,12 +750,14 @@ pub async fn connect(
     max_connections: u32,
     keyring: Arc<Keyring>,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(match location {
+    let store: Arc<dyn Store> = match location {
         Location::Sqlite(path) => {
             Arc::new(sqlite::SqliteStore::connect(path, max_connections, keyring).await?)
         }
         Location::Postgres(url) => {
             Arc::new(postgres::PostgresStore::connect(url, max_connections, keyring).await?)
         }
-    })
+    };
+    store.fill_username_keys().await?;
+    Ok(store)
 }

@@ -429,13 +429,25 @@ pub(super) const TENANT_BY_NAME: &str =
 pub(super) const LIST_TENANTS: &str = "SELECT id, name, created_at_ms FROM tenants ORDER BY name";
 
 pub(super) const INSERT_USER: &str = "INSERT INTO users \
-     (id, tenant_id, username, display_name, role, password_hash, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     (id, tenant_id, username, display_name, role, password_hash, created_at_ms, \
+     username_key, username_skeleton) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      RETURNING id, tenant_id, username, display_name, role, created_at_ms";
 pub(super) const USER: &str = "SELECT id, tenant_id, username, display_name, role, created_at_ms \
      FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at_ms IS NULL";
+/// By the name's key (`$2`); a user left without one (its name collided with an older
+/// user's when keys were introduced) by its exact name (`$1`), which wins when both match.
 pub(super) const CREDENTIALS: &str = "SELECT id, tenant_id, username, display_name, role, created_at_ms, \
-     password_hash FROM users WHERE username = $1 AND deleted_at_ms IS NULL";
+     password_hash FROM users WHERE deleted_at_ms IS NULL \
+     AND (username_key = $2 OR (username_key IS NULL AND username = $1)) \
+     ORDER BY CASE WHEN username = $1 THEN 0 ELSE 1 END LIMIT 1";
+/// Users whose key or skeleton is still to be computed (the migration that added them).
+pub(super) const USERS_WITHOUT_KEYS: &str = "SELECT id, username FROM users \
+     WHERE username_key IS NULL OR username_skeleton IS NULL ORDER BY created_at_ms, id";
+pub(super) const SET_USERNAME_KEY: &str =
+    "UPDATE users SET username_key = $2 WHERE id = $1 AND username_key IS NULL";
+pub(super) const SET_USERNAME_SKELETON: &str =
+    "UPDATE users SET username_skeleton = $2 WHERE id = $1 AND username_skeleton IS NULL";
 pub(super) const LIST_USERS: &str = "SELECT id, tenant_id, username, display_name, role, created_at_ms \
      FROM users WHERE tenant_id = $1 AND deleted_at_ms IS NULL ORDER BY id LIMIT $2 OFFSET $3";
 pub(super) const COUNT_USERS: &str =
@@ -739,16 +751,59 @@ macro_rules! impl_store {
                     .bind(user.role.as_str())
                     .bind(&user.password_hash)
                     .bind(sql::ms(now_ms))
+                    .bind($crate::domain::user::username_key(&user.username))
+                    .bind($crate::domain::user::username_skeleton(&user.username))
                     .fetch_one(&self.writer)
                     .await
                     .map_err(|error| match StoreError::from(error) {
+                        // The same words whichever tenant holds the name, and whether it is
+                        // equal or only alike: docs/OPERATIONS.md, "Login".
                         StoreError::Conflict(_) => StoreError::Conflict(format!(
-                            "the username {:?} is taken",
+                            "the username {:?} is not available: usernames are unique on the whole server, and this one, or one that looks like it, is in use",
                             user.username
                         )),
                         other => other,
                     })?;
                 Ok(row.into())
+            }
+
+            async fn fill_username_keys(&self) -> Result<(), StoreError> {
+                let rows = sqlx::query_as::<Db, (UserId, String)>(sql::USERS_WITHOUT_KEYS)
+                    .fetch_all(&self.writer)
+                    .await?;
+                for (id, username) in rows {
+                    for (statement, column, value) in [
+                        (
+                            sql::SET_USERNAME_KEY,
+                            "key",
+                            $crate::domain::user::username_key(&username),
+                        ),
+                        (
+                            sql::SET_USERNAME_SKELETON,
+                            "skeleton",
+                            $crate::domain::user::username_skeleton(&username),
+                        ),
+                    ] {
+                        let set = sqlx::query::<Db>(statement)
+                            .bind(&id)
+                            .bind(&value)
+                            .execute(&self.writer)
+                            .await;
+                        match set.map_err(StoreError::from) {
+                            Ok(_) => {}
+                            // An older live user's name compares equal (or looks alike): that
+                            // one keeps the key; this one still logs in by its exact name.
+                            Err(StoreError::Conflict(_)) => tracing::warn!(
+                                message = "A user's name compares equal to, or looks like, an older user's; it keeps working by its exact name, and new names like it are refused.",
+                                user_id = %id,
+                                username,
+                                column,
+                            ),
+                            Err(other) => return Err(other),
+                        }
+                    }
+                }
+                Ok(())
             }
 
             async fn user(
@@ -770,6 +825,7 @@ macro_rules! impl_store {
             ) -> Result<Option<(User, String)>, StoreError> {
                 let row = sqlx::query_as::<Db, CredentialsRow>(sql::CREDENTIALS)
                     .bind(username)
+                    .bind($crate::domain::user::username_key(username))
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(Into::into))
