@@ -111,6 +111,17 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 
     fn visit_f64<E>(self, value: f64) -> Result<Node, E> {
+        // JSON Schema (and so the API document) counts `302.0` as the integer 302: read it as
+        // one, where an integer field would otherwise refuse it as a float.
+        const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+        if value.fract() == 0.0 && (-TWO_TO_63..TWO_TO_63).contains(&value) {
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "a whole number within the range of i64, checked above"
+            )]
+            let whole = value as i64;
+            return Ok(Node::Number(whole.into()));
+        }
         // JSON has no NaN or infinity, so serde_json never hands one over.
         Ok(Number::from_f64(value).map_or(Node::Null, Node::Number))
     }
@@ -393,6 +404,11 @@ mod tests {
         assert_eq!(strict::<i64>("-3").unwrap(), -3);
         assert_eq!(strict::<f64>("1.5").unwrap(), 1.5);
         assert!(strict::<u8>("300").is_err());
+        // A whole number written with a fraction is the integer, as JSON Schema counts it.
+        assert_eq!(strict::<u32>("302.0").unwrap(), 302);
+        assert_eq!(strict::<i64>("-2.0e1").unwrap(), -20);
+        assert!(strict::<u32>("302.5").is_err());
+        assert_eq!(strict::<f64>("2.0").unwrap(), 2.0);
         let value: serde_json::Value = strict(r#"{"z": [1, {"y": null}], "a": true}"#).unwrap();
         assert_eq!(value, serde_json::json!({"z": [1, {"y": null}], "a": true}));
         let again =

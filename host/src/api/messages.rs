@@ -123,11 +123,11 @@ pub(super) struct ListQuery {
     #[serde(default)]
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// Items to skip (not with `cursor`).
+    /// Items to skip (after the cursor, when one is given).
     #[serde(default)]
     #[param(maximum = 9_223_372_036_854_775_807_u64)]
     offset: Option<u64>,
-    /// The `next_cursor` of the previous page (not with `offset`).
+    /// The `next_cursor` of the previous page: the page starts after it.
     #[serde(default)]
     #[param(value_type = Option<MessageId>)]
     cursor: Option<String>,
@@ -175,9 +175,6 @@ pub(super) async fn list(
             "limit",
             format!("limit must be between 1 and {}", super::users::MAX_LIMIT),
         ));
-    }
-    if query.cursor.is_some() && query.offset.is_some() {
-        return Err(ApiError::query("cursor", "give cursor or offset, not both"));
     }
     let offset = super::users::offset(query.offset)?;
     let before =

@@ -24,9 +24,11 @@ use crate::policies::{Counters, Upload};
 pub(super) struct UploadQuery {
     /// Its name (default: its world and the start of its digest).
     #[serde(default)]
+    #[param(pattern = r"^[A-Za-z0-9._+\-]{1,64}$")]
     name: Option<String>,
     /// Its version.
     #[serde(default)]
+    #[param(pattern = r"^[A-Za-z0-9._+\-]{1,64}$")]
     version: Option<String>,
 }
 

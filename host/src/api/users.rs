@@ -57,7 +57,8 @@ pub(super) struct CreateUser {
     /// look-alike of another); kept as given.
     #[schema(example = "bob")]
     username: String,
-    /// At least 8 characters.
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
     /// At most 200 characters.
     #[serde(default)]
@@ -326,6 +327,8 @@ pub(super) async fn delete(
 #[serde(deny_unknown_fields)]
 pub(super) struct ChangePassword {
     current_password: String,
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     new_password: String,
 }
 
