@@ -373,8 +373,10 @@ fn median(samples: &mut [Duration]) -> Duration {
 /// messages: every upload is stored (queued, not refused), every submit succeeds, and the
 /// submits' median latency stays within 5 times its baseline plus 25 ms, measured in this
 /// test just before. The bound is that wide on purpose: the CI machine has 2 cores, shared,
-/// and the point is to catch the uploads starving the other tenant (seconds), not to time
-/// the server.
+/// and the point is to catch the uploads starving the other tenant, not to time the server.
+/// The compiles take the same CPU queued or not (on main this held, at p50 6 → 16 ms); what
+/// fails it is anything the submits need held across compiles: main with its compiles moved
+/// onto the async workers answered the other tenant 503 within four submits.
 pub(crate) async fn one_tenants_upload_storm_does_not_slow_another_tenants_submits(
     backend: Backend,
 ) {
