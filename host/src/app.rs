@@ -176,6 +176,8 @@ impl AppState {
                 allow_private_networks: config.allow_private_networks,
                 clock: clock.clone(),
                 max_component_bytes: (config.plugin_max_upload_mb as usize) << 20,
+                cache_memory_bytes: (config.plugin_cache_memory_mb as usize) << 20,
+                compile_concurrency: config.plugin_compile_concurrency as usize,
             },
             hub.clone(),
         )?;
@@ -185,6 +187,7 @@ impl AppState {
             store.clone(),
             hub.clone(),
             config.plugin_failure_limit,
+            config.plugin_quota(),
         )
         .await?;
         hub.on_hooks_changed({

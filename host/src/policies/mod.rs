@@ -31,14 +31,14 @@ use crate::clock::Clock;
 use crate::domain::feed::NewFeedEvent;
 use crate::domain::ids::{PluginId, TenantId};
 use crate::domain::message::{Event, EventKind, Message, Requested};
-use crate::domain::plugin::Disabled;
+use crate::domain::plugin::{Disabled, PluginQuota};
 use crate::realtime::Hub;
 use crate::sandbox::{self, Binding, CallError, LoadError, Sandbox};
 use crate::store::{Store, StoreError};
 
 pub use dry_run::{DryRun, RetryStep, Simulation};
 pub use health::Counters;
-pub use manage::{BindingRequest, MAX_VALIDATORS, ManageError, Upload};
+pub use manage::{BindingRequest, MAX_VALIDATORS, ManageError, Upload, UploadTurn};
 pub use tenant::{Bound, Hooks, Source};
 use tenant::{Cache, Defaults};
 
@@ -116,6 +116,8 @@ pub struct Policies {
     cache: Arc<Cache>,
     health: Arc<health::Health>,
     failure_limit: u32,
+    quota: PluginQuota,
+    uploads: Arc<manage::UploadTurns>,
 }
 
 /// Whether a call is for real or part of a dry run.
@@ -150,12 +152,13 @@ const LAST_RESORT_ATTEMPTS: u32 = 8;
 impl Policies {
     /// Loads the built-in plugins and binds them as every tenant's defaults. `hub` carries
     /// binding changes to other nodes; a tenant plugin failing `failure_limit` calls in a row
-    /// is disabled.
+    /// is disabled; a tenant stores at most `quota`.
     pub async fn new(
         sandbox: Sandbox,
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
         failure_limit: u32,
+        quota: PluginQuota,
     ) -> Result<Self, LoadError> {
         let bind = async |name: &str, binding: Binding| -> Result<Bound, LoadError> {
             Ok(Bound::builtin(sandbox.builtin(name).await?, binding))
@@ -184,6 +187,8 @@ impl Policies {
             cache: Arc::default(),
             health: Arc::default(),
             failure_limit: failure_limit.max(1),
+            quota,
+            uploads: Arc::default(),
         })
     }
 
@@ -223,9 +228,39 @@ impl Policies {
         self.hub.hooks_changed(tenant);
     }
 
-    /// Another node changed a tenant's bindings (`None`: maybe any tenant's).
+    /// Another node changed a tenant's bindings or plugins (`None`: maybe any tenant's): drop
+    /// what this node resolved, and the counters of plugins that were deleted.
     pub fn forget(&self, tenant: Option<&TenantId>) {
         self.cache.forget(tenant);
+        self.prune_counters(tenant);
+    }
+
+    /// Drops the counters this node keeps for plugins that no longer exist, reading the
+    /// tenants' plugins from the database in the background (a failed read is retried at the
+    /// next change).
+    fn prune_counters(&self, tenant: Option<&TenantId>) {
+        let tenants = self.health.tenants(tenant);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if tenants.is_empty() {
+            return;
+        }
+        let (store, health) = (self.store.clone(), self.health.clone());
+        runtime.spawn(async move {
+            for tenant in tenants {
+                match store.plugins(&tenant).await {
+                    Ok(plugins) => {
+                        health.retain(&tenant, |id| plugins.iter().any(|plugin| &plugin.id == id))
+                    }
+                    Err(error) => tracing::debug!(
+                        message = "Could not read a tenant's plugins to prune their counters.",
+                        tenant_id = %tenant,
+                        %error,
+                    ),
+                }
+            }
+        });
     }
 
     /// A tenant plugin's counters on this node.

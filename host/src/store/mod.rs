@@ -23,7 +23,9 @@ use std::sync::Arc;
 use crate::domain::feed::{FeedEvent, NewFeedEvent};
 use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{Channel, Event, Message, Requested, Status};
-use crate::domain::plugin::{Disabled, Hook, HookBinding, PluginRecord};
+use crate::domain::plugin::{
+    Disabled, Hook, HookBinding, PluginQuota, PluginRecord, QuotaExceeded,
+};
 use crate::domain::user::{Role, Session, Tenant, User};
 use crate::sandbox::{Binding, World};
 use crypto::{CryptoError, Keyring};
@@ -629,9 +631,14 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<(), StoreError>;
 
-    /// Stores an uploaded plugin, unless the tenant has the same bytes already: the stored
-    /// plugin, and whether it is new.
-    async fn insert_plugin(&self, plugin: NewPlugin) -> Result<(PluginRecord, bool), StoreError>;
+    /// Stores an uploaded plugin if it fits the tenant's `quota`, unless the tenant has the
+    /// same bytes already. Concurrent inserts for one tenant are serialized, so together they
+    /// never exceed the quota.
+    async fn insert_plugin(
+        &self,
+        plugin: NewPlugin,
+        quota: PluginQuota,
+    ) -> Result<PluginInsert, StoreError>;
 
     /// The tenant's plugins, oldest first.
     async fn plugins(&self, tenant: &TenantId) -> Result<Vec<PluginRecord>, StoreError>;
@@ -723,11 +730,27 @@ pub struct NewPlugin {
     pub created_at_ms: u64,
 }
 
+/// What storing a plugin did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginInsert {
+    /// Stored.
+    Inserted(PluginRecord),
+    /// The tenant had these bytes already: the plugin stored then.
+    Existing(PluginRecord),
+    /// It does not fit the tenant's quota; nothing was stored.
+    OverQuota(QuotaExceeded),
+}
+
 /// What deleting a plugin did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginDeletion {
     /// It is gone.
-    Deleted,
+    Deleted {
+        /// Its digest (hex SHA-256).
+        digest: String,
+        /// Another plugin, of this tenant or another, has the same digest.
+        shared: bool,
+    },
     /// The tenant has no such plugin.
     NotFound,
     /// It is bound to these hooks; nothing was deleted.

@@ -669,7 +669,17 @@ pub(super) const LIST_PLUGINS: &str = concat!(
 );
 pub(super) const PLUGIN_COMPONENT: &str =
     "SELECT component FROM plugins WHERE tenant_id = $1 AND id = $2";
-pub(super) const DELETE_PLUGIN: &str = "DELETE FROM plugins WHERE tenant_id = $1 AND id = $2";
+pub(super) const DELETE_PLUGIN: &str =
+    "DELETE FROM plugins WHERE tenant_id = $1 AND id = $2 RETURNING digest";
+/// A write to the tenant's row that changes nothing: it locks the row (PostgreSQL) or the
+/// database (SQLite) until the transaction ends, so two uploads of one tenant check and fill
+/// its quota one after the other. (SQLite has no `SELECT … FOR UPDATE`.)
+pub(super) const LOCK_TENANT: &str =
+    "UPDATE tenants SET created_at_ms = created_at_ms WHERE id = $1";
+pub(super) const PLUGIN_USAGE: &str = "SELECT CAST(count(*) AS BIGINT), \
+     CAST(coalesce(sum(size), 0) AS BIGINT) FROM plugins WHERE tenant_id = $1";
+pub(super) const DIGEST_USES: &str =
+    "SELECT CAST(count(*) AS BIGINT) FROM plugins WHERE digest = $1";
 pub(super) const PLUGIN_HOOKS: &str = "SELECT DISTINCT hook FROM hook_bindings \
      WHERE tenant_id = $1 AND plugin_id = $2 ORDER BY hook";
 pub(super) const DISABLE_PLUGIN: &str = "UPDATE plugins SET disabled_at_ms = $3, disabled_reason = $4 \
@@ -1552,8 +1562,40 @@ macro_rules! impl_store {
             async fn insert_plugin(
                 &self,
                 plugin: $crate::store::NewPlugin,
-            ) -> Result<($crate::domain::plugin::PluginRecord, bool), StoreError> {
-                let inserted = sqlx::query::<Db>(sql::INSERT_PLUGIN)
+                quota: $crate::domain::plugin::PluginQuota,
+            ) -> Result<$crate::store::PluginInsert, StoreError> {
+                use $crate::domain::plugin::PluginUsage;
+                use $crate::store::PluginInsert;
+                let mut tx = self.writer.begin().await?;
+                // A write first: SQLite takes its write lock now (see the module docs), and
+                // PostgreSQL locks the tenant's row, so the counts below are current.
+                sqlx::query::<Db>(sql::LOCK_TENANT)
+                    .bind(&plugin.tenant_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let existing = sqlx::query_as::<Db, sql::PluginRow>(sql::PLUGIN_BY_DIGEST)
+                    .bind(&plugin.tenant_id)
+                    .bind(&plugin.digest)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(row) = existing {
+                    tx.commit().await?;
+                    return Ok(PluginInsert::Existing(row.try_into()?));
+                }
+                let (plugins, bytes): (i64, i64) = sqlx::query_as::<Db, (i64, i64)>(sql::PLUGIN_USAGE)
+                    .bind(&plugin.tenant_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let usage = PluginUsage {
+                    plugins: u64::try_from(plugins).unwrap_or(0),
+                    bytes: u64::try_from(bytes).unwrap_or(0),
+                };
+                let size = u64::try_from(plugin.component.len()).unwrap_or(u64::MAX);
+                if let Err(exceeded) = quota.admit(usage, size) {
+                    tx.rollback().await?;
+                    return Ok(PluginInsert::OverQuota(exceeded));
+                }
+                sqlx::query::<Db>(sql::INSERT_PLUGIN)
                     .bind(&plugin.id)
                     .bind(&plugin.tenant_id)
                     .bind(&plugin.name)
@@ -1563,16 +1605,15 @@ macro_rules! impl_store {
                     .bind(i64::try_from(plugin.component.len()).unwrap_or(i64::MAX))
                     .bind(&plugin.component)
                     .bind(sql::ms(plugin.created_at_ms))
-                    .execute(&self.writer)
-                    .await?
-                    .rows_affected()
-                    == 1;
+                    .execute(&mut *tx)
+                    .await?;
                 let row = sqlx::query_as::<Db, sql::PluginRow>(sql::PLUGIN_BY_DIGEST)
                     .bind(&plugin.tenant_id)
                     .bind(&plugin.digest)
-                    .fetch_one(&self.writer)
+                    .fetch_one(&mut *tx)
                     .await?;
-                Ok((row.try_into()?, inserted))
+                tx.commit().await?;
+                Ok(PluginInsert::Inserted(row.try_into()?))
             }
 
             async fn plugins(
@@ -1623,13 +1664,13 @@ macro_rules! impl_store {
                 use $crate::store::PluginDeletion;
                 let mut tx = self.writer.begin().await?;
                 // A write first: SQLite takes its write lock now (see the module docs).
-                let deleted = sqlx::query::<Db>(sql::DELETE_PLUGIN)
+                let deleted = sqlx::query_scalar::<Db, String>(sql::DELETE_PLUGIN)
                     .bind(tenant)
                     .bind(id)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await;
                 let deleted = match deleted {
-                    Ok(done) => done.rows_affected() == 1,
+                    Ok(digest) => digest,
                     Err(sqlx::Error::Database(error)) if error.is_foreign_key_violation() => {
                         tx.rollback().await?;
                         let hooks: Vec<(String,)> = sqlx::query_as::<Db, (String,)>(sql::PLUGIN_HOOKS)
@@ -1643,11 +1684,18 @@ macro_rules! impl_store {
                     }
                     Err(error) => return Err(error.into()),
                 };
+                let Some(digest) = deleted else {
+                    tx.commit().await?;
+                    return Ok(PluginDeletion::NotFound);
+                };
+                let uses: i64 = sqlx::query_scalar::<Db, i64>(sql::DIGEST_USES)
+                    .bind(&digest)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 tx.commit().await?;
-                Ok(if deleted {
-                    PluginDeletion::Deleted
-                } else {
-                    PluginDeletion::NotFound
+                Ok(PluginDeletion::Deleted {
+                    digest,
+                    shared: uses > 0,
                 })
             }
 
