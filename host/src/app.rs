@@ -19,7 +19,7 @@ use base64::Engine as _;
 use tokio::net::TcpListener;
 
 use crate::auth::password::{HashError, Passwords};
-use crate::auth::rate_limit::{Rate, RateLimits};
+use crate::auth::rate_limit::{RateLimits, Rates};
 use crate::auth::{jwt::Tokens, random_bytes};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
@@ -165,15 +165,7 @@ impl AppState {
         );
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         let passwords = Passwords::new(parallelism).await?;
-        let limits = RateLimits::new(
-            Rate::per_minute(config.rate_limit_login_per_ip),
-            Rate::per_minute(config.rate_limit_login_per_username),
-            Rate::per_second(
-                config.rate_limit_api_per_second,
-                config.rate_limit_api_burst,
-            ),
-            redis.clone(),
-        );
+        let limits = RateLimits::new(Rates::from_config(&config), redis.clone());
         let hub = Hub::new(
             config.ws_outbound_queue as usize,
             crate::realtime::Caps {
@@ -195,6 +187,8 @@ impl AppState {
                 allow_private_networks: config.allow_private_networks,
                 clock: clock.clone(),
                 max_component_bytes: (config.plugin_max_upload_mb as usize) << 20,
+                cache_memory_bytes: (config.plugin_cache_memory_mb as usize) << 20,
+                compile_concurrency: config.plugin_compile_concurrency as usize,
             },
             hub.clone(),
         )?;
@@ -204,6 +198,7 @@ impl AppState {
             store.clone(),
             hub.clone(),
             config.plugin_failure_limit,
+            config.plugin_quota(),
         )
         .await?;
         hub.on_hooks_changed({

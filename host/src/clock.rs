@@ -41,24 +41,39 @@ impl Clock {
     }
 }
 
+/// The latest time RFC 3339 can write, `9999-12-31T23:59:59.999Z` (its years have four
+/// digits), in Unix milliseconds. Times the API takes are refused past it; times plugins
+/// decide are brought back to it (`policies`).
+pub const LATEST_MS: u64 = 253_402_300_799_999;
+
 /// Formats Unix milliseconds as RFC 3339 in UTC with millisecond precision
-/// (`2026-01-02T03:04:05.678Z`), the one time format of the API and the CLI.
+/// (`2026-01-02T03:04:05.678Z`), the one time format of the API and the CLI. A time past
+/// [`LATEST_MS`] (none is stored since inputs and plugin decisions are bounded, but older rows
+/// may hold one) is written as `LATEST_MS`: the answer is always RFC 3339.
 pub fn rfc3339(ms: u64) -> String {
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    i128::from(ms)
-        .checked_mul(1_000_000)
-        .and_then(|nanos| time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+    let nanos = i128::from(ms.min(LATEST_MS)) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
         .and_then(|at| at.format(FORMAT).ok())
-        .unwrap_or_else(|| ms.to_string())
+        .expect("every time up to LATEST_MS has an RFC 3339 form")
 }
 
-/// Parses an RFC 3339 time (any offset) into Unix milliseconds; times before 1970 are `None`.
+/// Parses an RFC 3339 time (any offset) into Unix milliseconds; times before 1970 or past
+/// [`LATEST_MS`] (`9999-12-31T23:59:59-01:00` is in the year 10000) are `None`.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let at =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000)
+        .ok()
+        .filter(|ms| *ms <= LATEST_MS)
+}
+
+/// `now` plus `ms`, when that is at most [`LATEST_MS`]: a delay a client may ask for.
+pub fn after(now: u64, ms: u64) -> Option<u64> {
+    now.checked_add(ms).filter(|at| *at <= LATEST_MS)
 }
 
 #[cfg(test)]
@@ -75,6 +90,20 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn times_stop_at_the_last_millisecond_of_9999() {
+        assert_eq!(rfc3339(LATEST_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59.999Z"), Some(LATEST_MS));
+        // Past it: refused when read, and never written as anything but RFC 3339.
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59-01:00"), None);
+        for ms in [LATEST_MS + 1, 10_000_000_000_000_000, u64::MAX] {
+            assert_eq!(rfc3339(ms), "9999-12-31T23:59:59.999Z");
+        }
+        assert_eq!(after(0, LATEST_MS), Some(LATEST_MS));
+        assert_eq!(after(1, LATEST_MS), None);
+        assert_eq!(after(u64::MAX, 1), None);
     }
 
     #[test]

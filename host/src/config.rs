@@ -106,6 +106,7 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub rate_limit_login_per_ip: u32,
     pub rate_limit_login_per_username: u32,
+    pub rate_limit_login_per_username_global: u32,
     pub rate_limit_api_per_second: u32,
     pub rate_limit_api_burst: u32,
     pub client_ip_header: String,
@@ -120,6 +121,10 @@ pub struct Config {
     pub plugin_channel_deadline_ms: u64,
     pub plugin_max_instances: u32,
     pub plugin_max_upload_mb: u32,
+    pub plugin_max_per_tenant: u32,
+    pub plugin_max_tenant_mb: u32,
+    pub plugin_compile_concurrency: u32,
+    pub plugin_cache_memory_mb: u32,
     pub plugin_failure_limit: u32,
     pub allow_private_networks: bool,
     pub replay_per_second: u32,
@@ -256,6 +261,21 @@ impl Config {
                 "it must be between 1 and 1024".into(),
             );
         }
+        if self.plugin_max_tenant_mb < self.plugin_max_upload_mb {
+            return invalid(
+                "DMS_PLUGIN_MAX_TENANT_MB",
+                format!(
+                    "it must be at least DMS_PLUGIN_MAX_UPLOAD_MB ({}), or the largest upload allowed could never be stored",
+                    self.plugin_max_upload_mb
+                ),
+            );
+        }
+        if !(1..=64).contains(&self.plugin_compile_concurrency) {
+            return invalid(
+                "DMS_PLUGIN_COMPILE_CONCURRENCY",
+                "it must be between 1 and 64".into(),
+            );
+        }
         if let Some(url) = self.redis_url.expose()
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -272,6 +292,10 @@ impl Config {
             (
                 "DMS_PLUGIN_FAILURE_LIMIT",
                 u64::from(self.plugin_failure_limit),
+            ),
+            (
+                "DMS_PLUGIN_MAX_PER_TENANT",
+                u64::from(self.plugin_max_per_tenant),
             ),
             ("DMS_WS_OUTBOUND_QUEUE", u64::from(self.ws_outbound_queue)),
             (
@@ -304,6 +328,10 @@ impl Config {
             (
                 "DMS_RATE_LIMIT_LOGIN_PER_USERNAME",
                 u64::from(self.rate_limit_login_per_username),
+            ),
+            (
+                "DMS_RATE_LIMIT_LOGIN_PER_USERNAME_GLOBAL",
+                u64::from(self.rate_limit_login_per_username_global),
             ),
             (
                 "DMS_RATE_LIMIT_API_PER_SECOND",
@@ -365,6 +393,14 @@ impl Config {
         }
     }
 
+    /// The most one tenant may store.
+    pub fn plugin_quota(&self) -> crate::domain::plugin::PluginQuota {
+        crate::domain::plugin::PluginQuota {
+            plugins: u64::from(self.plugin_max_per_tenant),
+            bytes: u64::from(self.plugin_max_tenant_mb) << 20,
+        }
+    }
+
     /// Where compiled plugins are cached.
     pub fn plugin_cache_dir(&self) -> PathBuf {
         if self.plugin_cache_dir.as_os_str().is_empty() {
@@ -392,7 +428,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 49);
+        assert_eq!(keys().len(), 54);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! - [`config`]: settings, layered and validated;
 //! - [`tls`]: TLS 1.3 termination, when configured;
 //! - [`clock`]: the server's clock, manual in tests;
+//! - [`text`]: text from receivers and plugins made safe to store, show and log;
 //! - [`private_files`]: files and directories only the server's user may read;
 //! - [`cli`]: the `dms` command line.
 
@@ -42,4 +43,5 @@ pub mod redis_link;
 pub mod sandbox;
 pub mod schedule;
 pub mod store;
+pub mod text;
 pub mod tls;

@@ -7,11 +7,14 @@
 //!   outcome, and the lateness of each attempt;
 //! - **state**, read at scrape time: messages by status and the overdue ones (one aggregate
 //!   query on the database, the source of truth, so every node reports the same queue), the
-//!   schedule index's size, leases held, live real-time connections, and every loaded
-//!   plugin's calls, failures by kind and time (from the sandbox's lock-free counters).
+//!   schedule index's size, leases held, live real-time connections, every loaded plugin's
+//!   calls, failures by kind and time (from the sandbox's lock-free counters), and what the
+//!   sandbox keeps: plugins loaded, compiled code cached in memory, compiles running.
 //!
 //! Labels are bounded: routes are templates (`/messages/{id}`), never raw paths; plugins are
-//! named by name and digest, of which a node loads a bounded number.
+//! named by name and digest, and only while loaded on this node (held by the built-ins, a
+//! tenant's resolved hooks or a call): a deleted plugin's series go with it, and a plugin
+//! loaded again starts its counters at zero, which Prometheus reads as a counter reset.
 
 use std::sync::Mutex;
 
@@ -19,6 +22,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -315,6 +319,7 @@ struct PluginCollector(Sandbox);
 
 impl Collector for PluginCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let usage = self.0.cache_usage();
         let plugins: Vec<_> = self
             .0
             .plugins()
@@ -329,6 +334,37 @@ impl Collector for PluginCollector {
                 (labels, plugin.stats())
             })
             .collect();
+        let gauge = |value: usize| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+        for (name, help, value) in [
+            (
+                "dms_plugins_loaded",
+                "Plugins loaded on this node (built-ins included)",
+                plugins.len(),
+            ),
+            (
+                "dms_plugin_cache_components",
+                "Compiled plugin components kept in memory by the cache",
+                usage.components,
+            ),
+            (
+                "dms_plugin_cache_bytes",
+                "Bytes of compiled code the cache keeps in memory (at most DMS_PLUGIN_CACHE_MEMORY_MB)",
+                usage.bytes,
+            ),
+            (
+                "dms_plugin_compiles",
+                "Plugin compiles running now (at most DMS_PLUGIN_COMPILE_CONCURRENCY)",
+                usage.compiling,
+            ),
+        ] {
+            let family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            gauge(value).encode(family)?;
+        }
         {
             let mut family = encoder.encode_descriptor(
                 "dms_plugin_calls",

@@ -861,6 +861,16 @@ async fn listing_is_newest_first_with_offsets_and_cursors(backend: Backend) {
         .expect(200)
         .body;
     assert_eq!(next["items"][0]["id"], newest[2]);
+    // An offset with a cursor skips that many after it.
+    let skipped = admin
+        .api
+        .get(&format!(
+            "/messages?box=sent&limit=2&cursor={cursor}&offset=1"
+        ))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(skipped["items"][0]["id"], newest[3]);
     let offset = admin
         .api
         .get("/messages?box=sent&limit=2&offset=4")

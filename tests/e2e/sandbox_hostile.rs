@@ -84,6 +84,71 @@ async fn guest_host_call_loop() {
     assert_still_serves(&sandbox).await;
 }
 
+/// Log output collected in memory.
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A plugin's log lines (and a guest's stderr) are the tenant's text, and a sender's content can
+/// reach them: in the text log format a newline in them started a line of its own, which could
+/// pass for the server's. They are logged with control characters escaped.
+#[tokio::test]
+async fn what_a_plugin_logs_cannot_forge_or_garble_log_lines() {
+    let logged = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer({
+            let logged = logged.clone();
+            move || Captured(logged.clone())
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (sandbox, _) = sandbox();
+    let plugin = load(&sandbox, "logger", guest_artifacts::GUEST_HOST_CALL_LOOP).await;
+    let content = "hello\n2026-12-01T00:00:00Z ERROR dms: forged \u{1b}[2J";
+    let forged = r"hello\n2026-12-01T00:00:00Z ERROR dms: forged \u{1b}[2J";
+    let error = sandbox
+        .validate(&plugin, &binding(&[]), &message(content))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CallError::Timeout { .. }), "{error:?}");
+    let logged = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.lines().any(|line| line.contains(forged)),
+        "the content is logged on one line, escaped:\n{logged}"
+    );
+    assert!(
+        !logged
+            .lines()
+            .any(|line| line.contains("ERROR dms: forged") && !line.contains("hello")),
+        "{logged}"
+    );
+    assert!(!logged.contains('\u{1b}'), "{logged}");
+
+    // A guest's stderr, kept in the trap error, likewise.
+    let panicking = load(&sandbox, "panic", guest_artifacts::GUEST_PANIC).await;
+    let mut odd = message("hello");
+    odd.id = "msg_1\nERROR dms: forged".into();
+    let CallError::Trap { stderr, .. } = sandbox
+        .validate(&panicking, &binding(&[]), &odd)
+        .await
+        .unwrap_err()
+    else {
+        panic!("a trap");
+    };
+    assert!(stderr.contains(r"msg_1\nERROR dms: forged"), "{stderr}");
+}
+
 #[tokio::test]
 async fn guest_memory_bomb() {
     let (sandbox, _, error) = validate_guest(guest_artifacts::GUEST_MEMORY_BOMB).await;
@@ -188,6 +253,47 @@ async fn guest_sleepy() {
         }
     );
     assert_still_serves(&sandbox).await;
+}
+
+/// A decision is charged for its own running time, not for the time the host spends elsewhere.
+/// On this current-thread runtime, a task that blocks the thread for 30 ms while an honest
+/// validator waits in a host call (a 1 ms sleep) pushes the call past its 10 ms deadline on the
+/// wall clock with almost none of its CPU budget used, as on a preempted or overloaded server:
+/// the decision is made once more instead of failing the message closed (seen once under load
+/// as Redis came back: a valid message answered 422).
+#[tokio::test]
+async fn a_decision_the_host_held_up_past_its_deadline_is_made_again() {
+    let (sandbox, _) = sandbox();
+    let plugin = load(&sandbox, "napper", guest_artifacts::GUEST_SLEEPY).await;
+    let naps = binding(&[("naps", "3"), ("nap_ms", "1")]);
+    assert_eq!(
+        sandbox.validate(&plugin, &naps, &message("hello")).await,
+        Ok(Ok(())),
+        "three 1 ms naps fit the 10 ms deadline when nothing holds the call up"
+    );
+    let calls = plugin.stats().calls;
+    let hog = async {
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(30));
+    };
+    let hello = message("hello");
+    let (answer, ()) = tokio::join!(sandbox.validate(&plugin, &naps, &hello), hog);
+    assert_eq!(answer, Ok(Ok(())));
+    assert_eq!(plugin.stats().calls, calls + 1, "counted as one call");
+
+    // A guest that spends its own wall-clock time waiting is refused after the second try.
+    let sleeper = binding(&[("naps", "1"), ("nap_ms", "15")]);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        sandbox.validate(&plugin, &sleeper, &message("hello")).await,
+        Err(CallError::Timeout {
+            deadline: Duration::from_millis(10)
+        })
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(20),
+        "tried twice"
+    );
 }
 
 #[tokio::test]

@@ -808,25 +808,26 @@ async fn a_python_plugin_is_uploaded_and_decides() {
     println!("python-validator: 3 calls in {} µs", stats["time_us"]);
 }
 
-/// A dry run whose simulated failures ask for the longest wait: every retry time saturates
-/// (the last-resort retry overflowed and the server dropped the connection; found by
-/// schemathesis).
+/// A dry run whose simulated failures ask for the longest wait answers (the last-resort retry
+/// once overflowed and the server dropped the connection; found by schemathesis), and a longer
+/// one than any channel may ask for is refused (`input_hardening`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_with_the_longest_retry_after_answers() {
     let server = TestServer::start(Backend::Sqlite).await;
     let admin = server.admin().await;
-    let run = admin
-        .api
-        .post(
+    let dry_run = |retry_after_ms: u64| {
+        admin.api.post(
             "/hooks/dry-run",
             json!({
                 "message": { "recipient_id": admin.user_id(), "content": "x" },
                 "attempts": 5,
-                "retry_after_ms": u64::MAX,
+                "retry_after_ms": retry_after_ms,
             }),
         )
-        .await
-        .expect(200);
+    };
+    let refused = dry_run(u64::MAX).await.problem(422, "invalid_field");
+    assert_eq!(refused.body["field"], "/retry_after_ms");
+    let run = dry_run(365 * 86_400_000).await.expect(200);
     let retries = run.body["retries"].as_array().unwrap();
     assert!(!retries.is_empty(), "{}", run.body);
     for step in retries {

@@ -151,7 +151,8 @@ async fn usernames_are_unique_on_the_server(backend: Backend) {
         )
         .await
         .problem(409, "conflict");
-    assert_eq!(reply.body["detail"], "the username \"bob\" is taken");
+    let taken = "the username \"bob\" is not available: usernames are unique on the whole server, and this one, or one that looks like it, is in use";
+    assert_eq!(reply.body["detail"], taken);
 
     // Taken across tenants too: login stays {username, password}.
     let other = server.state.store.create_tenant("other", 0).await.unwrap();
@@ -161,7 +162,7 @@ async fn usernames_are_unique_on_the_server(backend: Backend) {
         .hash("whatever-password")
         .await
         .unwrap();
-    let taken = server
+    let refused = server
         .state
         .store
         .create_user(
@@ -176,7 +177,7 @@ async fn usernames_are_unique_on_the_server(backend: Backend) {
         )
         .await
         .unwrap_err();
-    assert_eq!(taken.to_string(), "the username \"bob\" is taken");
+    assert_eq!(refused.to_string(), taken);
 }
 
 /// A second tenant with an admin.

@@ -12,11 +12,11 @@ use super::extract::{ApiJson, Caller, ClientIp};
 use super::openapi::{PROBLEM, Problem};
 use super::users::UserBody;
 use crate::app::AppState;
-use crate::auth::rate_limit::Limit;
+use crate::auth::rate_limit::{self, Limit};
 use crate::auth::refresh;
 use crate::clock::rfc3339;
 use crate::domain::ids::SessionId;
-use crate::domain::user::{Session, User};
+use crate::domain::user::{Session, User, username_key};
 use crate::store::{NewSession, Rotation};
 
 /// The longest user agent kept with a session.
@@ -65,12 +65,12 @@ fn session_expiry(state: &AppState, now_ms: u64) -> u64 {
     path = "/auth/login",
     tag = "auth",
     summary = "Log in",
-    description = "Starts a session: an access token and a refresh token. Rate limited per client address and per username.",
+    description = "Starts a session: an access token and a refresh token. Any spelling of a username that compares equal (case, width, composition) logs in as that user. Rate limited per client address, per username from one address, and per username from all addresses together (a much higher ceiling), so that wrong passwords sent from one address do not lock the user out elsewhere.",
     request_body = Login,
     responses(
         (status = 200, description = "Logged in.", body = Tokens),
         (status = 401, description = "`invalid_credentials`: the username or the password is wrong.", body = Problem, content_type = PROBLEM),
-        (status = 429, description = "`rate_limited`: too many logins from this address or for this username; see `retry-after`.", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: too many logins from this address, for this username from this address, or for this username from everywhere; see `retry-after`.", body = Problem, content_type = PROBLEM),
     ),
 )]
 pub(super) async fn login(
@@ -79,16 +79,20 @@ pub(super) async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<Tokens>, ApiError> {
-    state
-        .limits
-        .check(Limit::LoginPerIp, &ip)
-        .await
-        .map_err(ApiError::rate_limited)?;
-    state
-        .limits
-        .check(Limit::LoginPerUsername, &body.username)
-        .await
-        .map_err(ApiError::rate_limited)?;
+    // In this order, so an attempt refused by one limit is not counted by the next: an
+    // address over its own limits cannot use up the ceiling every address shares.
+    let name = username_key(&body.username);
+    for (limit, key) in [
+        (Limit::LoginPerIp, ip.clone()),
+        (Limit::LoginPerUsernameFromIp, rate_limit::pair(&ip, &name)),
+        (Limit::LoginPerUsername, name),
+    ] {
+        state
+            .limits
+            .check(limit, &key)
+            .await
+            .map_err(ApiError::rate_limited)?;
+    }
     // No username holds a NUL (`check_username` refuses control characters), and PostgreSQL
     // text cannot even be queried with one: such a login is simply wrong, on both backends.
     let found = if body.username.contains('\0') {

@@ -26,6 +26,7 @@ pub(super) struct PageQuery {
     limit: Option<u32>,
     /// Items to skip (default 0).
     #[serde(default)]
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     offset: Option<u64>,
 }
 
@@ -63,7 +64,7 @@ pub(super) async fn list(
             format!("limit must be between 1 and {}", super::users::MAX_LIMIT),
         ));
     }
-    let offset = query.offset.unwrap_or(0);
+    let offset = super::users::offset(query.offset)?;
     let items = state
         .store
         .list_messages(

@@ -75,6 +75,7 @@ codes! {
     MethodNotAllowed = ("method_not_allowed", 405, "Method not allowed", "The endpoint exists but not with this method; the `allow` header lists the methods it takes.");
     RequestTimeout = ("request_timeout", 408, "Request timeout", "The request body did not arrive within DMS_HTTP_BODY_TIMEOUT_SECONDS of its headers; send it faster, or ask the operator to allow more time.");
     Conflict = ("conflict", 409, "Conflict", "The request conflicts with the current state: a name is taken, or the action is not possible now.");
+    PluginQuotaExceeded = ("plugin_quota_exceeded", 409, "Plugin quota exceeded", "Your tenant's plugins fill the quota the operator set (DMS_PLUGIN_MAX_PER_TENANT plugins, DMS_PLUGIN_MAX_TENANT_MB of components); `quota` says which (`plugins` or `bytes`), `limit` the maximum. Delete plugins no hook uses (DELETE /plugins/{id}), then upload again.");
     PayloadTooLarge = ("payload_too_large", 413, "Payload too large", "The request body is larger than the server accepts.");
     ComponentTooLarge = ("component_too_large", 413, "Component too large", "The plugin component is larger than the operator allows (DMS_PLUGIN_MAX_UPLOAD_MB); build it smaller (release profile, LTO, strip) or ask the operator.");
     UnsupportedMediaType = ("unsupported_media_type", 415, "Unsupported media type", "Send the body as JSON with `content-type: application/json` (POST /plugins takes `application/wasm`).");
@@ -254,6 +255,12 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Conflict(detail) => Self::new(Code::Conflict, detail),
             StoreError::Unavailable(cause) => Self::unavailable("database", cause),
+            // Input validation should have caught it; still the client's data, not a fault.
+            StoreError::Refused(detail) => Self::field(
+                "/",
+                format!("a value of the request cannot be stored: {detail}"),
+            )
+            .logging(format!("the database refused a request's data: {detail}")),
             StoreError::Sealed { record, source } => Self::new(
                 Code::ContentUnreadable,
                 format!("the stored content of {record} cannot be decrypted: {source}"),
@@ -313,6 +320,20 @@ impl From<crate::policies::ManageError> for ApiError {
                     LoadError::Invalid(_) | LoadError::Incompatible { .. } => {
                         Self::new(Code::InvalidComponent, detail)
                     }
+                }
+            }
+            ManageError::Quota(exceeded) => {
+                use crate::domain::plugin::QuotaExceeded;
+                let error = Self::new(Code::PluginQuotaExceeded, exceeded.to_string());
+                match exceeded {
+                    QuotaExceeded::Plugins { limit } => {
+                        error.with("quota", "plugins").with("limit", limit)
+                    }
+                    QuotaExceeded::Bytes { limit, used, size } => error
+                        .with("quota", "bytes")
+                        .with("limit", limit)
+                        .with("used", used)
+                        .with("size", size),
                 }
             }
             ManageError::NotFound => Self::not_found("plugin"),

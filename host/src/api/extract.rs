@@ -15,6 +15,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, Code};
+use super::json;
 use crate::app::AppState;
 use crate::auth::jwt::{Claims, TokenError};
 use crate::auth::rate_limit::Limit;
@@ -72,21 +73,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// Parses JSON, telling syntax errors (400) from field errors (422, with the field's path).
+/// A key given twice in one object, and an array where the type wants an object, are field
+/// errors too (see [`json`](super::json)): a body means one thing or is refused.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let malformed = |error: serde_json::Error| {
-        ApiError::new(
+    let node = json::read(bytes).map_err(|error| match error {
+        json::ReadError::Syntax(error) => ApiError::new(
             Code::MalformedJson,
             format!("the body is not valid JSON: {error}"),
-        )
-    };
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        ),
+        json::ReadError::DuplicateKey(pointer) => ApiError::field(
+            pointer.clone(),
+            format!("{pointer}: this key is given more than once in its object; give it once"),
+        ),
+    })?;
+    from_node(&node)
+}
+
+/// Converts parsed JSON into `T`, with the same field errors as [`parse_json`].
+pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    from_node(&json::Node::from(&value))
+}
+
+fn from_node<T: DeserializeOwned>(node: &json::Node) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(json::Strict(node)).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.classify() != serde_json::error::Category::Data {
-            return malformed(inner);
-        }
-        let message = strip_position(&inner.to_string());
+        // Errors from a tree carry no line and column: the path says where.
+        let message = error.into_inner().to_string();
         let mut field = if path == "." {
             String::new()
         } else {
@@ -107,22 +119,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             field.push('/');
         }
         ApiError::field(field.clone(), format!("{field}: {message}"))
-    })?;
-    deserializer.end().map_err(malformed)?;
-    Ok(value)
-}
-
-/// Converts parsed JSON into `T`, with the same field errors as [`parse_json`].
-pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    parse_json(value.to_string().as_bytes())
-}
-
-/// serde_json appends "at line 1 column 42" to data errors; the field path says more.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(index) => message[..index].to_owned(),
-        None => message.to_owned(),
-    }
+    })
 }
 
 /// Query parameters, parsed with the parameter's name in errors.
@@ -294,6 +291,18 @@ mod tests {
         let error =
             parse_json::<Login>(br#"{"username":"a","password":"b"} trailing"#).unwrap_err();
         assert_eq!(error.code(), Code::MalformedJson);
+        let error =
+            parse_json::<Login>(br#"{"username":"a","password":"b","username":"c"}"#).unwrap_err();
+        assert_eq!(error.code(), Code::InvalidField);
+        assert_eq!(error.field_name(), Some("/username"));
+        let error = parse_json::<Login>(br#"["a", "b", null]"#).unwrap_err();
+        assert_eq!(error.field_name(), Some("/"));
+        let error =
+            parse_json::<Login>(br#"{"username":"a","password":"b","nested":[1]}"#).unwrap_err();
+        assert_eq!(error.field_name(), Some("/nested"));
+        // The first bad field of the body is the one named, in the body's order.
+        let error = parse_json::<Login>(br#"{"username": 1, "password": 2}"#).unwrap_err();
+        assert_eq!(error.field_name(), Some("/username"));
     }
 
     #[test]

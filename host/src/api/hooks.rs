@@ -25,6 +25,9 @@ use crate::sandbox::LimitOverrides;
 const DEFAULT_ATTEMPTS: u32 = 10;
 /// The most attempts a dry run simulates.
 const MAX_ATTEMPTS: u32 = 50;
+/// The longest simulated retry-after hint: a year, the longest a channel may give
+/// (`MAX_RETRY_AFTER_MS` of `sandbox/hooks.rs`, which refuses a longer one from a plugin).
+const MAX_RETRY_AFTER_MS: u64 = 365 * 86_400_000;
 
 /// The validators to run, in order.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -313,8 +316,10 @@ pub(super) struct DryRunBody {
     /// What each simulated failure reports.
     #[serde(default)]
     error: Option<String>,
-    /// The channel's retry-after hint with each failure, in ms.
+    /// The channel's retry-after hint with each failure, in ms: at most a year, as from a
+    /// real channel.
     #[serde(default)]
+    #[schema(maximum = 31_536_000_000_u64)]
     retry_after_ms: Option<u64>,
     /// Proposed bindings to use instead of the current ones.
     #[serde(default)]
@@ -421,7 +426,7 @@ pub(super) struct DryRunResult {
         (status = 200, description = "The decisions.", body = DryRunResult),
         (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`not_found`: no such message (`message_id`) in your tenant.", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "`invalid_field`: the sample message, a proposed binding or `attempts` is invalid; `field` names it.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field`: the sample message (`field` is then `/message/…`), a proposed binding, `attempts` or `retry_after_ms` is invalid; `field` names it.", body = Problem, content_type = PROBLEM),
     ),
 )]
 pub(super) async fn dry_run(
@@ -435,6 +440,17 @@ pub(super) async fn dry_run(
         return Err(ApiError::field(
             "/attempts",
             format!("/attempts: at most {MAX_ATTEMPTS} attempts are simulated"),
+        ));
+    }
+    // A hint no channel may give; a year of them still ends long before the year 9999.
+    if let Some(wait) = body.retry_after_ms
+        && wait > MAX_RETRY_AFTER_MS
+    {
+        return Err(ApiError::field(
+            "/retry_after_ms",
+            format!(
+                "/retry_after_ms: at most {MAX_RETRY_AFTER_MS} ms (a year), the longest a channel may ask for"
+            ),
         ));
     }
     let message = match (body.message, body.message_id) {
@@ -451,11 +467,21 @@ pub(super) async fn dry_run(
             ));
         }
         (Some(sample), None) => {
-            let submission: Submission = from_json_value(sample).map_err(|error| {
-                let field = format!("/message{}", error.field_name().unwrap_or_default());
-                ApiError::field(field.clone(), format!("{field}: {}", error.detail()))
-            })?;
-            draft(&state, &caller.user, submission, state.clock.now_ms()).await?
+            // The sample's errors name its fields inside the body: `/message/content`.
+            let within = |field: &str, detail: &str| {
+                let inner = if field == "/" { "" } else { field };
+                let reason = detail.strip_prefix(&format!("{field}: ")).unwrap_or(detail);
+                let field = format!("/message{inner}");
+                ApiError::field(field.clone(), format!("{field}: {reason}"))
+            };
+            let submission: Submission = from_json_value(sample)
+                .map_err(|error| within(error.field_name().unwrap_or("/"), error.detail()))?;
+            draft(&state, &caller.user, submission, state.clock.now_ms())
+                .await
+                .map_err(|error| match error {
+                    crate::messages::Error::Invalid { field, reason } => within(field, &reason),
+                    other => other.into(),
+                })?
         }
         (None, Some(id)) => {
             let id: MessageId = id.parse().map_err(|_| ApiError::not_found("message"))?;

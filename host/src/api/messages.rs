@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Caller, from_json_value};
 use super::openapi::{PROBLEM, Problem};
 use crate::app::AppState;
-use crate::clock::parse_rfc3339;
+use crate::clock::{self, parse_rfc3339};
 use crate::domain::ids::MessageId;
 use crate::domain::message::{Requested, Status};
 use crate::domain::user::Role;
@@ -123,10 +123,11 @@ pub(super) struct ListQuery {
     #[serde(default)]
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// Items to skip (not with `cursor`).
+    /// Items to skip (after the cursor, when one is given).
     #[serde(default)]
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     offset: Option<u64>,
-    /// The `next_cursor` of the previous page (not with `offset`).
+    /// The `next_cursor` of the previous page: the page starts after it.
     #[serde(default)]
     #[param(value_type = Option<MessageId>)]
     cursor: Option<String>,
@@ -175,9 +176,7 @@ pub(super) async fn list(
             format!("limit must be between 1 and {}", super::users::MAX_LIMIT),
         ));
     }
-    if query.cursor.is_some() && query.offset.is_some() {
-        return Err(ApiError::query("cursor", "give cursor or offset, not both"));
-    }
+    let offset = super::users::offset(query.offset)?;
     let before =
         match &query.cursor {
             None => None,
@@ -193,7 +192,7 @@ pub(super) async fn list(
                 mailbox,
                 status: query.status,
                 limit,
-                offset: query.offset.unwrap_or(0),
+                offset,
                 before,
             },
         )
@@ -204,7 +203,7 @@ pub(super) async fn list(
     Ok(Json(MessagePage {
         items: items.iter().map(MessageView::from).collect(),
         limit,
-        offset: query.offset.unwrap_or(0),
+        offset,
         next_cursor,
     }))
 }
@@ -319,10 +318,10 @@ pub(super) async fn cancel(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Reschedule {
-    /// Deliver this many seconds from now.
+    /// Deliver this many seconds from now (ending by 9999-12-31T23:59:59.999Z).
     #[serde(default)]
     delay_seconds: Option<u64>,
-    /// Deliver at this time (RFC 3339).
+    /// Deliver at this time (RFC 3339, up to 9999-12-31T23:59:59.999Z).
     #[serde(default)]
     #[schema(format = DateTime)]
     deliver_at: Option<String>,
@@ -352,11 +351,23 @@ pub(super) async fn reschedule(
     ApiJson(body): ApiJson<Reschedule>,
 ) -> Result<Json<MessageView>, ApiError> {
     let requested = match (body.delay_seconds, body.deliver_at) {
-        (Some(seconds), None) => Requested::DelayMs(seconds.saturating_mul(1000)),
+        (Some(seconds), None) => {
+            let delay = seconds.saturating_mul(1000);
+            clock::after(state.clock.now_ms(), delay).ok_or_else(|| {
+                ApiError::field(
+                    "/delay_seconds",
+                    format!(
+                        "/delay_seconds: {seconds} seconds from now is past {}, the latest time the API can write",
+                        clock::rfc3339(clock::LATEST_MS)
+                    ),
+                )
+            })?;
+            Requested::DelayMs(delay)
+        }
         (None, Some(at)) => Requested::AtMs(parse_rfc3339(&at).ok_or_else(|| {
             ApiError::field(
                 "/deliver_at",
-                format!("/deliver_at: {at:?} is not an RFC 3339 time"),
+                format!("/deliver_at: {at:?} is not an RFC 3339 time from 1970 to 9999"),
             )
         })?),
         _ => {

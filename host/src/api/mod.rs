@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod extract;
+mod json;
 
 mod auth;
 mod bodies;

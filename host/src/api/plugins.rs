@@ -24,9 +24,11 @@ use crate::policies::{Counters, Upload};
 pub(super) struct UploadQuery {
     /// Its name (default: its world and the start of its digest).
     #[serde(default)]
+    #[param(pattern = r"^[A-Za-z0-9._+\-]{1,64}$")]
     name: Option<String>,
     /// Its version.
     #[serde(default)]
+    #[param(pattern = r"^[A-Za-z0-9._+\-]{1,64}$")]
     version: Option<String>,
 }
 
@@ -117,7 +119,7 @@ fn parse_id(id: &str) -> Result<PluginId, ApiError> {
     path = "/plugins",
     tag = "plugins",
     summary = "Upload a plugin (admin)",
-    description = "The body is a WebAssembly component (`application/wasm`) built for wasm32-wasip2 that exports one DMS world. The host checks its imports, compiles and stores it.",
+    description = "The body is a WebAssembly component (`application/wasm`) built for wasm32-wasip2 that exports one DMS world. The host checks its imports, compiles and stores it, within the tenant's quota of plugins and bytes. A tenant's uploads are taken one at a time, and compiles wait for the node's compiler: a burst of uploads queues rather than fails.",
     params(UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component."),
     security(("bearer" = [])),
@@ -125,6 +127,7 @@ fn parse_id(id: &str) -> Result<PluginId, ApiError> {
         (status = 201, description = "Stored.", body = Plugin),
         (status = 200, description = "The tenant uploaded these bytes before: the plugin stored then.", body = Plugin),
         (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`plugin_quota_exceeded`: the tenant's plugins fill its quota (`quota` is `plugins` or `bytes`; `limit`, and for bytes `used` and `size`, say by how much). Nothing is stored.", body = Problem, content_type = PROBLEM),
         (status = 413, description = "`component_too_large`: larger than the operator allows (`size` and `limit` say by how much).", body = Problem, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`: send `content-type: application/wasm`.", body = Problem, content_type = PROBLEM),
         (status = 422, description = "`not_a_component`, `core_module`, `unknown_world`, `import_not_granted` or `invalid_component` (the component is refused), or `invalid_field` (`name`, `version`).", body = Problem, content_type = PROBLEM),
@@ -156,6 +159,8 @@ pub(super) async fn upload(
             ),
         ));
     }
+    // The tenant's turn first, so its queued uploads wait with their bodies unread.
+    let turn = state.policies.upload_turn(caller.tenant()).await;
     let limit = state.policies.sandbox().max_component_bytes();
     let bytes = Bytes::from_request(request, &state)
         .await
@@ -176,7 +181,7 @@ pub(super) async fn upload(
     let (plugin, created) = state
         .policies
         .upload(
-            caller.tenant(),
+            &turn,
             Upload {
                 name: query.name,
                 version: query.version,
@@ -184,6 +189,7 @@ pub(super) async fn upload(
             },
         )
         .await?;
+    drop(turn);
     let bindings = state.store.hook_bindings(caller.tenant()).await?;
     let status = if created {
         StatusCode::CREATED

@@ -53,10 +53,12 @@ impl From<User> for UserBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateUser {
-    /// Unique on the server.
+    /// 1 to 64 characters, unique on the server in its normal form (NFKC, case-folded; and no
+    /// look-alike of another); kept as given.
     #[schema(example = "bob")]
     username: String,
-    /// At least 8 characters.
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
     /// At most 200 characters.
     #[serde(default)]
@@ -82,7 +84,8 @@ fn member() -> Role {
         (status = 201, description = "Created; `location` names it.", body = UserBody,
             headers(("location" = String, description = "`/users/{id}`"))),
         (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "`conflict`: the username is taken.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the username, or one that compares equal to it (case, width, composition) or looks like it (UTS #39 confusables), is in use on this server. Usernames are unique across all tenants, since login takes only a username; the answer is the same whichever tenant holds it, and never says which.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field` (`field` names it): for `/username`, spaces, control or invisible characters (zero-width, bidi controls), characters outside ASCII other than the letters, marks and digits UTS #39 recommends, or scripts mixed in a confusable way (Cyrillic `а` in `аdmin`).", body = Problem, content_type = PROBLEM),
     ),
 )]
 pub(super) async fn create(
@@ -151,6 +154,7 @@ pub(super) struct PageQuery {
     limit: Option<u32>,
     /// Items to skip (default 0).
     #[serde(default)]
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     offset: Option<u64>,
 }
 
@@ -158,6 +162,20 @@ pub(super) struct PageQuery {
 pub(super) const DEFAULT_LIMIT: u32 = 20;
 /// The largest page size.
 pub(super) const MAX_LIMIT: u32 = 100;
+/// The largest offset: the `int64` the document gives `offset`, and what SQL's `OFFSET` takes.
+/// (utoipa writes a `u64` as `int64`; the `maximum` of each `offset` parameter says it too.)
+pub(super) const MAX_OFFSET: u64 = i64::MAX.unsigned_abs();
+
+/// A listing's `offset` (default 0), refused above [`MAX_OFFSET`] as `limit` is out of range.
+pub(super) fn offset(offset: Option<u64>) -> Result<u64, ApiError> {
+    match offset.unwrap_or(0) {
+        offset if offset <= MAX_OFFSET => Ok(offset),
+        _ => Err(ApiError::query(
+            "offset",
+            format!("offset must be between 0 and {MAX_OFFSET}"),
+        )),
+    }
+}
 
 impl PageQuery {
     pub(super) fn page(&self) -> Result<Page, ApiError> {
@@ -170,7 +188,7 @@ impl PageQuery {
         }
         Ok(Page {
             limit,
-            offset: self.offset.unwrap_or(0),
+            offset: offset(self.offset)?,
         })
     }
 }
@@ -309,6 +327,8 @@ pub(super) async fn delete(
 #[serde(deny_unknown_fields)]
 pub(super) struct ChangePassword {
     current_password: String,
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     new_password: String,
 }
 

@@ -14,8 +14,9 @@ use tokio::sync::Semaphore;
 
 /// The shortest password accepted.
 pub const MIN_LENGTH: usize = 8;
-/// The longest password accepted, in bytes; argon2 would happily hash megabytes.
-pub const MAX_BYTES: usize = 1024;
+/// The longest password accepted, in characters (as JSON Schema's `maxLength` counts them, so
+/// the API document states the rule exactly); argon2 would happily hash megabytes.
+pub const MAX_LENGTH: usize = 1024;
 
 /// Why a password hash could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +97,10 @@ pub fn check_new(password: &str) -> Result<(), String> {
             "the password must have at least {MIN_LENGTH} characters"
         ));
     }
-    if password.len() > MAX_BYTES {
-        return Err(format!("the password must be at most {MAX_BYTES} bytes"));
+    if password.chars().count() > MAX_LENGTH {
+        return Err(format!(
+            "the password must have at most {MAX_LENGTH} characters"
+        ));
     }
     Ok(())
 }
@@ -126,6 +129,7 @@ mod tests {
     fn new_passwords_have_bounds() {
         assert!(check_new("short").is_err());
         assert!(check_new("long enough").is_ok());
-        assert!(check_new(&"x".repeat(MAX_BYTES + 1)).is_err());
+        assert!(check_new(&"x".repeat(MAX_LENGTH + 1)).is_err());
+        assert!(check_new(&"é".repeat(MAX_LENGTH)).is_ok());
     }
 }

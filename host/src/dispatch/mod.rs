@@ -280,6 +280,9 @@ impl Dispatcher {
                 }
             }
         };
+        // The reason quotes the receiver or the plugin: stored in `last_error` and sent in the
+        // sender's feed, so made storable and safe to show (events clean their own).
+        let error = error.map(crate::text::cleaned);
         let now = self.clock.now_ms();
         let result = match (&status, &error) {
             (Status::Delivered, _) => "delivered".to_owned(),
@@ -304,7 +307,23 @@ impl Dispatcher {
             feed: published,
             at_ms: now,
         };
-        if !self.committer.commit(outcome).await? {
+        let committed = match self.committer.commit(outcome).await {
+            // Committing the same outcome again would fail the same way, and leaving it to the
+            // lease would deliver the message again and again without ever counting the
+            // attempt. The decision stands; only what the database cannot hold is dropped.
+            Err(StoreError::Refused(why)) => {
+                tracing::warn!(
+                    message = "The database refused a delivery outcome; recording the decision without its details.",
+                    message_id = %message.id,
+                    tenant_id = %message.tenant_id,
+                    %why,
+                );
+                let fallback = unstorable(&message, token, status, retry_at, &why, now);
+                self.committer.commit(fallback).await?
+            }
+            other => other?,
+        };
+        if !committed {
             tracing::warn!(
                 message = "Delivery outcome refused: a newer claim holds the message (its lease had expired).",
                 message_id = %message.id,
@@ -455,5 +474,40 @@ impl Dispatcher {
             });
         }
         Ok(())
+    }
+}
+
+/// The outcome to commit when the database refused `status`'s outcome of this attempt: the
+/// same decision (delivered, retrying at the same time, dead), with the host's note in place of
+/// the refused details (the receiver's or plugin's text, the channel's live events).
+fn unstorable(
+    message: &Message,
+    token: &str,
+    status: Status,
+    retry_at: Option<u64>,
+    why: &str,
+    now: u64,
+) -> Outcome {
+    let note = format!(
+        "the outcome of attempt {} could not be stored ({why}); it is recorded without its details",
+        message.attempts
+    );
+    let error = (status != Status::Delivered).then(|| note.clone());
+    let result = error.clone().unwrap_or_else(|| "delivered".to_owned());
+    Outcome {
+        id: message.id.clone(),
+        tenant_id: message.tenant_id.clone(),
+        token: token.to_owned(),
+        status,
+        deliver_at_ms: retry_at,
+        events: vec![
+            Event::host_decision(now, Some(message.attempts), note),
+            Event::transition(now, Some(Status::Delivering), status, result),
+        ],
+        feed: feed::for_sender(message, status, error.as_deref(), now)
+            .into_iter()
+            .collect(),
+        error,
+        at_ms: now,
     }
 }

@@ -268,6 +268,8 @@ pub struct Event {
     /// The attempt number (attempts, retry decisions).
     pub attempt: Option<u32>,
     /// The result, in a word or a sentence: `accepted`, `delivered`, `retry`, `HTTP 503`, …
+    /// Made by the constructors with [`crate::text::cleaned`]: it often quotes a receiver or a
+    /// plugin, and must be storable and safe to show.
     pub result: String,
     /// How long the step took, in ms (plugin calls).
     pub duration_ms: Option<u64>,
@@ -289,7 +291,7 @@ impl Event {
             from,
             to: Some(to),
             attempt: None,
-            result: result.into(),
+            result: crate::text::cleaned(result),
             duration_ms: None,
             plugin: None,
         }
@@ -303,7 +305,7 @@ impl Event {
             from: None,
             to: None,
             attempt,
-            result: result.into(),
+            result: crate::text::cleaned(result),
             duration_ms: None,
             plugin: None,
         }
@@ -324,7 +326,7 @@ impl Event {
             from: None,
             to: None,
             attempt,
-            result: result.into(),
+            result: crate::text::cleaned(result),
             duration_ms: Some(duration_ms),
             plugin: Some(plugin),
         }

@@ -130,6 +130,78 @@ pub struct HookBinding {
     pub binding: Binding,
 }
 
+/// The most one tenant may store: plugins, and bytes of components all together. Bounds what
+/// a tenant's uploads cost the database and, once bound, each node's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginQuota {
+    /// Plugins.
+    pub plugins: u64,
+    /// Bytes of components.
+    pub bytes: u64,
+}
+
+/// What a tenant stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PluginUsage {
+    /// Plugins.
+    pub plugins: u64,
+    /// Bytes of components.
+    pub bytes: u64,
+}
+
+/// Which quota one more component would exceed, and by how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    /// The tenant stores `limit` plugins already.
+    Plugins {
+        /// The most it may store.
+        limit: u64,
+    },
+    /// The component's `size` does not fit beside the `used` bytes its plugins take.
+    Bytes {
+        /// The most its plugins may take together, in bytes.
+        limit: u64,
+        /// What they take now.
+        used: u64,
+        /// The component's size.
+        size: u64,
+    },
+}
+
+impl PluginQuota {
+    /// Whether one more component of `size` bytes fits beside `usage`.
+    pub fn admit(&self, usage: PluginUsage, size: u64) -> Result<(), QuotaExceeded> {
+        if usage.plugins >= self.plugins {
+            return Err(QuotaExceeded::Plugins {
+                limit: self.plugins,
+            });
+        }
+        if usage.bytes.saturating_add(size) > self.bytes {
+            return Err(QuotaExceeded::Bytes {
+                limit: self.bytes,
+                used: usage.bytes,
+                size,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Plugins { limit } => write!(
+                f,
+                "your tenant stores {limit} plugins, the most the operator allows; delete one it no longer uses (DELETE /plugins/{{id}}) and upload again"
+            ),
+            Self::Bytes { limit, used, size } => write!(
+                f,
+                "the component ({size} bytes) does not fit: your tenant's plugins take {used} of the {limit} bytes the operator allows; delete plugins it no longer uses (DELETE /plugins/{{id}}) and upload again"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +212,29 @@ mod tests {
             assert_eq!(hook.as_str().parse::<Hook>(), Ok(hook));
         }
         assert!("channels/sms".parse::<Hook>().is_err());
+    }
+
+    #[test]
+    fn the_quota_admits_up_to_its_limits_and_no_further() {
+        let quota = PluginQuota {
+            plugins: 2,
+            bytes: 100,
+        };
+        let usage = |plugins, bytes| PluginUsage { plugins, bytes };
+        assert_eq!(quota.admit(usage(0, 0), 100), Ok(()));
+        assert_eq!(quota.admit(usage(1, 60), 40), Ok(()));
+        assert_eq!(
+            quota.admit(usage(1, 60), 41),
+            Err(QuotaExceeded::Bytes {
+                limit: 100,
+                used: 60,
+                size: 41
+            })
+        );
+        assert_eq!(
+            quota.admit(usage(2, 0), 1),
+            Err(QuotaExceeded::Plugins { limit: 2 })
+        );
+        assert!(quota.admit(usage(0, u64::MAX), u64::MAX).is_err());
     }
 }

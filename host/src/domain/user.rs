@@ -88,20 +88,159 @@ pub struct Session {
 /// The longest username, in characters.
 pub const MAX_USERNAME: usize = 64;
 
-/// Usernames: 1 to 64 characters, no whitespace or control characters (they are typed at
-/// login and appear in URLs and logs). Anything else, quotes included, is kept verbatim.
+/// Usernames: 1 to 64 characters that a person can read back and type, and that no other
+/// username on the server looks like. Refused:
+///
+/// - whitespace, control, format and private-use characters and unassigned code points (the
+///   zero-width space, the word joiner, bidi controls, the soft hyphen: they are invisible, so
+///   `ad\u{200B}min` would show as `admin`);
+/// - outside ASCII, anything but the letters, marks and digits UTS #39 recommends for
+///   identifiers (after NFKC, so fullwidth `ａｄｍｉｎ` is fine: it is `admin`), which also
+///   refuses default-ignorable characters such as variation selectors and Hangul fillers;
+/// - mixed scripts that are known to be confusable: a name must be single-script or at most
+///   "moderately restrictive" (UTS #39 §5.2), so Cyrillic `а` inside `аdmin` is refused, while
+///   Latin beside Han, Japanese or Korean is fine.
+///
+/// ASCII punctuation (`.`, `-`, `_`, `@`, quotes) stays allowed: names are often addresses.
+/// Whether a name is taken is for the store: it compares [`username_key`]s and
+/// [`username_skeleton`]s.
 pub fn check_username(username: &str) -> Result<(), String> {
+    use unicode_normalization::UnicodeNormalization as _;
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory as _};
+    use unicode_security::RestrictionLevelDetection as _;
+    use unicode_security::{GeneralSecurityProfile as _, RestrictionLevel};
+
     let length = username.chars().count();
     if length == 0 || length > MAX_USERNAME {
         return Err(format!(
             "the username must have 1 to {MAX_USERNAME} characters"
         ));
     }
-    if username
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
+    if let Some(c) = username.chars().find(|c| {
+        c.is_whitespace()
+            || matches!(
+                c.general_category_group(),
+                GeneralCategoryGroup::Other | GeneralCategoryGroup::Separator
+            )
+    }) {
+        return Err(format!(
+            "the username may not contain spaces, or invisible or control characters such as U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    // Each character as NFKC has it (fullwidth `ａ` is `a`), but named as it was given.
+    if let Some(c) = username.chars().find(|c| {
+        std::iter::once(*c)
+            .nfkc()
+            .any(|c| !c.is_ascii() && !c.identifier_allowed())
+    }) {
+        return Err(format!(
+            "the username may not contain {c:?} (U+{:04X}): outside ASCII, only letters, marks and digits in common use are allowed",
+            u32::from(c)
+        ));
+    }
+    // ASCII punctuation is common to every script; the restriction level is about the rest.
+    let letters: String = username.nfkc().filter(|c| c.identifier_allowed()).collect();
+    if !letters
+        .as_str()
+        .check_restriction_level(RestrictionLevel::ModeratelyRestrictive)
     {
-        return Err("the username may not contain spaces or control characters".into());
+        return Err(
+            "the username mixes scripts whose letters look alike (such as Latin and Cyrillic); write it in one script"
+                .into(),
+        );
     }
     Ok(())
+}
+
+/// The form in which usernames are compared: Unicode compatibility caseless matching
+/// (NFD, case folding, NFKD, case folding again; Unicode §3.13, D146), composed (NFKC) to
+/// store. `Admin`, `ADMIN`, fullwidth `ａｄｍｉｎ` and `admin` share one key, and so do the
+/// NFC and NFD spellings of `José`. Login looks the name up by it; the database keeps it unique.
+pub fn username_key(username: &str) -> String {
+    use caseless::Caseless as _;
+    use unicode_normalization::UnicodeNormalization as _;
+
+    username
+        .chars()
+        .nfd()
+        .default_case_fold()
+        .nfkd()
+        .default_case_fold()
+        .nfkc()
+        .collect()
+}
+
+/// The UTS #39 confusable skeleton of a username's key: two names with one skeleton look
+/// alike (`асе` in Cyrillic and `ace` in Latin; `paypa1` and `paypal`), so the database keeps
+/// it unique too, and the second such name is refused.
+pub fn username_skeleton(username: &str) -> String {
+    unicode_security::skeleton(&username_key(username)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equivalent_spellings_share_one_key() {
+        for same in ["Admin", "ADMIN", "ａｄｍｉｎ", "ＡＤＭＩＮ", "admin"] {
+            assert_eq!(username_key(same), "admin", "{same}");
+        }
+        assert_eq!(username_key("Jos\u{e9}"), username_key("Jose\u{301}"));
+        assert_eq!(username_key("stra\u{df}e"), username_key("STRASSE"));
+        assert_ne!(username_key("bob"), username_key("bobby"));
+    }
+
+    #[test]
+    fn look_alikes_share_one_skeleton() {
+        // Cyrillic а, с, е.
+        assert_eq!(
+            username_skeleton("\u{430}\u{441}\u{435}"),
+            username_skeleton("ace")
+        );
+        assert_eq!(username_skeleton("\u{430}dmin"), username_skeleton("admin"));
+        assert_eq!(username_skeleton("paypa1"), username_skeleton("paypal"));
+        assert_ne!(username_skeleton("alice"), username_skeleton("bob"));
+    }
+
+    #[test]
+    fn what_a_username_may_hold() {
+        for fine in [
+            "bob",
+            "bob.smith@example.com",
+            "o'brien",
+            "ａｄｍｉｎ",
+            "José",
+            "Jose\u{301}",
+            "Straße",
+            "иван",
+            "Ελένη",
+            "田中tanaka",
+            "محمد",
+        ] {
+            assert_eq!(check_username(fine), Ok(()), "{fine}");
+        }
+        for (refused, why) in [
+            ("", "1 to 64"),
+            ("a b", "spaces"),
+            ("ad\u{200B}min", "U+200B"),
+            ("ad\u{2060}min", "U+2060"),
+            ("ad\u{200D}min", "U+200D"),
+            ("admin\u{202E}", "U+202E"),
+            ("ad\u{AD}min", "U+00AD"),
+            ("a\u{0}b", "U+0000"),
+            ("a\u{E000}", "U+E000"),
+            ("a\u{FE0F}", "U+FE0F"),
+            ("\u{3164}admin", "U+3164"),
+            ("admin\u{1F600}", "U+1F600"),
+            ("\u{430}dmin", "mixes scripts"),
+            ("\u{3b1}lpha", "mixes scripts"),
+        ] {
+            let error = check_username(refused).unwrap_err();
+            assert!(error.contains(why), "{refused:?}: {error}");
+        }
+        assert!(check_username(&"a".repeat(MAX_USERNAME)).is_ok());
+        assert!(check_username(&"a".repeat(MAX_USERNAME + 1)).is_err());
+    }
 }

@@ -25,6 +25,7 @@ pub struct Filter {
     pub channel: Option<Channel>,
     /// At most this many (default 1000).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub limit: Option<u32>,
 }
 

@@ -22,9 +22,12 @@ pub fn new_secret() -> String {
     )
 }
 
-/// Checks an endpoint URL: absolute http(s) with a host. Whether its address may be reached is
-/// decided at every delivery, where DNS answers cannot be swapped in between.
-pub fn check_url(text: &str) -> Result<(), Error> {
+/// Checks an endpoint URL and refuses what could never be delivered to: not absolute http(s),
+/// no host, a user name or password in it, port 0, or (unless private networks are allowed) a
+/// host that is a loopback, private or otherwise non-public address literal, or `localhost`.
+/// Names are resolved at every delivery instead, where DNS answers cannot be swapped in
+/// between a check and the connection.
+pub fn check_url(text: &str, allow_private: bool) -> Result<(), Error> {
     let invalid = |reason: &str| Error::Invalid {
         field: "/url",
         reason: reason.to_owned(),
@@ -41,15 +44,50 @@ pub fn check_url(text: &str) -> Result<(), Error> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("the URL must be http or https"));
     }
-    if url.host().is_none() {
+    // The parser reads `http:///x` as the host `x`: a URL as given must name its host.
+    let authority = text
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    if authority.is_empty() || url.host().is_none() {
         return Err(invalid("the URL has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "the URL may not contain a user name or password; put a token in the path or query",
+        ));
+    }
+    if url.port() == Some(0) {
+        return Err(invalid("the port must be from 1 to 65535"));
+    }
+    if !allow_private {
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(kind) = ip.and_then(crate::sandbox::imports::http::blocked_kind) {
+            return Err(invalid(&format!(
+                "the host is a {kind} address, which deliveries may not reach"
+            )));
+        }
+        let host = url.host_str().unwrap_or_default().trim_end_matches('.');
+        if host.eq_ignore_ascii_case("localhost")
+            || host.to_ascii_lowercase().ends_with(".localhost")
+        {
+            return Err(invalid(
+                "the host is localhost (a loopback address), which deliveries may not reach",
+            ));
+        }
     }
     Ok(())
 }
 
 /// Sets the caller's endpoint and returns its new secret.
 pub async fn set(app: &AppState, caller: &User, url: &str) -> Result<String, Error> {
-    check_url(url)?;
+    check_url(url, app.config.allow_private_networks)?;
     let secret = new_secret();
     app.store
         .set_webhook(

@@ -37,10 +37,10 @@ pub struct Submission {
     /// Its media type (default `text/plain`).
     #[serde(default)]
     pub content_type: Option<String>,
-    /// Deliver this many seconds from now.
+    /// Deliver this many seconds from now (ending by 9999-12-31T23:59:59.999Z).
     #[serde(default)]
     pub delay_seconds: Option<u64>,
-    /// Deliver at this time (RFC 3339).
+    /// Deliver at this time (RFC 3339, up to 9999-12-31T23:59:59.999Z).
     #[serde(default)]
     #[schema(format = DateTime)]
     pub deliver_at: Option<String>,
@@ -181,10 +181,22 @@ pub async fn draft(
                 reason: "give delay_seconds or deliver_at, not both".into(),
             });
         }
-        (Some(seconds), None) => Requested::DelayMs(seconds.saturating_mul(1000)),
+        (Some(seconds), None) => {
+            let delay = seconds.saturating_mul(1000);
+            crate::clock::after(now, delay).ok_or_else(|| Error::Invalid {
+                field: "/delay_seconds",
+                reason: format!(
+                    "{seconds} seconds from now is past {}, the latest time the API can write",
+                    crate::clock::rfc3339(crate::clock::LATEST_MS)
+                ),
+            })?;
+            Requested::DelayMs(delay)
+        }
         (None, Some(at)) => Requested::AtMs(parse_rfc3339(at).ok_or_else(|| Error::Invalid {
             field: "/deliver_at",
-            reason: format!("{at:?} is not an RFC 3339 time such as 2030-01-02T03:04:05Z"),
+            reason: format!(
+                "{at:?} is not an RFC 3339 time from 1970 to 9999 such as 2030-01-02T03:04:05Z"
+            ),
         })?),
         (None, None) => Requested::Unspecified,
     };

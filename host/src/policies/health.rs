@@ -94,9 +94,50 @@ impl Health {
         self.of(tenant, plugin).streak.store(0, Ordering::Relaxed);
     }
 
-    /// A plugin's counters (zero before its first call).
+    /// A plugin's counters (zero before its first call). Reading them keeps nothing.
     pub(super) fn counters(&self, tenant: &TenantId, plugin: &PluginId) -> Counters {
-        self.of(tenant, plugin).snapshot()
+        self.0
+            .lock()
+            .expect("health lock")
+            .get(&(tenant.clone(), plugin.clone()))
+            .map(|health| health.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Drops a deleted plugin's counters.
+    pub(super) fn forget(&self, tenant: &TenantId, plugin: &PluginId) {
+        self.0
+            .lock()
+            .expect("health lock")
+            .remove(&(tenant.clone(), plugin.clone()));
+    }
+
+    /// The tenants with counters here (`Some`: that one, if it has any).
+    pub(super) fn tenants(&self, only: Option<&TenantId>) -> Vec<TenantId> {
+        let counters = self.0.lock().expect("health lock");
+        let mut tenants: Vec<TenantId> = counters
+            .keys()
+            .map(|(tenant, _)| tenant)
+            .filter(|tenant| only.is_none_or(|only| only == *tenant))
+            .cloned()
+            .collect();
+        tenants.sort();
+        tenants.dedup();
+        tenants
+    }
+
+    /// Keeps the counters of `tenant`'s plugins for which `exists` holds.
+    pub(super) fn retain(&self, tenant: &TenantId, exists: impl Fn(&PluginId) -> bool) {
+        self.0
+            .lock()
+            .expect("health lock")
+            .retain(|(of, plugin), _| of != tenant || exists(plugin));
+    }
+
+    /// How many plugins have counters here.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().expect("health lock").len()
     }
 }
 
@@ -122,5 +163,28 @@ mod tests {
             health.counters(&TenantId::new(), &plugin),
             Counters::default()
         );
+        // Reading counters of a plugin never called keeps nothing; forgetting drops them.
+        assert_eq!(health.len(), 1);
+        health.forget(&tenant, &plugin);
+        assert_eq!(health.counters(&tenant, &plugin), Counters::default());
+        assert_eq!(health.len(), 0);
+    }
+
+    #[test]
+    fn pruning_keeps_the_counters_of_plugins_that_exist() {
+        let health = Health::default();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let (kept, gone, other) = (PluginId::new(), PluginId::new(), PluginId::new());
+        for (tenant, plugin) in [(&a, &kept), (&a, &gone), (&b, &other)] {
+            health.of(tenant, plugin);
+        }
+        assert_eq!(health.tenants(Some(&a)), std::slice::from_ref(&a));
+        assert_eq!(health.tenants(None).len(), 2);
+        health.retain(&a, |id| *id == kept);
+        assert_eq!(health.len(), 2);
+        assert_eq!(health.tenants(Some(&a)), std::slice::from_ref(&a));
+        health.retain(&a, |_| false);
+        assert!(health.tenants(Some(&a)).is_empty());
+        assert_eq!(health.tenants(None), [b]);
     }
 }

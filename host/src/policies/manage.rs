@@ -2,14 +2,15 @@
 //! propose bindings for a dry run. Every check happens before anything is written, and each
 //! refusal says what to change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::Policies;
 use super::tenant::{self, Hooks};
 use crate::domain::ids::{PluginId, TenantId};
-use crate::domain::plugin::{Hook, HookBinding, PluginRecord};
-use crate::sandbox::{Binding, LimitOverrides, LoadError};
-use crate::store::{NewPlugin, PluginDeletion, StoreError};
+use crate::domain::plugin::{Hook, HookBinding, PluginRecord, PluginUsage, QuotaExceeded};
+use crate::sandbox::{Binding, Digest, LimitOverrides, LoadError};
+use crate::store::{NewPlugin, PluginDeletion, PluginInsert, StoreError};
 
 /// Validators a tenant may chain.
 pub const MAX_VALIDATORS: usize = 8;
@@ -41,12 +42,51 @@ pub enum ManageError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// The tenant's plugins fill its quota.
+    #[error("{0}")]
+    Quota(QuotaExceeded),
     /// The plugin is bound to hooks, so it cannot be deleted.
     #[error("the plugin is bound to {}; bind other plugins there (or DELETE the hook) first", .0.join(", "))]
     Bound(Vec<String>),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whose turn it is to upload, per tenant on this node: one upload at a time each.
+///
+/// A tenant's uploads wait here before their bodies are read, so a burst of them holds one
+/// body in memory, not hundreds, and takes at most one place in the node's compile queue:
+/// another tenant's upload waits for at most one compile of each tenant ahead of it.
+#[derive(Debug, Default)]
+pub(super) struct UploadTurns(Mutex<HashMap<TenantId, Weak<tokio::sync::Mutex<()>>>>);
+
+/// A tenant's turn to upload, until dropped.
+#[derive(Debug)]
+pub struct UploadTurn {
+    tenant: TenantId,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl UploadTurns {
+    async fn take(&self, tenant: &TenantId) -> UploadTurn {
+        let gate = {
+            let mut gates = self.0.lock().expect("upload turns lock");
+            gates.retain(|_, gate| gate.strong_count() > 0);
+            match gates.get(tenant).and_then(Weak::upgrade) {
+                Some(gate) => gate,
+                None => {
+                    let gate = Arc::new(tokio::sync::Mutex::new(()));
+                    gates.insert(tenant.clone(), Arc::downgrade(&gate));
+                    gate
+                }
+            }
+        };
+        UploadTurn {
+            tenant: tenant.clone(),
+            _turn: gate.lock_owned().await,
+        }
+    }
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManageError {
@@ -86,46 +126,82 @@ pub struct BindingRequest {
 }
 
 impl Policies {
-    /// Checks, compiles and stores a component; uploading bytes the tenant has already
-    /// returns the plugin stored then (`false`).
+    /// Waits for `tenant`'s turn to upload (one at a time per tenant); take it before reading
+    /// the upload's body.
+    pub async fn upload_turn(&self, tenant: &TenantId) -> UploadTurn {
+        self.uploads.take(tenant).await
+    }
+
+    /// Checks, compiles and stores a component within the tenant's quota; uploading bytes the
+    /// tenant has already returns the plugin stored then (`false`). Cheap checks and the quota
+    /// come before the compiler, so a refusal costs no compile.
     pub async fn upload(
         &self,
-        tenant: &TenantId,
+        turn: &UploadTurn,
         upload: Upload,
     ) -> Result<(PluginRecord, bool), ManageError> {
+        let tenant = &turn.tenant;
         for (field, value) in [("name", &upload.name), ("version", &upload.version)] {
             if let Some(value) = value {
                 check_label(field, value)?;
             }
         }
+        self.sandbox.check(&upload.bytes)?;
+        let digest = Digest::of(&upload.bytes).to_string();
+        let stored = self.store.plugins(tenant).await?;
+        if let Some(existing) = stored.iter().find(|plugin| plugin.digest == digest) {
+            return Ok((existing.clone(), false));
+        }
+        let size = u64::try_from(upload.bytes.len()).unwrap_or(u64::MAX);
+        let usage = PluginUsage {
+            plugins: u64::try_from(stored.len()).unwrap_or(u64::MAX),
+            bytes: stored.iter().map(|plugin| plugin.size).sum(),
+        };
+        self.quota.admit(usage, size).map_err(ManageError::Quota)?;
         let plugin = self
             .sandbox
             .load(upload.name.as_deref().unwrap_or("upload"), &upload.bytes)
             .await?;
-        let digest = plugin.digest().to_string();
         let name = upload
             .name
             .unwrap_or_else(|| format!("{}-{}", plugin.world(), &digest[..12]));
-        let stored = self
+        let inserted = self
             .store
-            .insert_plugin(NewPlugin {
-                id: PluginId::new(),
-                tenant_id: tenant.clone(),
-                name,
-                version: upload.version,
-                world: plugin.world(),
-                digest,
-                component: upload.bytes,
-                created_at_ms: self.clock.now_ms(),
-            })
+            .insert_plugin(
+                NewPlugin {
+                    id: PluginId::new(),
+                    tenant_id: tenant.clone(),
+                    name,
+                    version: upload.version,
+                    world: plugin.world(),
+                    digest,
+                    component: upload.bytes,
+                    created_at_ms: self.clock.now_ms(),
+                },
+                self.quota,
+            )
             .await?;
-        Ok(stored)
+        match inserted {
+            PluginInsert::Inserted(record) => Ok((record, true)),
+            PluginInsert::Existing(record) => Ok((record, false)),
+            // Another upload of the tenant, on another node, filled the quota meanwhile.
+            PluginInsert::OverQuota(exceeded) => Err(ManageError::Quota(exceeded)),
+        }
     }
 
-    /// Deletes a plugin no hook uses.
+    /// Deletes a plugin no hook uses, with its counters on this node, and its compiled code
+    /// when no other plugin (of any tenant) has the same bytes. Other nodes drop their
+    /// counters of it when they hear of the change.
     pub async fn delete_plugin(&self, tenant: &TenantId, id: &PluginId) -> Result<(), ManageError> {
         match self.store.delete_plugin(tenant, id).await? {
-            PluginDeletion::Deleted => Ok(()),
+            PluginDeletion::Deleted { digest, shared } => {
+                self.health.forget(tenant, id);
+                if !shared && let Ok(digest) = digest.parse() {
+                    self.sandbox.discard(&digest);
+                }
+                self.changed(tenant);
+                Ok(())
+            }
             PluginDeletion::NotFound => Err(ManageError::NotFound),
             PluginDeletion::Bound(hooks) => Err(ManageError::Bound(hooks)),
         }

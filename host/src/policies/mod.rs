@@ -31,14 +31,14 @@ use crate::clock::Clock;
 use crate::domain::feed::NewFeedEvent;
 use crate::domain::ids::{PluginId, TenantId};
 use crate::domain::message::{Event, EventKind, Message, Requested};
-use crate::domain::plugin::Disabled;
+use crate::domain::plugin::{Disabled, PluginQuota};
 use crate::realtime::Hub;
 use crate::sandbox::{self, Binding, CallError, LoadError, Sandbox};
 use crate::store::{Store, StoreError};
 
 pub use dry_run::{DryRun, RetryStep, Simulation};
 pub use health::Counters;
-pub use manage::{BindingRequest, MAX_VALIDATORS, ManageError, Upload};
+pub use manage::{BindingRequest, MAX_VALIDATORS, ManageError, Upload, UploadTurn};
 pub use tenant::{Bound, Hooks, Source};
 use tenant::{Cache, Defaults};
 
@@ -116,6 +116,8 @@ pub struct Policies {
     cache: Arc<Cache>,
     health: Arc<health::Health>,
     failure_limit: u32,
+    quota: PluginQuota,
+    uploads: Arc<manage::UploadTurns>,
 }
 
 /// Whether a call is for real or part of a dry run.
@@ -150,12 +152,13 @@ const LAST_RESORT_ATTEMPTS: u32 = 8;
 impl Policies {
     /// Loads the built-in plugins and binds them as every tenant's defaults. `hub` carries
     /// binding changes to other nodes; a tenant plugin failing `failure_limit` calls in a row
-    /// is disabled.
+    /// is disabled; a tenant stores at most `quota`.
     pub async fn new(
         sandbox: Sandbox,
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
         failure_limit: u32,
+        quota: PluginQuota,
     ) -> Result<Self, LoadError> {
         let bind = async |name: &str, binding: Binding| -> Result<Bound, LoadError> {
             Ok(Bound::builtin(sandbox.builtin(name).await?, binding))
@@ -184,6 +187,8 @@ impl Policies {
             cache: Arc::default(),
             health: Arc::default(),
             failure_limit: failure_limit.max(1),
+            quota,
+            uploads: Arc::default(),
         })
     }
 
@@ -223,9 +228,39 @@ impl Policies {
         self.hub.hooks_changed(tenant);
     }
 
-    /// Another node changed a tenant's bindings (`None`: maybe any tenant's).
+    /// Another node changed a tenant's bindings or plugins (`None`: maybe any tenant's): drop
+    /// what this node resolved, and the counters of plugins that were deleted.
     pub fn forget(&self, tenant: Option<&TenantId>) {
         self.cache.forget(tenant);
+        self.prune_counters(tenant);
+    }
+
+    /// Drops the counters this node keeps for plugins that no longer exist, reading the
+    /// tenants' plugins from the database in the background (a failed read is retried at the
+    /// next change).
+    fn prune_counters(&self, tenant: Option<&TenantId>) {
+        let tenants = self.health.tenants(tenant);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if tenants.is_empty() {
+            return;
+        }
+        let (store, health) = (self.store.clone(), self.health.clone());
+        runtime.spawn(async move {
+            for tenant in tenants {
+                match store.plugins(&tenant).await {
+                    Ok(plugins) => {
+                        health.retain(&tenant, |id| plugins.iter().any(|plugin| &plugin.id == id))
+                    }
+                    Err(error) => tracing::debug!(
+                        message = "Could not read a tenant's plugins to prune their counters.",
+                        tenant_id = %tenant,
+                        %error,
+                    ),
+                }
+            }
+        });
     }
 
     /// A tenant plugin's counters on this node.
@@ -386,13 +421,13 @@ impl Policies {
             Err(error) => {
                 events.push(self.failure_event(fallback, None, duration, &error));
                 let now = run.now().unwrap_or_else(|| self.clock.now_ms());
-                let at = match input.requested {
+                let at = representable(match input.requested {
                     sandbox::RequestedTime::Unspecified => now,
                     sandbox::RequestedTime::DelayMs(delay) => {
                         input.created_at_ms.saturating_add(delay)
                     }
                     sandbox::RequestedTime::DeliverAtMs(at) => at.max(now),
-                };
+                });
                 events.push(Event::host_decision(
                     now,
                     None,
@@ -509,7 +544,9 @@ impl Policies {
         } else {
             // `retry_after_ms` comes from the channel (a receiver's Retry-After) or a dry run's
             // request, and a simulated `now` can already be far out: saturate, never wrap.
-            Retry::At(now.saturating_add(LAST_RESORT_RETRY_MS.max(retry_after_ms.unwrap_or(0))))
+            Retry::At(representable(now.saturating_add(
+                LAST_RESORT_RETRY_MS.max(retry_after_ms.unwrap_or(0)),
+            )))
         };
         let result = match &retry {
             Retry::At(at) => format!(
@@ -590,6 +627,21 @@ impl Policies {
                 )
             }
         };
+        // The sender sees what is recorded here; the endpoint's path and query (where
+        // receivers keep tokens) are its owner's alone, whoever wrote them into the text.
+        let url = address.url.as_deref();
+        let attempted = match attempted {
+            Attempted::Delivered => Attempted::Delivered,
+            Attempted::Permanent(reason) => Attempted::Permanent(hide_endpoint(reason, url)),
+            Attempted::Failed {
+                reason,
+                retry_after_ms,
+            } => Attempted::Failed {
+                reason: hide_endpoint(reason, url),
+                retry_after_ms,
+            },
+        };
+        let result = hide_endpoint(result, url);
         events.push(self.event(EventKind::Attempt, bound, attempt, duration, result));
         Delivered {
             attempted,
@@ -676,7 +728,9 @@ impl Policies {
             return None;
         }
         let now = self.clock.now_ms();
-        let reason = format!("{streak} calls in a row failed; the last: {error}");
+        // The error may quote the guest's stderr: stored and logged, so made safe for both.
+        let reason =
+            crate::text::cleaned(format!("{streak} calls in a row failed; the last: {error}"));
         let disabled = Disabled {
             at_ms: now,
             reason: reason.clone(),
@@ -720,6 +774,48 @@ impl Policies {
     }
 }
 
+/// `text` with the endpoint `url` written as its scheme and host only (`https://example.com/…`):
+/// the whole URL as stored and as normalised, and its path and query wherever they appear.
+fn hide_endpoint(text: String, url: Option<&str>) -> String {
+    let Some(stored) = url.filter(|url| !url.is_empty()) else {
+        return text;
+    };
+    let Ok(parsed) = url::Url::parse(stored) else {
+        return text.replace(stored, "the endpoint");
+    };
+    let shown = match parsed.port() {
+        Some(port) => format!(
+            "{}://{}:{port}/…",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or_default()
+        ),
+        None => format!(
+            "{}://{}/…",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or_default()
+        ),
+    };
+    let path_and_query = &parsed[url::Position::BeforePath..];
+    let mut text = text
+        .replace(stored, &shown)
+        .replace(parsed.as_str(), &shown);
+    if path_and_query.len() > 1 {
+        text = text.replace(path_and_query, "/…");
+    }
+    if let Some(query) = parsed.query().filter(|query| !query.is_empty()) {
+        text = text.replace(query, "…");
+    }
+    text
+}
+
+/// A time the host works out itself when no delay policy answered, kept to the latest time
+/// the API can write (`clock::LATEST_MS`, the end of the year 9999): a simulated failure can
+/// already be late, and a retry-after hint long. (A plugin that names a later time has failed:
+/// the sandbox refuses its output, and the built-in decides instead.)
+fn representable(at: u64) -> u64 {
+    at.min(crate::clock::LATEST_MS)
+}
+
 fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -744,5 +840,31 @@ pub fn plugin_message(message: &Message) -> sandbox::Message {
             Requested::AtMs(ms) => sandbox::RequestedTime::DeliverAtMs(ms),
         },
         created_at_ms: message.created_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_endpoint;
+
+    #[test]
+    fn an_endpoint_path_and_query_never_reach_the_recorded_text() {
+        let url = "https://hooks.example.com:8443/in/s3cret-path?token=t0ken";
+        let text = format!(
+            "error sending request for url ({url}): connection refused; \
+             GET /in/s3cret-path?token=t0ken answered; token=t0ken"
+        );
+        let hidden = hide_endpoint(text, Some(url));
+        assert!(!hidden.contains("s3cret"), "{hidden}");
+        assert!(!hidden.contains("t0ken"), "{hidden}");
+        assert!(
+            hidden.contains("https://hooks.example.com:8443/…"),
+            "{hidden}"
+        );
+        assert_eq!(
+            hide_endpoint("HTTP 500".into(), Some("https://example.com/")),
+            "HTTP 500"
+        );
+        assert_eq!(hide_endpoint("x".into(), None), "x");
     }
 }

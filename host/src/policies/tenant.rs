@@ -269,18 +269,24 @@ async fn load(
             record.name, disabled.reason
         )));
     }
-    if let Some(plugin) = record
-        .digest
-        .parse()
-        .ok()
-        .and_then(|digest| sandbox.loaded(&digest))
-    {
-        return Ok(Ok((plugin, name)));
-    }
-    let Some(bytes) = store.plugin_component(tenant, id).await? else {
-        return Ok(Err(format!("the plugin {id} no longer exists")));
+    // Loaded already, or compiled code in the cache: no need to read the bytes.
+    let compiled = record.digest.parse().ok().and_then(|digest| {
+        sandbox.load_compiled(
+            &record.name,
+            digest,
+            usize::try_from(record.size).unwrap_or(usize::MAX),
+        )
+    });
+    let loaded = match compiled {
+        Some(loaded) => loaded,
+        None => {
+            let Some(bytes) = store.plugin_component(tenant, id).await? else {
+                return Ok(Err(format!("the plugin {id} no longer exists")));
+            };
+            sandbox.load(&record.name, &bytes).await
+        }
     };
-    Ok(match sandbox.load(&record.name, &bytes).await {
+    Ok(match loaded {
         Ok(plugin) => Ok((plugin, name)),
         Err(error) => {
             tracing::error!(

@@ -1,18 +1,24 @@
 //! One plugin call: a fresh `Store` from the plugin's `InstancePre`, under the call's limits,
 //! and a typed error when it goes wrong.
 //!
-//! A call's deadline counts the time the plugin runs and the time it waits in host calls, not
-//! the time the machine spends on other work: on a busy server an honest 50 µs validator that
-//! the OS preempts for 20 ms has not overrun, and failing it closed would reject messages
-//! because of load. It is enforced twice, because each mechanism misses what the other catches:
+//! A call's deadline counts the CPU time the plugin's own code runs, not the time the machine
+//! spends on other work: on a busy server an honest 50 µs validator that the OS preempts for
+//! 20 ms has not overrun, and failing it closed would reject messages because of load. It is
+//! enforced twice, because each mechanism misses what the other catches:
 //! - epoch interruption: every engine tick (1 ms) the running guest is charged the CPU time
-//!   its thread spent since the last tick and, past the deadline, traps with `Interrupt`. This
-//!   stops guest code that never calls out. After its first [`RUN_BEFORE_YIELDING`] a guest
-//!   also yields to tokio at every tick, so a long call cannot pin a worker thread; a short call
-//!   never yields, so it is not queued behind other tasks mid-call;
+//!   its thread spent in guest code since it last looked (host calls are not charged: wasmtime's
+//!   call hook stops the meter while the host runs), and, past the deadline, traps with
+//!   `Interrupt`. This stops guest code that never calls out. After its first
+//!   [`RUN_BEFORE_YIELDING`] a guest also yields to tokio at every tick, so a long call cannot
+//!   pin a worker thread; a short call never yields, so it is not queued behind other tasks
+//!   mid-call;
 //! - a tokio timeout (wall clock) around the whole call: a guest blocked *inside a host call*
 //!   (a WASI sleep, a slow HTTP request) runs no guest code, so only dropping its future
-//!   cancels it. A call that never yields finishes before the timeout can be observed.
+//!   cancels it. When that timeout passes while the guest has used less than its CPU budget,
+//!   the time went elsewhere (the host was busy, or the guest waited in a host call). A
+//!   decision (validator, delay policy) has no side effects, so it is then made once more on a
+//!   fresh instance before its fail-safe applies; a channel call, which may have sent
+//!   something, is not repeated.
 
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
@@ -52,11 +58,20 @@ impl Sandbox {
         plugin: &Plugin,
         pre: &P,
         call: Call<'_>,
-        run: impl AsyncFnOnce(&mut Store<HostState>, &P::Instance) -> wasmtime::Result<T>,
+        run: impl AsyncFnOnce(&mut Store<HostState>, &P::Instance) -> wasmtime::Result<T> + Clone,
         check: impl FnOnce(&T, usize) -> Result<(), CallError>,
     ) -> Result<T, CallError> {
         let started = Instant::now();
-        let result = self.run_once(plugin, pre, call, run).await;
+        let (mut result, overrun) = self.run_once(plugin, pre, call, run.clone()).await;
+        if overrun == Overrun::WallClock && plugin.world != World::Channel {
+            tracing::debug!(
+                target: "dms::plugin",
+                message = "A decision passed its deadline on the wall clock with CPU budget left; calling it once more.",
+                plugin = %plugin.name,
+                message_id = %call.message.id,
+            );
+            result = self.run_once(plugin, pre, call, run).await.0;
+        }
         let result = result.and_then(|answer| {
             check(&answer, self.0.config.limits.output_bytes)?;
             Ok(answer)
@@ -79,7 +94,7 @@ impl Sandbox {
             now_ms,
         }: Call<'_>,
         call: impl AsyncFnOnce(&mut Store<HostState>, &P::Instance) -> wasmtime::Result<T>,
-    ) -> Result<T, CallError> {
+    ) -> (Result<T, CallError>, Overrun) {
         let inner = &self.0;
         let limits = inner.config.limits.lowered_by(&binding.limits);
         let deadline = match plugin.world {
@@ -114,8 +129,17 @@ impl Sandbox {
         );
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let mut budget = CpuBudget::start(deadline);
-        store.epoch_deadline_callback(move |_| Ok(budget.tick()));
+        store.data_mut().cpu = CpuBudget::new(deadline);
+        store.epoch_deadline_callback(|mut store| Ok(store.data_mut().cpu.tick()));
+        store.call_hook(|mut store, hook| {
+            let cpu = &mut store.data_mut().cpu;
+            if hook.entering_host() {
+                cpu.stop();
+            } else {
+                cpu.start();
+            }
+            Ok(())
+        });
         store.set_epoch_deadline(1);
 
         let outcome = tokio::time::timeout(deadline, async {
@@ -128,10 +152,12 @@ impl Sandbox {
         .await;
 
         let memory_hit = store.data().limiter.hit;
+        let budget_left = store.data().cpu.charged < deadline;
         let log_dropped = store.data().log_dropped;
         drop(store);
-        let (stdout, _) = stdio.stdout.take();
-        let (stderr, _) = stdio.stderr.take();
+        // Guest output is logged and may end up in errors that are stored: made safe for both.
+        let stdout = crate::text::cleaned(stdio.stdout.take().0);
+        let stderr = crate::text::cleaned(stdio.stderr.take().0);
         let call = &plugin.name;
         if !stdout.is_empty() {
             tracing::info!(target: "dms::plugin", plugin = %call, message_id = %message.id, "stdout: {stdout}");
@@ -147,56 +173,98 @@ impl Sandbox {
         }
 
         match outcome {
-            Err(_elapsed) => Err(CallError::Timeout { deadline }),
+            Err(_elapsed) => (
+                Err(CallError::Timeout { deadline }),
+                if budget_left {
+                    Overrun::WallClock
+                } else {
+                    Overrun::Cpu
+                },
+            ),
             Ok(Ok(answer)) => {
                 if !stderr.is_empty() {
                     tracing::warn!(target: "dms::plugin", plugin = %call, message_id = %message.id, "stderr: {stderr}");
                 }
-                Ok(answer)
+                (Ok(answer), Overrun::No)
             }
-            Ok(Err(phase)) => Err(classify(
-                phase,
-                memory_hit,
-                limits.memory_bytes,
-                deadline,
-                &stderr,
-            )),
+            Ok(Err(phase)) => (
+                Err(classify(
+                    phase,
+                    memory_hit,
+                    limits.memory_bytes,
+                    deadline,
+                    &stderr,
+                )),
+                Overrun::No,
+            ),
         }
     }
 }
 
-/// The CPU time a call has used, sampled at each epoch tick from its thread's CPU clock.
+/// Whether, and how, a call ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overrun {
+    /// It did not (it answered, or failed for another reason, or its CPU budget trapped it).
+    No,
+    /// The wall-clock timeout passed while the guest had CPU budget left.
+    WallClock,
+    /// The wall-clock timeout passed and the guest had used its whole budget.
+    Cpu,
+}
+
+/// The CPU time a call's guest code has used, from its thread's CPU clock: measured from each
+/// entry into guest code (wasmtime's call hook) to the next exit or epoch tick.
 ///
-/// A call that yielded may resume on another worker thread; the first tick there only takes a
-/// new baseline, so at most one tick of running time per yield goes uncharged.
-struct CpuBudget {
+/// The meter only runs while guest code runs: a host call stops it, and so does a yield to
+/// tokio, after which the next tick only restarts it (the guest may resume on another thread,
+/// and the time the thread spent on other tasks meanwhile is not the guest's). At most one
+/// tick of running time per yield goes uncharged.
+#[derive(Debug, Default)]
+pub(crate) struct CpuBudget {
     deadline: Duration,
-    charged: Duration,
-    last: (ThreadId, Duration),
+    /// Guest CPU time charged so far.
+    pub(crate) charged: Duration,
+    /// Where and when the meter last started, while guest code runs.
+    running: Option<(ThreadId, Duration)>,
 }
 
 impl CpuBudget {
-    fn start(deadline: Duration) -> Self {
+    fn new(deadline: Duration) -> Self {
         Self {
             deadline,
             charged: Duration::ZERO,
-            last: (thread::current().id(), thread_cpu_time()),
+            running: None,
+        }
+    }
+
+    /// Guest code starts (or resumes after a host call) on this thread.
+    fn start(&mut self) {
+        self.running = Some((thread::current().id(), thread_cpu_time()));
+    }
+
+    /// Guest code stops: charges what it ran since it started.
+    fn stop(&mut self) {
+        if let Some((thread, since)) = self.running.take()
+            && thread == thread::current().id()
+        {
+            self.charged += thread_cpu_time().saturating_sub(since);
         }
     }
 
     fn tick(&mut self) -> UpdateDeadline {
-        let now = (thread::current().id(), thread_cpu_time());
-        if now.0 == self.last.0 {
-            self.charged += now.1.saturating_sub(self.last.1);
-        }
-        self.last = now;
+        // Not running at a tick: the guest resumed after a yield, with no call hook to say so.
+        let resumed = self.running.is_none();
+        self.stop();
         if self.charged >= self.deadline {
-            UpdateDeadline::Interrupt
-        } else if self.charged >= RUN_BEFORE_YIELDING {
-            UpdateDeadline::Yield(1)
-        } else {
-            UpdateDeadline::Continue(1)
+            return UpdateDeadline::Interrupt;
         }
+        if !resumed && self.charged >= RUN_BEFORE_YIELDING {
+            // Suspended until tokio polls it again, maybe on another thread: the meter
+            // restarts at the next tick.
+            return UpdateDeadline::Yield(1);
+        }
+        self.start();
+        UpdateDeadline::Continue(1)
     }
 }
 

@@ -3,7 +3,8 @@
 //! Layout:
 //! - `engine.rs`: the one `wasmtime::Engine` (async, epoch interruption, pooling allocator) and
 //!   its epoch ticker;
-//! - `cache.rs`: compiled components by SHA-256, in memory and on disk;
+//! - `cache.rs`: compiled components by SHA-256, in memory (a bounded LRU) and on disk, and
+//!   the bound on compiles running at once;
 //! - `world.rs`: which world a component implements, and whether its imports are granted;
 //! - `plugin.rs`: a loaded plugin (`InstancePre` per component, counters);
 //! - `call.rs`: one call — fresh `Store`, limits, deadline, error classification;
@@ -30,7 +31,7 @@ mod world;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -40,7 +41,7 @@ pub use bindings::channel_host::{HttpError, HttpRequest, HttpResponse};
 pub use bindings::types::{
     Address, Attempt, DeliveryResult, Message, Rejection, RequestedTime, RetryDecision, RetryLater,
 };
-pub use cache::{Digest, Origin};
+pub use cache::{CacheUsage, Digest, Origin};
 pub use error::{CallError, FailureKind, LoadError};
 pub use hooks::Delivery;
 pub use imports::http::HttpClient;
@@ -67,6 +68,12 @@ pub struct SandboxConfig {
     pub max_component_bytes: usize,
     /// Where compiled components are cached between restarts; `None` keeps them in memory.
     pub cache_dir: Option<PathBuf>,
+    /// Compiled code kept in memory for plugins no one is using now, in bytes (least recently
+    /// used first out; a reload then comes from the disk cache).
+    pub cache_memory_bytes: usize,
+    /// Compiles that may run at once; further ones wait. Cranelift uses every core for one
+    /// compile, so more than one mostly adds memory, not speed.
+    pub compile_concurrency: usize,
     /// Let channels reach loopback and private addresses (tests, on-premise receivers).
     pub allow_private_networks: bool,
     /// The clock plugins see.
@@ -80,6 +87,8 @@ impl Default for SandboxConfig {
             max_instances: 1000,
             max_component_bytes: 10 << 20,
             cache_dir: None,
+            cache_memory_bytes: 256 << 20,
+            compile_concurrency: 1,
             allow_private_networks: false,
             clock: Clock::System,
         }
@@ -144,7 +153,15 @@ struct Inner {
     /// One permit per pooled instance slot: calls wait here instead of failing when all slots
     /// are busy.
     slots: Semaphore,
-    plugins: Mutex<HashMap<Digest, Arc<Plugin>>>,
+    /// The plugins loaded on this node: those something holds (the built-in defaults, a
+    /// tenant's resolved hooks, a call in flight). A plugin no one holds is gone from here, and
+    /// from the metrics; its compiled code may still be in the cache.
+    plugins: Mutex<HashMap<Digest, Weak<Plugin>>>,
+    /// The built-ins' digests, whose compiled code is never discarded.
+    builtins: Vec<Digest>,
+    /// The built-ins loaded so far, held for the life of the sandbox: every tenant may use them
+    /// at any time, and their counters then cover the whole run.
+    pinned: Mutex<Vec<Arc<Plugin>>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -173,7 +190,12 @@ impl Sandbox {
             |state| state,
         )
         .map_err(|error| SetupError::Linker(format!("{error:#}")))?;
-        let cache = cache::ComponentCache::new(engine.clone(), config.cache_dir.as_deref())?;
+        let cache = cache::ComponentCache::new(
+            engine.clone(),
+            config.cache_dir.as_deref(),
+            config.cache_memory_bytes,
+            config.compile_concurrency,
+        )?;
         Ok(Self(Arc::new(Inner {
             http: HttpClient::new(config.allow_private_networks),
             slots: Semaphore::new(config.max_instances as usize),
@@ -183,6 +205,11 @@ impl Sandbox {
             config,
             presence,
             plugins: Mutex::new(HashMap::new()),
+            builtins: plugin_artifacts::ALL
+                .iter()
+                .map(|(_, bytes)| Digest::of(bytes))
+                .collect(),
+            pinned: Mutex::new(Vec::new()),
         })))
     }
 
@@ -199,7 +226,8 @@ impl Sandbox {
 
     /// Compiles (or fetches from the caches), checks and pre-instantiates a component.
     ///
-    /// Loading the same bytes again returns the same plugin.
+    /// Loading the same bytes again returns the same plugin while it is loaded, that is while
+    /// anyone holds it (built-ins: always).
     pub async fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
         self.0.load(name, bytes).await
     }
@@ -210,7 +238,12 @@ impl Sandbox {
             .iter()
             .find(|(builtin, _)| *builtin == name)
             .ok_or_else(|| LoadError::UnknownBuiltin(name.to_owned()))?;
-        self.load(name, bytes).await
+        let plugin = self.load(name, bytes).await?;
+        let mut pinned = self.0.pinned.lock().expect("pinned lock");
+        if !pinned.iter().any(|held| Arc::ptr_eq(held, &plugin)) {
+            pinned.push(plugin.clone());
+        }
+        Ok(plugin)
     }
 
     /// The plugin with this digest, if it is loaded.
@@ -220,7 +253,28 @@ impl Sandbox {
             .lock()
             .expect("plugins lock")
             .get(digest)
-            .cloned()
+            .and_then(Weak::upgrade)
+    }
+
+    /// The plugin with this digest, loaded from compiled code in memory or on disk, without
+    /// its bytes; `None` when it would have to be compiled. `size` is its size in bytes.
+    pub fn load_compiled(
+        &self,
+        name: &str,
+        digest: Digest,
+        size: usize,
+    ) -> Option<Result<Arc<Plugin>, LoadError>> {
+        if let Some(plugin) = self.loaded(&digest) {
+            return Some(Ok(plugin));
+        }
+        let (component, origin) = self.0.cache.cached(digest)?;
+        Some(self.0.register(name, digest, size, &component, origin))
+    }
+
+    /// The cheap checks [`Sandbox::load`] makes before compiling (size, magic bytes, component
+    /// rather than core module), to refuse an upload before anything else is spent on it.
+    pub fn check(&self, bytes: &[u8]) -> Result<(), LoadError> {
+        check_bytes(bytes, self.0.config.max_component_bytes)
     }
 
     /// The largest component [`Sandbox::load`] accepts, in bytes.
@@ -235,18 +289,29 @@ impl Sandbox {
         self.0.cache.forget(digest);
     }
 
-    /// Every plugin loaded so far, built-ins included.
+    /// Forgets the compiled code of a component no one will load again (its last plugin was
+    /// deleted), in memory and on disk. A built-in's is kept. Whoever still holds the plugin
+    /// (a call in flight) keeps it until they let go.
+    pub fn discard(&self, digest: &Digest) {
+        if !self.0.builtins.contains(digest) {
+            self.0.cache.discard(digest);
+        }
+    }
+
+    /// Every plugin loaded now, built-ins included.
     pub fn plugins(&self) -> Vec<Arc<Plugin>> {
-        let mut plugins: Vec<_> = self
-            .0
-            .plugins
-            .lock()
-            .expect("plugins lock")
-            .values()
-            .cloned()
-            .collect();
+        let mut plugins: Vec<_> = {
+            let mut registry = self.0.plugins.lock().expect("plugins lock");
+            registry.retain(|_, plugin| plugin.strong_count() > 0);
+            registry.values().filter_map(Weak::upgrade).collect()
+        };
         plugins.sort_by(|a, b| a.name.cmp(&b.name).then(a.digest.cmp(&b.digest)));
         plugins
+    }
+
+    /// What the compiled-component cache holds in memory, and the compiles running now.
+    pub fn cache_usage(&self) -> CacheUsage {
+        self.0.cache.usage()
     }
 
     /// The operator's limits.
@@ -264,22 +329,48 @@ impl Inner {
     async fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
         check_bytes(bytes, self.config.max_component_bytes)?;
         let digest = Digest::of(bytes);
-        if let Some(plugin) = self.plugins.lock().expect("plugins lock").get(&digest) {
-            return Ok(plugin.clone());
+        if let Some(plugin) = self
+            .plugins
+            .lock()
+            .expect("plugins lock")
+            .get(&digest)
+            .and_then(Weak::upgrade)
+        {
+            return Ok(plugin);
         }
         let (component, origin) = self.cache.get(digest, bytes).await?;
-        let (world, imports) = world::detect(&self.engine, &component)?;
-        let pre = plugin::Pre::new(&self.linker, &component, world)?;
+        self.register(name, digest, bytes.len(), &component, origin)
+    }
+
+    /// Checks a compiled component's world and imports, pre-instantiates it and records it as
+    /// loaded (or returns the plugin a concurrent load recorded first).
+    fn register(
+        &self,
+        name: &str,
+        digest: Digest,
+        size: usize,
+        component: &wasmtime::component::Component,
+        origin: Origin,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let (world, imports) = world::detect(&self.engine, component)?;
+        let pre = plugin::Pre::new(&self.linker, component, world)?;
         let plugin = Arc::new(Plugin {
             name: name.into(),
             digest,
             world,
-            size: bytes.len(),
+            size,
             imports,
             origin,
             pre,
             stats: Default::default(),
         });
+        let mut registry = self.plugins.lock().expect("plugins lock");
+        if let Some(first) = registry.get(&digest).and_then(Weak::upgrade) {
+            return Ok(first);
+        }
+        registry.retain(|_, plugin| plugin.strong_count() > 0);
+        registry.insert(digest, Arc::downgrade(&plugin));
+        drop(registry);
         tracing::debug!(
             message = "Plugin loaded.",
             plugin = name,
@@ -287,13 +378,7 @@ impl Inner {
             %world,
             ?origin,
         );
-        Ok(self
-            .plugins
-            .lock()
-            .expect("plugins lock")
-            .entry(digest)
-            .or_insert(plugin)
-            .clone())
+        Ok(plugin)
     }
 }
 

@@ -62,6 +62,8 @@ pub(crate) struct HostState {
     pub(crate) channel: Option<ChannelContext>,
     pub(crate) log_lines: u32,
     pub(crate) log_dropped: u32,
+    /// The guest's CPU time against its deadline (see `call.rs`).
+    pub(crate) cpu: super::call::CpuBudget,
 }
 
 /// The guest's captured stdout and stderr, readable after the store is gone.
@@ -92,6 +94,7 @@ impl HostState {
             channel,
             log_lines: 0,
             log_dropped: 0,
+            cpu: super::call::CpuBudget::default(),
         };
         (state, stdio)
     }

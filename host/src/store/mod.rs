@@ -23,7 +23,9 @@ use std::sync::Arc;
 use crate::domain::feed::{FeedEvent, NewFeedEvent};
 use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{Channel, Event, Message, Requested, Status};
-use crate::domain::plugin::{Disabled, Hook, HookBinding, PluginRecord};
+use crate::domain::plugin::{
+    Disabled, Hook, HookBinding, PluginQuota, PluginRecord, QuotaExceeded,
+};
 use crate::domain::user::{Role, Session, Tenant, User};
 use crate::sandbox::{Binding, World};
 use crypto::{CryptoError, Keyring};
@@ -51,16 +53,64 @@ pub enum StoreError {
         /// Why.
         source: CryptoError,
     },
+    /// The database answered but refused a value it cannot hold or a rule of the schema (a
+    /// NUL in text, a number out of range, a check): the same statement will fail again, so
+    /// retrying it is pointless.
+    #[error("the database refused the data: {0}")]
+    Refused(String),
     /// Any other database error: a bug or a corrupted database, never the caller's input.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
 
+/// Whether a database error means the database cannot serve now (a restart, a connection
+/// broken or refused, out of resources) rather than that the statement is wrong.
+///
+/// PostgreSQL: SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and 57
+/// (operator intervention: "terminating connection due to administrator command" during a
+/// restart is 57P01). SQLite: busy, locked, I/O error, disk full, cannot open.
+fn unavailable(database: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = database.code().unwrap_or_default();
+    if database
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return ["08", "53", "57"]
+            .iter()
+            .any(|class| code.starts_with(class));
+    }
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13 | 14))
+}
+
+/// Whether a database error means it refused the data itself (see [`StoreError::Refused`]).
+///
+/// PostgreSQL: classes 22 (data exception: `invalid byte sequence for encoding "UTF8": 0x00`,
+/// numeric out of range) and 23 (integrity: not null, check). SQLite: constraint (a check, a
+/// trigger's `RAISE`), too big, type mismatch, out of range.
+fn refused(database: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = database.code().unwrap_or_default();
+    if database
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return code.starts_with("22") || code.starts_with("23");
+    }
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 18 | 19 | 20 | 25))
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(error.to_string())
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(error.to_string()),
+            sqlx::Error::Database(database) if unavailable(database.as_ref()) => {
+                Self::Unavailable(database.message().to_owned())
             }
             sqlx::Error::Database(database) if database.is_unique_violation() => {
                 Self::Conflict(database.message().to_owned())
@@ -72,6 +122,11 @@ impl From<sqlx::Error> for StoreError {
                     database.message()
                 ))
             }
+            sqlx::Error::Database(database) if refused(database.as_ref()) => {
+                Self::Refused(crate::text::cleaned(database.message()))
+            }
+            // A value sqlx could not encode for the database (out of its range).
+            sqlx::Error::Encode(cause) => Self::Refused(crate::text::cleaned(cause.to_string())),
             _ => Self::Database(error),
         }
     }
@@ -348,8 +403,15 @@ pub trait Store: Send + Sync + 'static {
     /// A live user of the tenant.
     async fn user(&self, tenant: &TenantId, id: &UserId) -> Result<Option<User>, StoreError>;
 
-    /// A live user and their password hash, by username (usernames are unique on the server).
+    /// A live user and their password hash, by username: any spelling with the same
+    /// [`username_key`](crate::domain::user::username_key) finds the one user (keys are unique
+    /// on the server).
     async fn credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError>;
+
+    /// Computes the username key and skeleton of users stored before they existed; run at
+    /// every connect (it finds nothing to do once done). A user whose name now collides with
+    /// an older user's is left without one, logged, and logs in by its exact name.
+    async fn fill_username_keys(&self) -> Result<(), StoreError>;
 
     /// A page of the tenant's live users, oldest first, and how many there are in all.
     async fn list_users(
@@ -569,9 +631,14 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<(), StoreError>;
 
-    /// Stores an uploaded plugin, unless the tenant has the same bytes already: the stored
-    /// plugin, and whether it is new.
-    async fn insert_plugin(&self, plugin: NewPlugin) -> Result<(PluginRecord, bool), StoreError>;
+    /// Stores an uploaded plugin if it fits the tenant's `quota`, unless the tenant has the
+    /// same bytes already. Concurrent inserts for one tenant are serialized, so together they
+    /// never exceed the quota.
+    async fn insert_plugin(
+        &self,
+        plugin: NewPlugin,
+        quota: PluginQuota,
+    ) -> Result<PluginInsert, StoreError>;
 
     /// The tenant's plugins, oldest first.
     async fn plugins(&self, tenant: &TenantId) -> Result<Vec<PluginRecord>, StoreError>;
@@ -663,11 +730,27 @@ pub struct NewPlugin {
     pub created_at_ms: u64,
 }
 
+/// What storing a plugin did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginInsert {
+    /// Stored.
+    Inserted(PluginRecord),
+    /// The tenant had these bytes already: the plugin stored then.
+    Existing(PluginRecord),
+    /// It does not fit the tenant's quota; nothing was stored.
+    OverQuota(QuotaExceeded),
+}
+
 /// What deleting a plugin did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginDeletion {
     /// It is gone.
-    Deleted,
+    Deleted {
+        /// Its digest (hex SHA-256).
+        digest: String,
+        /// Another plugin, of this tenant or another, has the same digest.
+        shared: bool,
+    },
     /// The tenant has no such plugin.
     NotFound,
     /// It is bound to these hooks; nothing was deleted.
@@ -690,12 +773,14 @@ pub async fn connect(
     max_connections: u32,
     keyring: Arc<Keyring>,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(match location {
+    let store: Arc<dyn Store> = match location {
         Location::Sqlite(path) => {
             Arc::new(sqlite::SqliteStore::connect(path, max_connections, keyring).await?)
         }
         Location::Postgres(url) => {
             Arc::new(postgres::PostgresStore::connect(url, max_connections, keyring).await?)
         }
-    })
+    };
+    store.fill_username_keys().await?;
+    Ok(store)
 }

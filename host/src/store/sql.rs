@@ -429,13 +429,25 @@ pub(super) const TENANT_BY_NAME: &str =
 pub(super) const LIST_TENANTS: &str = "SELECT id, name, created_at_ms FROM tenants ORDER BY name";
 
 pub(super) const INSERT_USER: &str = "INSERT INTO users \
-     (id, tenant_id, username, display_name, role, password_hash, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     (id, tenant_id, username, display_name, role, password_hash, created_at_ms, \
+     username_key, username_skeleton) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      RETURNING id, tenant_id, username, display_name, role, created_at_ms";
 pub(super) const USER: &str = "SELECT id, tenant_id, username, display_name, role, created_at_ms \
      FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at_ms IS NULL";
+/// By the name's key (`$2`); a user left without one (its name collided with an older
+/// user's when keys were introduced) by its exact name (`$1`), which wins when both match.
 pub(super) const CREDENTIALS: &str = "SELECT id, tenant_id, username, display_name, role, created_at_ms, \
-     password_hash FROM users WHERE username = $1 AND deleted_at_ms IS NULL";
+     password_hash FROM users WHERE deleted_at_ms IS NULL \
+     AND (username_key = $2 OR (username_key IS NULL AND username = $1)) \
+     ORDER BY CASE WHEN username = $1 THEN 0 ELSE 1 END LIMIT 1";
+/// Users whose key or skeleton is still to be computed (the migration that added them).
+pub(super) const USERS_WITHOUT_KEYS: &str = "SELECT id, username FROM users \
+     WHERE username_key IS NULL OR username_skeleton IS NULL ORDER BY created_at_ms, id";
+pub(super) const SET_USERNAME_KEY: &str =
+    "UPDATE users SET username_key = $2 WHERE id = $1 AND username_key IS NULL";
+pub(super) const SET_USERNAME_SKELETON: &str =
+    "UPDATE users SET username_skeleton = $2 WHERE id = $1 AND username_skeleton IS NULL";
 pub(super) const LIST_USERS: &str = "SELECT id, tenant_id, username, display_name, role, created_at_ms \
      FROM users WHERE tenant_id = $1 AND deleted_at_ms IS NULL ORDER BY id LIMIT $2 OFFSET $3";
 pub(super) const COUNT_USERS: &str =
@@ -657,7 +669,17 @@ pub(super) const LIST_PLUGINS: &str = concat!(
 );
 pub(super) const PLUGIN_COMPONENT: &str =
     "SELECT component FROM plugins WHERE tenant_id = $1 AND id = $2";
-pub(super) const DELETE_PLUGIN: &str = "DELETE FROM plugins WHERE tenant_id = $1 AND id = $2";
+pub(super) const DELETE_PLUGIN: &str =
+    "DELETE FROM plugins WHERE tenant_id = $1 AND id = $2 RETURNING digest";
+/// A write to the tenant's row that changes nothing: it locks the row (PostgreSQL) or the
+/// database (SQLite) until the transaction ends, so two uploads of one tenant check and fill
+/// its quota one after the other. (SQLite has no `SELECT … FOR UPDATE`.)
+pub(super) const LOCK_TENANT: &str =
+    "UPDATE tenants SET created_at_ms = created_at_ms WHERE id = $1";
+pub(super) const PLUGIN_USAGE: &str = "SELECT CAST(count(*) AS BIGINT), \
+     CAST(coalesce(sum(size), 0) AS BIGINT) FROM plugins WHERE tenant_id = $1";
+pub(super) const DIGEST_USES: &str =
+    "SELECT CAST(count(*) AS BIGINT) FROM plugins WHERE digest = $1";
 pub(super) const PLUGIN_HOOKS: &str = "SELECT DISTINCT hook FROM hook_bindings \
      WHERE tenant_id = $1 AND plugin_id = $2 ORDER BY hook";
 pub(super) const DISABLE_PLUGIN: &str = "UPDATE plugins SET disabled_at_ms = $3, disabled_reason = $4 \
@@ -739,16 +761,59 @@ macro_rules! impl_store {
                     .bind(user.role.as_str())
                     .bind(&user.password_hash)
                     .bind(sql::ms(now_ms))
+                    .bind($crate::domain::user::username_key(&user.username))
+                    .bind($crate::domain::user::username_skeleton(&user.username))
                     .fetch_one(&self.writer)
                     .await
                     .map_err(|error| match StoreError::from(error) {
+                        // The same words whichever tenant holds the name, and whether it is
+                        // equal or only alike: docs/OPERATIONS.md, "Login".
                         StoreError::Conflict(_) => StoreError::Conflict(format!(
-                            "the username {:?} is taken",
+                            "the username {:?} is not available: usernames are unique on the whole server, and this one, or one that looks like it, is in use",
                             user.username
                         )),
                         other => other,
                     })?;
                 Ok(row.into())
+            }
+
+            async fn fill_username_keys(&self) -> Result<(), StoreError> {
+                let rows = sqlx::query_as::<Db, (UserId, String)>(sql::USERS_WITHOUT_KEYS)
+                    .fetch_all(&self.writer)
+                    .await?;
+                for (id, username) in rows {
+                    for (statement, column, value) in [
+                        (
+                            sql::SET_USERNAME_KEY,
+                            "key",
+                            $crate::domain::user::username_key(&username),
+                        ),
+                        (
+                            sql::SET_USERNAME_SKELETON,
+                            "skeleton",
+                            $crate::domain::user::username_skeleton(&username),
+                        ),
+                    ] {
+                        let set = sqlx::query::<Db>(statement)
+                            .bind(&id)
+                            .bind(&value)
+                            .execute(&self.writer)
+                            .await;
+                        match set.map_err(StoreError::from) {
+                            Ok(_) => {}
+                            // An older live user's name compares equal (or looks alike): that
+                            // one keeps the key; this one still logs in by its exact name.
+                            Err(StoreError::Conflict(_)) => tracing::warn!(
+                                message = "A user's name compares equal to, or looks like, an older user's; it keeps working by its exact name, and new names like it are refused.",
+                                user_id = %id,
+                                username,
+                                column,
+                            ),
+                            Err(other) => return Err(other),
+                        }
+                    }
+                }
+                Ok(())
             }
 
             async fn user(
@@ -770,6 +835,7 @@ macro_rules! impl_store {
             ) -> Result<Option<(User, String)>, StoreError> {
                 let row = sqlx::query_as::<Db, CredentialsRow>(sql::CREDENTIALS)
                     .bind(username)
+                    .bind($crate::domain::user::username_key(username))
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(Into::into))
@@ -1496,8 +1562,40 @@ macro_rules! impl_store {
             async fn insert_plugin(
                 &self,
                 plugin: $crate::store::NewPlugin,
-            ) -> Result<($crate::domain::plugin::PluginRecord, bool), StoreError> {
-                let inserted = sqlx::query::<Db>(sql::INSERT_PLUGIN)
+                quota: $crate::domain::plugin::PluginQuota,
+            ) -> Result<$crate::store::PluginInsert, StoreError> {
+                use $crate::domain::plugin::PluginUsage;
+                use $crate::store::PluginInsert;
+                let mut tx = self.writer.begin().await?;
+                // A write first: SQLite takes its write lock now (see the module docs), and
+                // PostgreSQL locks the tenant's row, so the counts below are current.
+                sqlx::query::<Db>(sql::LOCK_TENANT)
+                    .bind(&plugin.tenant_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let existing = sqlx::query_as::<Db, sql::PluginRow>(sql::PLUGIN_BY_DIGEST)
+                    .bind(&plugin.tenant_id)
+                    .bind(&plugin.digest)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(row) = existing {
+                    tx.commit().await?;
+                    return Ok(PluginInsert::Existing(row.try_into()?));
+                }
+                let (plugins, bytes): (i64, i64) = sqlx::query_as::<Db, (i64, i64)>(sql::PLUGIN_USAGE)
+                    .bind(&plugin.tenant_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let usage = PluginUsage {
+                    plugins: u64::try_from(plugins).unwrap_or(0),
+                    bytes: u64::try_from(bytes).unwrap_or(0),
+                };
+                let size = u64::try_from(plugin.component.len()).unwrap_or(u64::MAX);
+                if let Err(exceeded) = quota.admit(usage, size) {
+                    tx.rollback().await?;
+                    return Ok(PluginInsert::OverQuota(exceeded));
+                }
+                sqlx::query::<Db>(sql::INSERT_PLUGIN)
                     .bind(&plugin.id)
                     .bind(&plugin.tenant_id)
                     .bind(&plugin.name)
@@ -1507,16 +1605,15 @@ macro_rules! impl_store {
                     .bind(i64::try_from(plugin.component.len()).unwrap_or(i64::MAX))
                     .bind(&plugin.component)
                     .bind(sql::ms(plugin.created_at_ms))
-                    .execute(&self.writer)
-                    .await?
-                    .rows_affected()
-                    == 1;
+                    .execute(&mut *tx)
+                    .await?;
                 let row = sqlx::query_as::<Db, sql::PluginRow>(sql::PLUGIN_BY_DIGEST)
                     .bind(&plugin.tenant_id)
                     .bind(&plugin.digest)
-                    .fetch_one(&self.writer)
+                    .fetch_one(&mut *tx)
                     .await?;
-                Ok((row.try_into()?, inserted))
+                tx.commit().await?;
+                Ok(PluginInsert::Inserted(row.try_into()?))
             }
 
             async fn plugins(
@@ -1567,13 +1664,13 @@ macro_rules! impl_store {
                 use $crate::store::PluginDeletion;
                 let mut tx = self.writer.begin().await?;
                 // A write first: SQLite takes its write lock now (see the module docs).
-                let deleted = sqlx::query::<Db>(sql::DELETE_PLUGIN)
+                let deleted = sqlx::query_scalar::<Db, String>(sql::DELETE_PLUGIN)
                     .bind(tenant)
                     .bind(id)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await;
                 let deleted = match deleted {
-                    Ok(done) => done.rows_affected() == 1,
+                    Ok(digest) => digest,
                     Err(sqlx::Error::Database(error)) if error.is_foreign_key_violation() => {
                         tx.rollback().await?;
                         let hooks: Vec<(String,)> = sqlx::query_as::<Db, (String,)>(sql::PLUGIN_HOOKS)
@@ -1587,11 +1684,18 @@ macro_rules! impl_store {
                     }
                     Err(error) => return Err(error.into()),
                 };
+                let Some(digest) = deleted else {
+                    tx.commit().await?;
+                    return Ok(PluginDeletion::NotFound);
+                };
+                let uses: i64 = sqlx::query_scalar::<Db, i64>(sql::DIGEST_USES)
+                    .bind(&digest)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 tx.commit().await?;
-                Ok(if deleted {
-                    PluginDeletion::Deleted
-                } else {
-                    PluginDeletion::NotFound
+                Ok(PluginDeletion::Deleted {
+                    digest,
+                    shared: uses > 0,
                 })
             }
 

@@ -143,7 +143,7 @@ pub fn outcome(answer: Result<http::Response, http::Error>, now_ms: u64) -> Deli
         410 => DeliveryResult::Failed(format!("the endpoint is gone: {described}")),
         300..=399 => DeliveryResult::Failed(format!(
             "{described}; redirects are not followed (location: {})",
-            response.header("location").unwrap_or("none")
+            response.header("location").map_or("none".into(), origin)
         )),
         _ => DeliveryResult::Failed(described),
     }
@@ -158,6 +158,25 @@ fn describe(response: &http::Response) -> String {
     } else {
         let snippet: String = body.chars().take(200).collect();
         format!("HTTP {}: {snippet}", response.status)
+    }
+}
+
+/// The scheme and host of a URL, with its path and query cut to `…`: the result is recorded
+/// on the message, which the sender reads, and a URL's path or query may hold a token.
+fn origin(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return if url.starts_with('/') {
+            "/…".into()
+        } else {
+            "…".into()
+        };
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if authority.len() == rest.len() {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}/…")
     }
 }
 
@@ -366,14 +385,26 @@ mod tests {
     }
 
     #[test]
-    fn redirects_fail_and_name_the_location() {
+    fn redirects_fail_and_name_the_location_without_its_path() {
         let moved = http::Response::new(302).with_header("location", "https://elsewhere/");
         assert_eq!(
             outcome(Ok(moved), NOW),
             DeliveryResult::Failed(
-                "HTTP 302; redirects are not followed (location: https://elsewhere/)".into()
+                "HTTP 302; redirects are not followed (location: https://elsewhere/…)".into()
             )
         );
+        let secret = http::Response::new(307).with_header(
+            "location",
+            "https://user:pw@elsewhere:8443/in/tok3n?key=k3y",
+        );
+        assert_eq!(
+            outcome(Ok(secret), NOW),
+            DeliveryResult::Failed(
+                "HTTP 307; redirects are not followed (location: https://elsewhere:8443/…)".into()
+            )
+        );
+        assert_eq!(origin("/login?next=tok3n"), "/…");
+        assert_eq!(origin("https://elsewhere"), "https://elsewhere");
     }
 
     #[test]

@@ -82,21 +82,29 @@ pub(crate) struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
 }
 
-/// A scripted answer: status, headers, and a delay before answering.
+/// A scripted answer: status, headers, body, and a delay before answering.
 #[derive(Debug, Clone)]
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Bytes,
     pub(crate) delay: Duration,
 }
 
 impl Answer {
+    /// `status` with the body `receiver says hi`.
     pub(crate) fn status(status: u16) -> Self {
         Self {
             status,
             headers: Vec::new(),
+            body: Bytes::from_static(b"receiver says hi"),
             delay: Duration::ZERO,
         }
+    }
+
+    pub(crate) fn body(mut self, body: &[u8]) -> Self {
+        self.body = Bytes::copy_from_slice(body);
+        self
     }
 
     pub(crate) fn header(mut self, name: &'static str, value: &str) -> Self {
@@ -137,9 +145,7 @@ impl Receiver {
                     for (name, value) in &answer.headers {
                         response = response.header(*name, value);
                     }
-                    response
-                        .body(axum::body::Body::from("receiver says hi"))
-                        .unwrap()
+                    response.body(axum::body::Body::from(answer.body)).unwrap()
                 }
             }
         });

@@ -323,6 +323,11 @@ impl TestServer {
             .expect("a dispatch round")
     }
 
+    /// The PostgreSQL URL of the server's database (`None` on SQLite).
+    pub(crate) fn database_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|db| db.url.as_str())
+    }
+
     /// Runs SQL against the server's database directly (to inspect or damage raw rows).
     pub(crate) async fn sql(&self, statement: &str) {
         match self.backend {

@@ -17,7 +17,9 @@ impl Host for HostState {
             return;
         }
         self.log_lines += 1;
-        let text = truncate(&text, MAX_LINE);
+        // A newline or an escape sequence in a tenant's text must not forge or garble lines
+        // of the server log.
+        let text = crate::text::clean(truncate(&text, MAX_LINE));
         let call = &self.call;
         macro_rules! emit {
             ($level:expr) => {

@@ -5,8 +5,9 @@
 //!   `*.example.com` for subdomains, `*` for any host);
 //! - the host resolves (here, never in the guest) only to public addresses: loopback, private,
 //!   shared (CGNAT), link-local (which includes cloud metadata at 169.254.169.254), multicast,
-//!   documentation and reserved ranges are refused, also inside IPv4-mapped and NAT64 IPv6
-//!   addresses. The check runs in the resolver the connection uses, so DNS rebinding between a
+//!   documentation and reserved ranges are refused, also inside the IPv6 forms that embed an
+//!   IPv4 address (mapped, compatible, translated, NAT64, 6to4); Teredo and local-use NAT64,
+//!   which tunnel to any IPv4 address, are refused whole. The check runs in the resolver the connection uses, so DNS rebinding between a
 //!   check and the connect is impossible. `allow_private_networks` lifts it (tests, on-premise
 //!   receivers);
 //! - redirects are not followed, proxies from the environment are not used;
@@ -86,9 +87,10 @@ impl HttpClient {
         allowed_hosts: &[String],
         request: HttpRequest,
     ) -> Result<HttpResponse, HttpError> {
-        let url = Url::parse(&request.url).map_err(|error| {
-            HttpError::InvalidRequest(format!("bad URL {:?}: {error}", request.url))
-        })?;
+        // Errors never quote the URL: they are recorded on the message, which its sender
+        // reads, and a receiver's path or query often holds a token.
+        let url = Url::parse(&request.url)
+            .map_err(|error| HttpError::InvalidRequest(format!("not a valid URL: {error}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(HttpError::InvalidRequest(format!(
                 "the URL scheme must be http or https, not {}",
@@ -253,9 +255,16 @@ fn blocked_v6(ip: Ipv6Addr) -> Option<&'static str> {
         ("::1/128", "loopback"),
         ("fc00::/7", "private (unique local)"),
         ("fe80::/10", "link-local"),
+        ("fec0::/10", "site-local (deprecated)"),
         ("ff00::/8", "multicast"),
         ("2001:db8::/32", "documentation"),
+        ("3fff::/20", "documentation"),
         ("100::/64", "discard"),
+        // Teredo tunnels to any IPv4 address through a relay; the client address inside is
+        // obfuscated, so the whole range is refused rather than unpacked.
+        ("2001::/32", "Teredo (tunnelled IPv4)"),
+        // Local-use NAT64 (RFC 8215): the operator's own translator, to any IPv4 address.
+        ("64:ff9b:1::/48", "local-use NAT64"),
     ];
     if let Some(kind) = RANGES.iter().find_map(|(net, kind)| {
         let net: Ipv6Net = net.parse().expect("valid IPv6 network");
@@ -263,12 +272,25 @@ fn blocked_v6(ip: Ipv6Addr) -> Option<&'static str> {
     }) {
         return Some(kind);
     }
-    // NAT64 (64:ff9b::/96) embeds an IPv4 address in its last 32 bits.
-    let nat64: Ipv6Net = "64:ff9b::/96".parse().expect("valid IPv6 network");
-    if nat64.contains(&ip) {
-        let [.., a, b] = ip.segments();
-        let v4 = Ipv4Addr::from((u32::from(a) << 16) | u32::from(b));
-        return blocked_v4(v4);
+    let embedded = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+    let within = |net: &str| {
+        let net: Ipv6Net = net.parse().expect("valid IPv6 network");
+        net.contains(&ip)
+    };
+    let segments = ip.segments();
+    let last_32 = embedded(segments[6], segments[7]);
+    // NAT64 (64:ff9b::/96): the IPv4 address in the last 32 bits is what the connection reaches.
+    if within("64:ff9b::/96") {
+        return blocked_v4(last_32);
+    }
+    // 6to4 (2002::/16): a relay reaches the IPv4 address in bits 16 to 48.
+    if within("2002::/16") {
+        return blocked_v4(embedded(segments[1], segments[2]));
+    }
+    // IPv4-compatible (::a.b.c.d) and IPv4-translated (::ffff:0:a.b.c.d): deprecated forms no
+    // public receiver uses; refused whatever they embed.
+    if within("::/96") || within("::ffff:0:0:0/96") {
+        return Some(blocked_v4(last_32).unwrap_or("IPv4-compatible (deprecated)"));
     }
     None
 }
@@ -330,6 +352,9 @@ fn transport_error(error: reqwest::Error) -> HttpError {
     if error.is_timeout() {
         return HttpError::Timeout;
     }
+    // reqwest names the whole URL ("error sending request for url (…)"); the causes say what
+    // went wrong without it.
+    let error = error.without_url();
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -384,10 +409,25 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            // IPv4-compatible, IPv4-translated, 6to4 of private addresses, Teredo, local NAT64.
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "::ffff:0:127.0.0.1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "64:ff9b:1::a00:1",
+            "fec0::1",
         ] {
             assert!(blocked(ip).is_some(), "{ip}");
         }
+        assert_eq!(blocked("::127.0.0.1"), Some("loopback"));
+        assert_eq!(blocked("2002:7f00:1::"), Some("loopback"));
         assert_eq!(blocked("64:ff9b::808:808"), None);
+        // 6to4 of a public address is public.
+        assert_eq!(blocked("2002:808:808::1"), None);
     }
 
     #[test]
