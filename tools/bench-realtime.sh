@@ -18,11 +18,13 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 port=${PORT:-3201}
 work=$(mktemp -d /tmp/dms-bench-realtime.XXXXXX)
-# Tokens live a day: the server closes a socket (4001) when its token expires.
+# Tokens live a day: the server closes a socket (4001) when its token expires. Every socket
+# comes from loopback and 100 of them from each user: lift the per-address and per-user caps.
 export DMS_ADMIN_PASSWORD=bench-password RUST_LOG=warn PORT=$port \
     DMS_RATE_LIMIT_API_PER_SECOND=1000000 DMS_RATE_LIMIT_API_BURST=1000000 \
     DMS_RATE_LIMIT_LOGIN_PER_IP=1000000 DMS_RATE_LIMIT_LOGIN_PER_USERNAME=1000000 \
-    DMS_ACCESS_TOKEN_TTL_SECONDS=86400
+    DMS_ACCESS_TOKEN_TTL_SECONDS=86400 DMS_MAX_CONNECTIONS_PER_ADDRESS=0 \
+    DMS_WS_MAX_PER_USER=1000 DMS_WS_MAX_UNAUTHENTICATED_PER_ADDRESS=1000
 
 # Every scenario gets a fresh server and database: delivery slows as the database grows, so
 # a shared one would make each figure depend on the runs before it.

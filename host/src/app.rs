@@ -10,14 +10,11 @@
 //! signal stops the API first, then lets deliveries in flight commit.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener, ListenerExt as _};
 use base64::Engine as _;
 use tokio::net::TcpListener;
 
@@ -26,6 +23,7 @@ use crate::auth::rate_limit::{RateLimits, Rates};
 use crate::auth::{jwt::Tokens, random_bytes};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::connections::{self, Accept, Admission, PlainListener, Shed};
 use crate::dispatch::{self, Dispatcher};
 use crate::domain::user::Role;
 use crate::metrics::Metrics;
@@ -68,6 +66,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// TLS, when `DMS_TLS_CERT` and `DMS_TLS_KEY` are set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The connection caps and timeouts, resolved against the open-file limit.
+    pub connections: connections::Settings,
+    /// The open connections, under those caps.
+    pub admission: Arc<Admission>,
 }
 
 /// The server's state. Cheap to clone.
@@ -135,6 +137,7 @@ impl AppState {
         clock: Clock,
     ) -> Result<(Self, Option<FirstRun>), StartError> {
         config.validate()?;
+        let connections = connections::Settings::resolve(&config)?;
         // Read the certificate first: a bad path should not wait for a database to say so.
         let tls = match config.tls() {
             Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
@@ -163,7 +166,15 @@ impl AppState {
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         let passwords = Passwords::new(parallelism).await?;
         let limits = RateLimits::new(Rates::from_config(&config), redis.clone());
-        let hub = Hub::new(config.ws_outbound_queue as usize, redis.clone());
+        let hub = Hub::new(
+            config.ws_outbound_queue as usize,
+            crate::realtime::Caps {
+                per_user: config.ws_max_per_user as usize,
+                per_tenant: config.ws_max_per_tenant as usize,
+                unauthenticated_per_address: config.ws_max_unauthenticated_per_address as usize,
+            },
+            redis.clone(),
+        );
         store.feed_notifier().listen({
             let hub = hub.clone();
             Arc::new(move |events| hub.publish(events))
@@ -236,6 +247,8 @@ impl AppState {
             hub,
             metrics,
             tls,
+            admission: Admission::new(&connections),
+            connections,
         }));
         Ok((state, first_run))
     }
@@ -297,25 +310,31 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = &state.connections;
+    tracing::info!(
+        message = "Connection limits.",
+        max_connections = limits.max_total,
+        max_connections_per_address = ?limits.max_per_address,
+        open_file_limit = limits.open_file_limit,
+    );
+    let admission = state.admission.clone();
     match state.tls.clone() {
-        // `tap_io` gives the TLS listener axum's `ConnectInfo<SocketAddr>`, as TCP has.
         Some(tls) => {
-            let listener = TlsListener::new(listener, tls)?.tap_io(|_| {});
+            let listener = TlsListener::new(listener, tls, admission);
             serve_on(state, listener, shutdown).await
         }
-        None => serve_on(state, listener, shutdown).await,
+        None => {
+            let listener = PlainListener::new(listener, admission, Shed::new(limits));
+            serve_on(state, listener, shutdown).await
+        }
     }
 }
 
-async fn serve_on<L>(
+async fn serve_on(
     state: AppState,
-    listener: L,
+    listener: impl Accept,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: Listener<Addr = SocketAddr>,
-    for<'a> SocketAddr: Connected<IncomingStream<'a, L>>,
-{
+) -> std::io::Result<()> {
     let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
     let janitor = tokio::spawn({
         let state = state.clone();
@@ -353,35 +372,36 @@ where
         let reconciler = tokio::spawn(reconcile(state.clone()));
         (dispatcher, reconciler)
     });
-    let server = axum::serve(
+    let server = connections::serve(
         listener,
-        crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown({
-        let hub = state.hub.clone();
-        async move {
-            shutdown.await;
-            // Upgraded connections are not requests: close them (1001) so clients move on.
-            hub.shut_down();
-            let _ = stopping_tx.send(());
-        }
-    });
+        crate::api::router(state.clone()),
+        &state.connections,
+        state.admission.clone(),
+        {
+            let hub = state.hub.clone();
+            async move {
+                shutdown.await;
+                // Upgraded connections are not requests: close them (1001) so clients move on.
+                hub.shut_down();
+                let _ = stopping_tx.send(());
+            }
+        },
+    );
     let deadline = async move {
         match stopping_rx.await {
             Ok(()) => tokio::time::sleep(grace).await,
             Err(_) => std::future::pending().await,
         }
     };
-    let result = tokio::select! {
-        result = server => result,
+    tokio::select! {
+        () = server => {}
         () = deadline => {
             tracing::warn!(
-                message = "Requests still in flight after the shutdown grace period; stopping anyway.",
+                message = "Connections still open after the shutdown grace period; stopping anyway.",
                 grace_seconds = grace.as_secs(),
             );
-            Ok(())
         }
-    };
+    }
     janitor.abort();
     pruner.abort();
     if let Some((dispatcher, reconciler)) = workers {
@@ -393,7 +413,7 @@ where
             );
         }
     }
-    result
+    Ok(())
 }
 
 /// Every `reconcile_seconds`, puts any pending message the index lacks back into it (messages

@@ -98,6 +98,11 @@ pub struct Config {
     pub session_ttl_days: u64,
     pub admin_password: Secret,
     pub max_body_bytes: usize,
+    pub http_body_timeout_seconds: u64,
+    pub http_header_timeout_seconds: u64,
+    pub http_idle_timeout_seconds: u64,
+    pub max_connections: u32,
+    pub max_connections_per_address: u32,
     pub shutdown_grace_seconds: u64,
     pub rate_limit_login_per_ip: u32,
     pub rate_limit_login_per_username: u32,
@@ -128,6 +133,9 @@ pub struct Config {
     pub ws_heartbeat_ms: u64,
     pub ws_outbound_queue: u32,
     pub ws_frames_per_second: u32,
+    pub ws_max_per_user: u32,
+    pub ws_max_per_tenant: u32,
+    pub ws_max_unauthenticated_per_address: u32,
 }
 
 /// Why the configuration cannot be used.
@@ -296,6 +304,24 @@ impl Config {
             ),
             ("DMS_DB_MAX_CONNECTIONS", u64::from(self.db_max_connections)),
             (
+                "DMS_HTTP_BODY_TIMEOUT_SECONDS",
+                self.http_body_timeout_seconds,
+            ),
+            (
+                "DMS_HTTP_HEADER_TIMEOUT_SECONDS",
+                self.http_header_timeout_seconds,
+            ),
+            (
+                "DMS_HTTP_IDLE_TIMEOUT_SECONDS",
+                self.http_idle_timeout_seconds,
+            ),
+            ("DMS_WS_MAX_PER_USER", u64::from(self.ws_max_per_user)),
+            ("DMS_WS_MAX_PER_TENANT", u64::from(self.ws_max_per_tenant)),
+            (
+                "DMS_WS_MAX_UNAUTHENTICATED_PER_ADDRESS",
+                u64::from(self.ws_max_unauthenticated_per_address),
+            ),
+            (
                 "DMS_RATE_LIMIT_LOGIN_PER_IP",
                 u64::from(self.rate_limit_login_per_ip),
             ),
@@ -402,7 +428,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 46);
+        assert_eq!(keys().len(), 54);
     }
 
     #[test]

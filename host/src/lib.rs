@@ -5,6 +5,7 @@
 //! - [`api`]: the HTTP edge — routes, extractors, the error table (problem+json), the OpenAPI
 //!   document (`/openapi.json`);
 //! - [`app`]: start-up, shared state and serving;
+//! - [`connections`]: serving HTTP connections under caps and timeouts;
 //! - [`sandbox`]: everything wasmtime — loading, checking and calling plugins under limits;
 //! - [`domain`]: pure types — prefixed ids, tenants, users, sessions, messages and their
 //!   transition table;
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod dispatch;
 pub mod domain;
 pub mod messages;

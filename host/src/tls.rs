@@ -1,8 +1,9 @@
 //! TLS 1.3 termination for `dms serve` when `DMS_TLS_CERT` and `DMS_TLS_KEY` are set: the
 //! rustls server configuration (TLS 1.3 only, HTTP/1.1 by ALPN), and a listener that runs
-//! handshakes beside the accept loop, so a slow or silent client delays only itself.
+//! handshakes beside the accept loop, so a slow or silent client delays only itself. The
+//! connection caps apply at the TCP accept, before the handshake: a connection over a cap is
+//! closed at once (a handshake would cost what the cap is there to save).
 
-use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use crate::connections::{Accept, Accepted, Admission, Permit, accept_tcp};
 
 /// How long a client may take to finish its handshake. Generous for real clients on slow
 /// links; short enough that idle half-open connections do not pile up.
@@ -79,10 +82,12 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
+/// A connection whose handshake finished.
+type Ready = (TlsStream<TcpStream>, SocketAddr, Permit);
+
 /// A listener that hands out TLS streams. Dropping it stops accepting.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
+    ready: mpsc::Receiver<Ready>,
     acceptor: tokio::task::JoinHandle<()>,
 }
 
@@ -93,40 +98,42 @@ impl Drop for TlsListener {
 }
 
 impl TlsListener {
-    /// Accepts on `listener` and performs handshakes with `config`.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
-        let local = listener.local_addr()?;
+    /// Accepts on `listener` the connections `admission` admits, and performs handshakes
+    /// with `config`.
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        admission: Arc<Admission>,
+    ) -> Self {
         let (sender, ready) = mpsc::channel(READY_QUEUE);
-        let acceptor = tokio::spawn(accept(listener, TlsAcceptor::from(config), sender));
-        Ok(Self {
-            ready,
-            local,
-            acceptor,
-        })
+        let acceptor = tokio::spawn(accept(
+            listener,
+            TlsAcceptor::from(config),
+            admission,
+            sender,
+        ));
+        Self { ready, acceptor }
     }
 }
 
 async fn accept(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    admission: Arc<Admission>,
+    ready: mpsc::Sender<Ready>,
 ) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, most likely: back off instead of spinning.
-                tracing::warn!(message = "Accepting a connection failed.", %error);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (stream, peer) = accept_tcp(&listener).await;
+        // Over a cap: dropping the stream closes it.
+        let Ok(permit) = admission.admit(peer.ip()) else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let _ = ready.send((stream, peer)).await;
+                    let _ = ready.send((stream, peer, permit)).await;
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(message = "TLS handshake failed.", %peer, %error);
@@ -139,19 +146,14 @@ async fn accept(
     }
 }
 
-impl axum::serve::Listener for TlsListener {
+impl Accept for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    async fn accept(&mut self) -> Accepted<Self::Io> {
         match self.ready.recv().await {
-            Some(accepted) => accepted,
+            Some((io, peer, permit)) => Accepted { io, peer, permit },
             // The acceptor task only ends when aborted, which only our Drop does.
             None => std::future::pending().await,
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

@@ -50,11 +50,15 @@ fn id_of(reply: &crate::harness::Reply) -> String {
 async fn a_delayed_message_is_scheduled_then_delivered_to_the_inbox(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (admin, bob) = admin_and_bob(&server).await;
-    let mut inbox = server.state.hub.subscribe(
-        &bob.tenant_id().parse().unwrap(),
-        &bob.user_id().parse().unwrap(),
-        dms::domain::ids::SessionId::new(),
-    );
+    let mut inbox = server
+        .state
+        .hub
+        .subscribe(
+            &bob.tenant_id().parse().unwrap(),
+            &bob.user_id().parse().unwrap(),
+            dms::domain::ids::SessionId::new(),
+        )
+        .expect("under the caps");
 
     let sent = send(
         &admin,

@@ -73,6 +73,7 @@ codes! {
     NotFound = ("not_found", 404, "Not found", "There is no such resource in your tenant.");
     RouteNotFound = ("route_not_found", 404, "No such route", "No endpoint has this path; see /openapi.json.");
     MethodNotAllowed = ("method_not_allowed", 405, "Method not allowed", "The endpoint exists but not with this method; the `allow` header lists the methods it takes.");
+    RequestTimeout = ("request_timeout", 408, "Request timeout", "The request body did not arrive within DMS_HTTP_BODY_TIMEOUT_SECONDS of its headers; send it faster, or ask the operator to allow more time.");
     Conflict = ("conflict", 409, "Conflict", "The request conflicts with the current state: a name is taken, or the action is not possible now.");
     PluginQuotaExceeded = ("plugin_quota_exceeded", 409, "Plugin quota exceeded", "Your tenant's plugins fill the quota the operator set (DMS_PLUGIN_MAX_PER_TENANT plugins, DMS_PLUGIN_MAX_TENANT_MB of components); `quota` says which (`plugins` or `bytes`), `limit` the maximum. Delete plugins no hook uses (DELETE /plugins/{id}), then upload again.");
     PayloadTooLarge = ("payload_too_large", 413, "Payload too large", "The request body is larger than the server accepts.");
@@ -88,9 +89,11 @@ codes! {
     IdempotencyKeyReused = ("idempotency_key_reused", 422, "Idempotency key reused", "This Idempotency-Key came with a different request body in the last 24 hours; use a new key for a new request.");
     WebSocketRequired = ("websocket_required", 426, "WebSocket required", "This endpoint takes WebSocket connections: GET with `Upgrade: websocket`.");
     RateLimited = ("rate_limited", 429, "Too many requests", "Slow down: retry after the number of seconds in the `retry-after` header.");
+    TooManyConnections = ("too_many_connections", 429, "Too many connections", "Your address holds as many connections as the server allows from one address (DMS_MAX_CONNECTIONS_PER_ADDRESS), or as many real-time connections waiting to authenticate (DMS_WS_MAX_UNAUTHENTICATED_PER_ADDRESS): reuse or close some, then retry after the `retry-after` seconds.");
     Internal = ("internal_error", 500, "Internal error", "The server failed; the cause is logged with the request id. Quote it when reporting the problem.");
     ContentUnreadable = ("content_unreadable", 500, "Content unreadable", "Stored content could not be decrypted: its encryption key is missing from DMS_ENCRYPTION_KEYS, or the stored value was moved or altered.");
     Unavailable = ("service_unavailable", 503, "Service unavailable", "A backing service (database or Redis) is unavailable; retry shortly.");
+    ServerBusy = ("server_busy", 503, "Server busy", "The server holds as many connections as it allows (DMS_MAX_CONNECTIONS); retry after the `retry-after` seconds, or on another node.");
 }
 
 /// An API error: a code from the table and the details of this occurrence. Boxed, so a
@@ -158,6 +161,12 @@ impl ApiError {
         error
     }
 
+    /// Tells the client to retry after `seconds` (the `retry-after` header).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.0.retry_after_seconds = Some(seconds);
+        self
+    }
+
     /// A 405 listing the allowed methods.
     pub fn method_not_allowed(allow: Option<String>) -> Self {
         let mut error = Self::new(
@@ -211,6 +220,12 @@ impl ApiError {
     /// The field it is about, for field errors.
     pub fn field_name(&self) -> Option<&str> {
         self.0.field.as_deref()
+    }
+
+    /// The problem body without a request id: for answers written before any request was
+    /// read (a connection over a cap).
+    pub fn problem(&self) -> serde_json::Value {
+        self.body(None)
     }
 
     fn body(&self, request_id: Option<&str>) -> serde_json::Value {

@@ -10,6 +10,7 @@ pub mod extract;
 mod json;
 
 mod auth;
+mod bodies;
 mod dead_letters;
 mod health;
 mod hooks;
@@ -129,14 +130,25 @@ pub fn router(state: AppState) -> Router {
                         .on_failure(()),
                 )
                 .layer(axum::middleware::from_fn_with_state(
-                    state,
+                    state.clone(),
                     observe::observe,
                 ))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::from_fn(error::problem_details))
+                .layer(axum::middleware::from_fn_with_state(
+                    bodies::BodyLimits {
+                        max_body_bytes: body_limit,
+                        max_upload_bytes: upload_limit,
+                    },
+                    bodies::limit,
+                ))
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
         .layer(socket_io)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            realtime::socketio::admit,
+        ))
 }
 
 async fn route_not_found(method: Method, uri: axum::http::Uri) -> ApiError {

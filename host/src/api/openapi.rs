@@ -10,8 +10,10 @@
 //!
 //! - a bearer token ([`Caller`](super::extract::Caller)): 401 and 429;
 //! - a JSON body ([`ApiJson`](super::extract::ApiJson)): 400, 413, 415 and 422;
+//! - any request body: 408 (it did not arrive in time, `api::bodies`);
 //! - query parameters ([`ApiQuery`](super::extract::ApiQuery)): 400;
-//! - and every operation: 500 and 503.
+//! - and every operation: 413 (a declared `Content-Length` over the limit is refused before
+//!   routing, `api::bodies`), 500 and 503.
 //!
 //! Operation ids are the tag and the handler's name (`users_get`), unique across the document.
 //!
@@ -116,6 +118,7 @@ Both speak the same frames: `auth {token}`, `ack {message_id}`, `resume {cursor}
             Unauthorized,
             Forbidden,
             NotFound,
+            RequestTimeout,
             Conflict,
             PayloadTooLarge,
             UnsupportedMediaType,
@@ -206,6 +209,12 @@ pub(super) struct Forbidden(Problem);
 #[allow(dead_code, reason = "documents a problem response; never constructed")]
 pub(super) struct NotFound(Problem);
 
+/// The request body did not arrive in time.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+#[allow(dead_code, reason = "documents a problem response; never constructed")]
+pub(super) struct RequestTimeout(Problem);
+
 /// The request conflicts with the current state.
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
@@ -251,7 +260,8 @@ pub(super) struct TooManyRequests(Problem);
 #[allow(dead_code, reason = "documents a problem response; never constructed")]
 pub(super) struct ServerError(Problem);
 
-/// A backing service (database or Redis) is unavailable; retry shortly.
+/// A backing service (database or Redis) is unavailable, or (`server_busy`, before the
+/// request is read) the node holds as many connections as it allows; retry shortly.
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 #[allow(dead_code, reason = "documents a problem response; never constructed")]
@@ -263,6 +273,7 @@ const PROBLEM_RESPONSES: &[(u16, &str)] = &[
     (401, "Unauthorized"),
     (403, "Forbidden"),
     (404, "NotFound"),
+    (408, "RequestTimeout"),
     (409, "Conflict"),
     (413, "PayloadTooLarge"),
     (415, "UnsupportedMediaType"),
@@ -336,7 +347,10 @@ fn add_extractor_errors(operation: &mut Operation) {
             .any(|content_type| content_type == "application/json")
     });
     if json_body {
-        statuses.extend([400, 413, 415, 422]);
+        statuses.extend([400, 415, 422]);
+    }
+    if operation.request_body.is_some() {
+        statuses.push(408);
     }
     let query = operation.parameters.as_ref().is_some_and(|parameters| {
         parameters
@@ -346,7 +360,7 @@ fn add_extractor_errors(operation: &mut Operation) {
     if query {
         statuses.push(400);
     }
-    statuses.extend([500, 503]);
+    statuses.extend([413, 500, 503]);
     for status in statuses {
         let name = problem_response(status);
         operation

@@ -1,5 +1,9 @@
 //! The hub of one node: who is connected here, and pushing events to them. It also carries
 //! the one cluster notice that is not an event: a tenant's hook bindings changed.
+//!
+//! It caps live connections per user and per tenant, and connections that have not
+//! authenticated yet per client address. The caps are per node: they protect the node's
+//! descriptors and memory, which is what they are for, and need no cross-node state.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +38,51 @@ impl Revoke {
         match self {
             Self::Session(revoked) => revoked == session,
             Self::User { except } => except.as_ref() != Some(session),
+        }
+    }
+}
+
+/// The hub's caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Live connections per user.
+    pub per_user: usize,
+    /// Live connections per tenant.
+    pub per_tenant: usize,
+    /// Connections not authenticated yet, per client address.
+    pub unauthenticated_per_address: usize,
+}
+
+/// Why a connection may not join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Full {
+    /// The user has `per_user` live connections on this node.
+    #[error(
+        "the user already has {0} live connections on this node, the most allowed (DMS_WS_MAX_PER_USER); close one first"
+    )]
+    User(usize),
+    /// The tenant has `per_tenant` live connections on this node.
+    #[error(
+        "the tenant already has {0} live connections on this node, the most allowed (DMS_WS_MAX_PER_TENANT)"
+    )]
+    Tenant(usize),
+}
+
+/// Live connections, counted from [`Hub::subscribe`] until their [`Subscription`] drops (the
+/// hub may let a connection go earlier, on overflow or revocation, but its socket is open
+/// until then).
+#[derive(Default)]
+struct Live {
+    users: HashMap<UserKey, usize>,
+    tenants: HashMap<TenantId, usize>,
+}
+
+/// Decrements the count under `key`, forgetting it at zero.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
         }
     }
 }
@@ -81,6 +130,9 @@ struct Entry {
 /// This node's live connections.
 pub struct Hub {
     queue: usize,
+    caps: Caps,
+    live: Mutex<Live>,
+    unauthenticated: Mutex<HashMap<String, usize>>,
     shutting_down: AtomicBool,
     next_id: AtomicU64,
     users: Mutex<HashMap<UserKey, Vec<Entry>>>,
@@ -137,6 +189,11 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        {
+            let mut live = self.hub.live.lock().expect("hub lock");
+            release(&mut live.users, &self.key);
+            release(&mut live.tenants, &self.key.0);
+        }
         let mut users = self.hub.users.lock().expect("hub lock");
         if let Some(entries) = users.get_mut(&self.key) {
             entries.retain(|entry| entry.id != self.id);
@@ -150,12 +207,40 @@ impl Drop for Subscription {
     }
 }
 
+/// A connection that has not authenticated yet, counted against its client address until it
+/// does ([`release`](Self::release)) or is dropped.
+#[derive(Debug)]
+pub struct Unauthenticated {
+    hub: Arc<Hub>,
+    address: String,
+    released: AtomicBool,
+}
+
+impl Unauthenticated {
+    /// The connection authenticated (or ended): its address may open another.
+    pub fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            let mut counts = self.hub.unauthenticated.lock().expect("hub lock");
+            release(&mut counts, &self.address);
+        }
+    }
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl Hub {
-    /// A hub whose connections queue at most `queue` events each. With `redis`, events,
-    /// revocations and presence are shared with the other nodes.
-    pub fn new(queue: usize, redis: Option<RedisLink>) -> Arc<Self> {
+    /// A hub whose connections queue at most `queue` events each, under `caps`. With `redis`,
+    /// events, revocations and presence are shared with the other nodes.
+    pub fn new(queue: usize, caps: Caps, redis: Option<RedisLink>) -> Arc<Self> {
         let hub = Arc::new(Self {
             queue: queue.max(1),
+            caps,
+            live: Mutex::new(Live::default()),
+            unauthenticated: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             users: Mutex::new(HashMap::new()),
@@ -170,13 +255,46 @@ impl Hub {
         hub
     }
 
-    /// Joins `user` of `tenant`, authenticated by `session`.
+    /// A place for a connection from `address` that has yet to authenticate, unless the
+    /// address holds `unauthenticated_per_address` of them already.
+    pub fn admit_unauthenticated(self: &Arc<Self>, address: &str) -> Option<Unauthenticated> {
+        let mut counts = self.unauthenticated.lock().expect("hub lock");
+        let count = counts.entry(address.to_owned()).or_default();
+        if *count >= self.caps.unauthenticated_per_address {
+            return None;
+        }
+        *count += 1;
+        Some(Unauthenticated {
+            hub: self.clone(),
+            address: address.to_owned(),
+            released: AtomicBool::new(false),
+        })
+    }
+
+    /// Joins `user` of `tenant`, authenticated by `session`, unless the user or the tenant
+    /// has as many live connections on this node as the caps allow. The connection that
+    /// would be one too many is refused, not an older one closed: it is the one that can be
+    /// told why.
     pub fn subscribe(
         self: &Arc<Self>,
         tenant: &TenantId,
         user: &UserId,
         session: SessionId,
-    ) -> Subscription {
+    ) -> Result<Subscription, Full> {
+        let key = (tenant.clone(), user.clone());
+        {
+            let mut live = self.live.lock().expect("hub lock");
+            let of_user = live.users.get(&key).copied().unwrap_or(0);
+            let of_tenant = live.tenants.get(tenant).copied().unwrap_or(0);
+            if of_user >= self.caps.per_user {
+                return Err(Full::User(self.caps.per_user));
+            }
+            if of_tenant >= self.caps.per_tenant {
+                return Err(Full::Tenant(self.caps.per_tenant));
+            }
+            *live.users.entry(key.clone()).or_default() += 1;
+            *live.tenants.entry(tenant.clone()).or_default() += 1;
+        }
         let (sender, signals) = mpsc::channel(self.queue);
         let shared = Arc::new(Shared {
             session: Mutex::new(session),
@@ -184,7 +302,6 @@ impl Hub {
             revoked: Mutex::new(None),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let key = (tenant.clone(), user.clone());
         {
             let mut users = self.users.lock().expect("hub lock");
             let entries = users.entry(key.clone()).or_default();
@@ -199,13 +316,13 @@ impl Hub {
                 shared: shared.clone(),
             });
         }
-        Subscription {
+        Ok(Subscription {
             signals,
             shared,
             id,
             key,
             hub: self.clone(),
-        }
+        })
     }
 
     /// Pushes committed feed events to their users' connections on every node.
@@ -377,6 +494,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const CAPS: Caps = Caps {
+        per_user: 16,
+        per_tenant: 100,
+        unauthenticated_per_address: 4,
+    };
+
     fn event(tenant: &TenantId, user: &UserId, cursor: u64) -> FeedEvent {
         FeedEvent {
             tenant_id: tenant.clone(),
@@ -389,11 +512,11 @@ mod tests {
 
     #[tokio::test]
     async fn every_connection_of_the_user_gets_the_event_and_makes_them_online() {
-        let hub = Hub::new(8, None);
+        let hub = Hub::new(8, CAPS, None);
         let (tenant, user, other) = (TenantId::new(), UserId::new(), UserId::new());
         assert!(!hub.is_online(tenant.as_str(), user.as_str()).await);
-        let mut first = hub.subscribe(&tenant, &user, SessionId::new());
-        let mut second = hub.subscribe(&tenant, &user, SessionId::new());
+        let mut first = hub.subscribe(&tenant, &user, SessionId::new()).unwrap();
+        let mut second = hub.subscribe(&tenant, &user, SessionId::new()).unwrap();
         assert!(hub.is_online(tenant.as_str(), user.as_str()).await);
         hub.publish(vec![event(&tenant, &other, 1), event(&tenant, &user, 1)]);
         for subscription in [&mut first, &mut second] {
@@ -411,9 +534,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_cuts_the_connection_off_after_what_it_holds() {
-        let hub = Hub::new(2, None);
+        let hub = Hub::new(2, CAPS, None);
         let (tenant, user) = (TenantId::new(), UserId::new());
-        let mut slow = hub.subscribe(&tenant, &user, SessionId::new());
+        let mut slow = hub.subscribe(&tenant, &user, SessionId::new()).unwrap();
         hub.publish(
             (1..=3)
                 .map(|cursor| event(&tenant, &user, cursor))
@@ -426,11 +549,11 @@ mod tests {
 
     #[tokio::test]
     async fn revoking_a_session_closes_only_its_connections() {
-        let hub = Hub::new(8, None);
+        let hub = Hub::new(8, CAPS, None);
         let (tenant, user) = (TenantId::new(), UserId::new());
         let (kept, ended) = (SessionId::new(), SessionId::new());
-        let mut stays = hub.subscribe(&tenant, &user, kept.clone());
-        let mut goes = hub.subscribe(&tenant, &user, ended.clone());
+        let mut stays = hub.subscribe(&tenant, &user, kept.clone()).unwrap();
+        let mut goes = hub.subscribe(&tenant, &user, ended.clone()).unwrap();
         hub.revoke(&tenant, &user, Revoke::Session(ended), "logged out");
         match goes.next().await {
             Next::Closed(Closed::Revoked(reason)) => assert_eq!(reason, "logged out"),
@@ -452,11 +575,69 @@ mod tests {
 
     #[tokio::test]
     async fn shutting_down_closes_everyone() {
-        let hub = Hub::new(8, None);
+        let hub = Hub::new(8, CAPS, None);
         let (tenant, user) = (TenantId::new(), UserId::new());
-        let mut connection = hub.subscribe(&tenant, &user, SessionId::new());
+        let mut connection = hub.subscribe(&tenant, &user, SessionId::new()).unwrap();
         hub.shut_down();
         assert_eq!(connection.next().await, Next::Closed(Closed::ShuttingDown));
         assert!(!hub.is_online(tenant.as_str(), user.as_str()).await);
+    }
+
+    #[test]
+    fn connections_are_capped_per_user_and_tenant_until_they_drop() {
+        let hub = Hub::new(
+            8,
+            Caps {
+                per_user: 2,
+                per_tenant: 3,
+                unauthenticated_per_address: 4,
+            },
+            None,
+        );
+        let (tenant, bob, eve) = (TenantId::new(), UserId::new(), UserId::new());
+        let first = hub.subscribe(&tenant, &bob, SessionId::new()).unwrap();
+        let _second = hub.subscribe(&tenant, &bob, SessionId::new()).unwrap();
+        assert_eq!(
+            hub.subscribe(&tenant, &bob, SessionId::new()).err(),
+            Some(Full::User(2))
+        );
+        let _third = hub.subscribe(&tenant, &eve, SessionId::new()).unwrap();
+        assert_eq!(
+            hub.subscribe(&tenant, &eve, SessionId::new()).err(),
+            Some(Full::Tenant(3))
+        );
+        // Another tenant is not affected.
+        let _elsewhere = hub
+            .subscribe(&TenantId::new(), &UserId::new(), SessionId::new())
+            .unwrap();
+        // Revoked, the connection still counts until its subscription drops.
+        hub.revoke(&tenant, &bob, Revoke::User { except: None }, "gone");
+        assert!(hub.subscribe(&tenant, &eve, SessionId::new()).is_err());
+        drop(first);
+        let _again = hub.subscribe(&tenant, &eve, SessionId::new()).unwrap();
+    }
+
+    #[test]
+    fn unauthenticated_connections_are_capped_per_address_until_released() {
+        let hub = Hub::new(8, CAPS, None);
+        let held: Vec<_> = (0..4)
+            .map(|_| hub.admit_unauthenticated("192.0.2.1").unwrap())
+            .collect();
+        assert!(hub.admit_unauthenticated("192.0.2.1").is_none());
+        let other = hub.admit_unauthenticated("192.0.2.2").unwrap();
+        held[0].release();
+        held[0].release();
+        let _next = hub.admit_unauthenticated("192.0.2.1").unwrap();
+        assert!(hub.admit_unauthenticated("192.0.2.1").is_none());
+        drop(held);
+        drop(other);
+        assert!(
+            hub.unauthenticated
+                .lock()
+                .unwrap()
+                .get("192.0.2.2")
+                .is_none()
+        );
+        assert_eq!(hub.unauthenticated.lock().unwrap()["192.0.2.1"], 1);
     }
 }

@@ -13,6 +13,23 @@ pub(crate) const DMS: &str = env!("CARGO_BIN_EXE_dms");
 /// `dms` with a clean environment for DMS settings, data under `data_dir`, any free port.
 pub(crate) fn dms(data_dir: &Path) -> Command {
     let mut command = Command::new(DMS);
+    clean_env(&mut command, data_dir);
+    command
+}
+
+/// Like [`dms`], started by `sh` after `ulimit -n {open_files}` (the soft and the hard limit),
+/// so the server runs with that many file descriptors at most.
+pub(crate) fn dms_with_open_files(data_dir: &Path, open_files: u64) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+        .arg(DMS);
+    clean_env(&mut command, data_dir);
+    command
+}
+
+fn clean_env(command: &mut Command, data_dir: &Path) {
     for (name, _) in std::env::vars() {
         if name.starts_with("DMS_") {
             command.env_remove(name);
@@ -27,7 +44,6 @@ pub(crate) fn dms(data_dir: &Path) -> Command {
         .env("PORT", "0")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true);
-    command
 }
 
 /// A running `dms serve` and what it printed before listening.

@@ -40,6 +40,8 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4008;
     /// No heartbeat answer.
     pub const HEARTBEAT: u16 = 4009;
+    /// The user or the tenant has as many live connections as allowed.
+    pub const TOO_MANY: u16 = 4010;
     /// Too many frames.
     pub const RATE_LIMITED: u16 = 4029;
 }
@@ -137,18 +139,30 @@ pub struct Connection {
 
 impl Connection {
     /// Joins the hub and answers `ready`; with `cursor`, also replays what came after it.
+    /// Refused, what to send the client before closing: a close with 4010 when the user or
+    /// the tenant is at its cap, an error frame and 1011 when the feed cannot be read.
     pub async fn open(
         app: AppState,
         authed: Authed,
         cursor: Option<u64>,
-    ) -> Result<(Self, Vec<Out>), ApiError> {
+    ) -> Result<(Self, Vec<Out>), Vec<Out>> {
         let user = authed.user;
         // Subscribe before reading the head: nothing committed in between is missed.
-        let subscription = app.hub.subscribe(&user.tenant_id, &user.id, authed.session);
+        let subscription = app
+            .hub
+            .subscribe(&user.tenant_id, &user.id, authed.session)
+            .map_err(|full| vec![Out::Close(close::TOO_MANY, full.to_string())])?;
+        let unavailable = |error: ApiError| {
+            vec![
+                Out::Frame(error_frame(&error)),
+                Out::Close(1011, "try again shortly".into()),
+            ]
+        };
         let head = app
             .store
             .feed_after(&user.tenant_id, &user.id, u64::MAX >> 1, 0)
-            .await?
+            .await
+            .map_err(|error| unavailable(error.into()))?
             .head;
         let per_second = NonZeroU32::new(app.config.ws_frames_per_second.max(1)).expect("≥ 1");
         let burst = per_second.saturating_mul(NonZeroU32::new(2).expect("2"));
@@ -169,7 +183,7 @@ impl Connection {
             "expires_at_ms": connection.expires_at_ms,
         }))];
         if let Some(cursor) = cursor {
-            out.extend(connection.resume(cursor).await?);
+            out.extend(connection.resume(cursor).await.map_err(unavailable)?);
         }
         Ok((connection, out))
     }

@@ -15,6 +15,7 @@
 //! | 4003 | the session ended: logout, revocation, password change or user deleted |
 //! | 4008 | the client fell behind (its queue filled up): reconnect and resume from its cursor |
 //! | 4009 | no heartbeat answer: the peer is gone |
+//! | 4010 | the user (or the tenant) already has as many live connections on this node as `DMS_WS_MAX_PER_USER` (`DMS_WS_MAX_PER_TENANT`) allow |
 //! | 4029 | more frames per second than `DMS_WS_FRAMES_PER_SECOND` allows |
 
 pub mod connection;

@@ -7,9 +7,18 @@
 //! `{message_id}`, `resume` `{cursor}`, `auth` `{token}` and `ping`. Where `/ws` closes with a
 //! code, Socket.IO clients get a `close` event `{code, reason}` and are disconnected.
 //! Heartbeats are Engine.IO's own ping/pong, every `DMS_WS_HEARTBEAT_MS`.
+//!
+//! Sessions that do not authenticate do not pile up: a session that has not connected with a
+//! valid token within 5 s (as `/ws`'s `auth` frame) is closed, and each client address may
+//! hold `DMS_WS_MAX_UNAUTHENTICATED_PER_ADDRESS` such sessions at once (one more handshake is
+//! answered `429 too_many_connections`; see [`admit`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -20,8 +29,12 @@ use tokio::sync::mpsc;
 
 use super::connection::{self, Authed, ClientFrame, Connection, Out};
 use super::{MAX_FRAME, check_origin};
+use crate::api::extract::ClientIp;
 use crate::app::AppState;
-use crate::realtime::Next;
+use crate::realtime::Unauthenticated;
+
+/// Where Socket.IO is served (socketioxide's default).
+const PATH: &str = "/socket.io/";
 
 /// The events a client may emit.
 const CLIENT_EVENTS: [&str; 4] = ["ack", "resume", "auth", "ping"];
@@ -50,6 +63,8 @@ pub fn layer(app: &AppState) -> SocketIoLayer {
         .ws_max_message_size(MAX_FRAME)
         .ws_max_frame_size(MAX_FRAME)
         .ws_read_buffer_size(4 << 10)
+        // Engine.IO sessions that never connect to a namespace end as a tokenless `/ws` does.
+        .connect_timeout(connection::AUTH_WITHIN)
         .build_layer();
     let check = {
         let app = app.clone();
@@ -89,11 +104,38 @@ async fn accept(
     let authed = connection::authenticate(app, &handshake.token)
         .await
         .map_err(|error| error.detail().to_owned())?;
+    if let Some(waiting) = socket.req_parts().extensions.get::<Arc<Unauthenticated>>() {
+        waiting.release();
+    }
     socket.extensions.insert(Accepted {
         authed,
         cursor: handshake.cursor,
     });
     Ok(())
+}
+
+/// Middleware in front of Socket.IO: a request that opens an Engine.IO session (it has no
+/// `sid`) takes a place among its address's unauthenticated connections, or is answered 429.
+/// The place travels with the session (in its request's extensions) and is given back when
+/// the session connects with a valid token ([`accept`]) or ends.
+pub async fn admit(
+    State(app): State<AppState>,
+    ClientIp(address): ClientIp,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let opens_session = request.uri().path().starts_with(PATH)
+        && !url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+            .any(|(key, _)| key == "sid");
+    if opens_session {
+        match super::ws::unauthenticated(&app, &address) {
+            Ok(waiting) => {
+                request.extensions_mut().insert(Arc::new(waiting));
+            }
+            Err(refused) => return refused.into_response(),
+        }
+    }
+    next.run(request).await
 }
 
 enum Inbound {
@@ -131,9 +173,12 @@ async fn serve(
     let (mut connection, hello) =
         match Connection::open(app, accepted.authed, accepted.cursor).await {
             Ok(opened) => opened,
-            Err(error) => {
-                let _ = socket.emit("error", &connection::error_frame(&error));
-                let _ = socket.disconnect();
+            Err(refused) => {
+                for out in refused {
+                    if !emit(&socket, out) {
+                        break;
+                    }
+                }
                 return;
             }
         };
@@ -144,7 +189,7 @@ async fn serve(
     }
     enum Step {
         Client(Option<Inbound>),
-        Hub(Next),
+        Hub(crate::realtime::Next),
         Expired,
     }
     loop {

@@ -19,9 +19,9 @@ use tokio::time::Instant;
 use super::connection::{self, Authed, ClientFrame, Connection, Out, close};
 use super::{MAX_FRAME, check_origin};
 use crate::api::error::{ApiError, Code};
-use crate::api::extract::ApiQuery;
+use crate::api::extract::{ApiQuery, ClientIp};
 use crate::app::AppState;
-use crate::realtime::Next;
+use crate::realtime::{Next, Unauthenticated};
 
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -51,11 +51,13 @@ pub struct Query {
         (status = 401, description = "`invalid_token`, `token_expired` or `session_ended`: the token sent with the request was refused.", body = crate::api::openapi::Problem, content_type = crate::api::openapi::PROBLEM),
         (status = 403, description = "`origin_not_allowed`: a browser page of this origin may not connect.", body = crate::api::openapi::Problem, content_type = crate::api::openapi::PROBLEM),
         (status = 426, description = "`websocket_required`: send `Upgrade: websocket`.", body = crate::api::openapi::Problem, content_type = crate::api::openapi::PROBLEM),
+        (status = 429, description = "`too_many_connections` (with `retry-after`): without a token, the client's address already has `DMS_WS_MAX_UNAUTHENTICATED_PER_ADDRESS` connections waiting to authenticate.", body = crate::api::openapi::Problem, content_type = crate::api::openapi::PROBLEM),
     ),
 )]
 pub async fn upgrade(
     State(app): State<AppState>,
     headers: HeaderMap,
+    ClientIp(address): ClientIp,
     ApiQuery(query): ApiQuery<Query>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -83,9 +85,9 @@ pub async fn upgrade(
                 })
         })
         .transpose()?;
-    let authed = match bearer.or(query.token) {
-        Some(token) => Some(connection::authenticate(&app, &token).await?),
-        None => None,
+    let token = match bearer.or(query.token) {
+        Some(token) => Token::Sent(connection::authenticate(&app, &token).await?),
+        None => Token::InFirstFrame(unauthenticated(&app, &address)?),
     };
     let heartbeat = Duration::from_millis(app.config.ws_heartbeat_ms);
     Ok(upgrade
@@ -93,31 +95,61 @@ pub async fn upgrade(
         .max_frame_size(MAX_FRAME)
         .read_buffer_size(4 << 10)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| serve(app, socket, authed, query.cursor, heartbeat)))
+        .on_upgrade(move |socket| serve(app, socket, token, query.cursor, heartbeat)))
+}
+
+/// How the connection authenticates.
+enum Token {
+    /// With the request: checked before the upgrade.
+    Sent(Authed),
+    /// With its first frame; until then it counts against its address.
+    InFirstFrame(Unauthenticated),
+}
+
+/// A place among `address`'s connections waiting to authenticate (a `/ws` socket before its
+/// `auth` frame, a Socket.IO session before its connect), or the 429 when it has none left.
+pub fn unauthenticated(app: &AppState, address: &str) -> Result<Unauthenticated, ApiError> {
+    app.hub.admit_unauthenticated(address).ok_or_else(|| {
+        ApiError::new(
+            Code::TooManyConnections,
+            format!(
+                "{address} already has {} real-time connections waiting to authenticate (DMS_WS_MAX_UNAUTHENTICATED_PER_ADDRESS); send the token with the request, or authenticate those first",
+                app.config.ws_max_unauthenticated_per_address
+            ),
+        )
+        .retry_after(1)
+    })
 }
 
 async fn serve(
     app: AppState,
     mut socket: WebSocket,
-    authed: Option<Authed>,
+    token: Token,
     cursor: Option<u64>,
     heartbeat: Duration,
 ) {
-    let authed = match authed {
-        Some(authed) => authed,
-        None => match first_auth(&app, &mut socket).await {
-            Ok(authed) => authed,
-            Err(out) => {
-                send(&mut socket, out).await;
-                return;
+    let authed = match token {
+        Token::Sent(authed) => authed,
+        Token::InFirstFrame(waiting) => {
+            let authed = first_auth(&app, &mut socket).await;
+            waiting.release();
+            match authed {
+                Ok(authed) => authed,
+                Err(out) => {
+                    send(&mut socket, out).await;
+                    return;
+                }
             }
-        },
+        }
     };
     let (mut connection, hello) = match Connection::open(app, authed, cursor).await {
         Ok(opened) => opened,
-        Err(error) => {
-            let _ = send(&mut socket, Out::Frame(connection::error_frame(&error))).await;
-            let _ = send(&mut socket, Out::Close(1011, "try again shortly".into())).await;
+        Err(refused) => {
+            for out in refused {
+                if !send(&mut socket, out).await {
+                    break;
+                }
+            }
             return;
         }
     };

@@ -1,0 +1,80 @@
+//! The request-body limits that act around the handlers: a declared `Content-Length` over the
+//! limit is refused before any of the body is read (a client declaring 100 MB and sending
+//! nothing would otherwise hold the request open), and a body that did not arrive within
+//! `DMS_HTTP_BODY_TIMEOUT_SECONDS` (the connection cut it off, see
+//! [`BodyDeadline`](crate::connections::BodyDeadline)) is answered 408, whatever reading the
+//! cut-off body led the handler to answer.
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::{ApiError, Code};
+use crate::connections::BodyDeadline;
+
+/// The body limits: `max_body_bytes`, and the upload limit of `POST /plugins` (the route's
+/// own `DefaultBodyLimit` in `router`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodyLimits {
+    pub(super) max_body_bytes: usize,
+    pub(super) max_upload_bytes: usize,
+}
+
+impl BodyLimits {
+    /// The 413 for a request declaring more than its route accepts.
+    fn refuse_declared(&self, request: &Request) -> Option<ApiError> {
+        let declared: u64 = request
+            .headers()
+            .get(header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if request.method() == Method::POST && request.uri().path() == "/plugins" {
+            let limit = self.max_upload_bytes;
+            return (declared > limit as u64).then(|| {
+                ApiError::new(
+                    Code::ComponentTooLarge,
+                    format!(
+                        "the request declares a component of {declared} bytes, over the limit of {limit} bytes"
+                    ),
+                )
+                .with("size", declared)
+                .with("limit", limit)
+            });
+        }
+        // The same answer as for a body that turns out too large while it is read.
+        (declared > self.max_body_bytes as u64).then(|| {
+            ApiError::new(
+                Code::PayloadTooLarge,
+                "the request body is larger than the server accepts (max_body_bytes)",
+            )
+        })
+    }
+}
+
+/// Middleware: see the module docs.
+pub(super) async fn limit(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(refused) = limits.refuse_declared(&request) {
+        return refused.into_response();
+    }
+    let deadline = request.extensions().get::<BodyDeadline>().cloned();
+    let response = next.run(request).await;
+    match deadline {
+        Some(deadline) if deadline.expired() => ApiError::new(
+            Code::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} s of its headers (DMS_HTTP_BODY_TIMEOUT_SECONDS)",
+                deadline.timeout.as_secs()
+            ),
+        )
+        .into_response(),
+        _ => response,
+    }
+}
