@@ -582,7 +582,8 @@ async fn a_410_disables_the_webhook_and_a_302_is_not_followed(backend: Backend) 
     assert_eq!(server.dispatch().await.dead, 1);
     assert_eq!(
         status(&admin, &third).await["last_error"],
-        "HTTP 302: receiver says hi; redirects are not followed (location: http://127.0.0.1:9/elsewhere)"
+        // The location's path stays the receiver's (it may hold a token).
+        "HTTP 302: receiver says hi; redirects are not followed (location: http://127.0.0.1:9/…)"
     );
     assert_eq!(redirecting.received().len(), 1);
 }
