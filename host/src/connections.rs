@@ -14,7 +14,7 @@
 //!   its first byte (slowloris); a keep-alive connection waits at most
 //!   `http_idle_timeout_seconds` for its next request (hyper's header timer, which starts when
 //!   the previous response is sent); a request's body must arrive within
-//!   `http_body_timeout_seconds` of its headers, or the request is answered `408
+//!   `http_body_timeout_seconds` of the server starting to read it, or the request is answered `408
 //!   request_timeout` (the API maps it, see [`BodyDeadline`]). Timeouts close the connection
 //!   without an answer, as nothing has been asked.
 //!
@@ -74,7 +74,7 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Time a keep-alive connection waits for its next request.
     pub idle_timeout: Duration,
-    /// Time a request's body has to arrive, from the end of its headers.
+    /// Time a request's body has to arrive, from when the server starts reading it.
     pub body_timeout: Duration,
     /// The process's open-file limit when the settings were resolved.
     pub open_file_limit: u64,
@@ -684,10 +684,11 @@ impl BodyDeadline {
 #[error("the request body did not arrive within {} s", .0.as_secs())]
 pub struct BodyTimedOut(Duration);
 
-/// A request body that fails once its deadline has passed.
+/// A request body that fails once its deadline has passed. The deadline counts from the first
+/// time the server reads it, not from the end of the headers: a request that waits its turn
+/// before reading (a tenant's queued plugin uploads) is not the client's delay.
 struct DeadlineBody {
     body: Incoming,
-    at: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
     deadline: BodyDeadline,
 }
@@ -707,10 +708,10 @@ impl Body for DeadlineBody {
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
-        let at = this.at;
+        let timeout = this.deadline.timeout;
         let sleep = this
             .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         ready!(sleep.as_mut().poll(cx));
         this.deadline.expired.store(true, Ordering::Release);
         Poll::Ready(Some(Err(BodyTimedOut(this.deadline.timeout).into())))
@@ -835,7 +836,6 @@ fn service(
         let mut request = request.map(|body| {
             axum::body::Body::new(DeadlineBody {
                 body,
-                at: Instant::now() + body_timeout,
                 sleep: None,
                 deadline: deadline.clone(),
             })

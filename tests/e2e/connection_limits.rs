@@ -117,6 +117,39 @@ async fn read_response(stream: &mut TcpStream) -> Raw {
 
 const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: dms\r\n\r\n";
 
+/// Sends `bytes` a byte a second (then nothing) and returns what the server sent until it
+/// closed the connection; `None` when it had not closed it within 20 s.
+async fn a_byte_a_second(mut stream: TcpStream, bytes: &[u8]) -> Option<Vec<u8>> {
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        for byte in bytes {
+            if writer.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    let read = async {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => return received,
+                Ok(read) => received.extend_from_slice(&buffer[..read]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::select! {
+            () = write => unreachable!(),
+            received = read => received,
+        }
+    })
+    .await
+    .ok()
+}
+
 /// Asserts a problem answered by the connection layer (before any request was read, so
 /// without a request id).
 #[track_caller]
@@ -137,37 +170,12 @@ async fn heads_sent_a_byte_per_second_are_cut_off_after_the_header_timeout() {
         config.http_idle_timeout_seconds = 60;
     })
     .await;
-    let trickle = |mut stream: TcpStream| async move {
+    let trickle = |stream: TcpStream| async move {
         let started = Instant::now();
         let head = b"GET /health HTTP/1.1\r\nhost: dms\r\nx-padding: slowly\r\n\r\n";
-        let (mut reader, mut writer) = stream.split();
-        let write = async {
-            for byte in head {
-                if writer.write_all(&[*byte]).await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            std::future::pending::<()>().await;
-        };
-        let read = async {
-            let mut received = Vec::new();
-            let mut buffer = [0u8; 1024];
-            loop {
-                match reader.read(&mut buffer).await {
-                    Ok(0) | Err(_) => return received,
-                    Ok(read) => received.extend_from_slice(&buffer[..read]),
-                }
-            }
-        };
-        let received = tokio::time::timeout(Duration::from_secs(20), async {
-            tokio::select! {
-                () = write => unreachable!(),
-                received = read => received,
-            }
-        })
-        .await
-        .expect("the server closes a head that takes too long");
+        let received = a_byte_a_second(stream, head)
+            .await
+            .expect("the server closes a head that takes too long");
         (started.elapsed(), received)
     };
     // 20 slowloris connections at once: each is closed, unanswered, once its 2 s are up
@@ -246,34 +254,9 @@ async fn a_body_that_arrives_too_slowly_is_answered_408_and_nothing_is_stored() 
     stream.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
     // A byte per second: each read is quick, the whole body is not.
-    let (mut reader, mut writer) = stream.split();
-    let write = async {
-        for byte in body.as_bytes() {
-            if writer.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        std::future::pending::<()>().await;
-    };
-    let read = async {
-        let mut received = Vec::new();
-        let mut buffer = [0u8; 4096];
-        loop {
-            match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => return received,
-                Ok(read) => received.extend_from_slice(&buffer[..read]),
-            }
-        }
-    };
-    let received = tokio::time::timeout(Duration::from_secs(20), async {
-        tokio::select! {
-            () = write => unreachable!(),
-            received = read => received,
-        }
-    })
-    .await
-    .expect("the server answers and closes a body that takes too long");
+    let received = a_byte_a_second(stream, body.as_bytes())
+        .await
+        .expect("the server answers and closes a body that takes too long");
     assert!(started.elapsed() >= Duration::from_millis(1900));
     let raw = parse(&received);
     assert_eq!(raw.status, 408, "{raw:?}");
@@ -286,7 +269,7 @@ async fn a_body_that_arrives_too_slowly_is_answered_408_and_nothing_is_stored() 
             "type": "/problems/request_timeout",
             "title": "Request timeout",
             "status": 408,
-            "detail": "the request body did not arrive within 2 s of its headers (DMS_HTTP_BODY_TIMEOUT_SECONDS)",
+            "detail": "the request body did not arrive within 2 s of the server reading it (DMS_HTTP_BODY_TIMEOUT_SECONDS)",
             "code": "request_timeout",
             "request_id": request_id,
         })

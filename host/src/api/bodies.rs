@@ -62,7 +62,14 @@ pub(super) async fn limit(
     next: Next,
 ) -> Response {
     if let Some(refused) = limits.refuse_declared(&request) {
-        return refused.into_response();
+        // The body stays unread, so the connection cannot carry another request: say so, or
+        // a client reusing it would find it closed under its next request.
+        let mut response = refused.into_response();
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return response;
     }
     let deadline = request.extensions().get::<BodyDeadline>().cloned();
     let response = next.run(request).await;
@@ -70,7 +77,7 @@ pub(super) async fn limit(
         Some(deadline) if deadline.expired() => ApiError::new(
             Code::RequestTimeout,
             format!(
-                "the request body did not arrive within {} s of its headers (DMS_HTTP_BODY_TIMEOUT_SECONDS)",
+                "the request body did not arrive within {} s of the server reading it (DMS_HTTP_BODY_TIMEOUT_SECONDS)",
                 deadline.timeout.as_secs()
             ),
         )
