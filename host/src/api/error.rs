@@ -73,7 +73,7 @@ codes! {
     NotFound = ("not_found", 404, "Not found", "There is no such resource in your tenant.");
     RouteNotFound = ("route_not_found", 404, "No such route", "No endpoint has this path; see /openapi.json.");
     MethodNotAllowed = ("method_not_allowed", 405, "Method not allowed", "The endpoint exists but not with this method; the `allow` header lists the methods it takes.");
-    RequestTimeout = ("request_timeout", 408, "Request timeout", "The request body did not arrive within DMS_HTTP_BODY_TIMEOUT_SECONDS of its headers; send it faster, or ask the operator to allow more time.");
+    RequestTimeout = ("request_timeout", 408, "Request timeout", "The request body did not arrive within DMS_HTTP_BODY_TIMEOUT_SECONDS of the server starting to read it; send it faster, or ask the operator to allow more time.");
     Conflict = ("conflict", 409, "Conflict", "The request conflicts with the current state: a name is taken, or the action is not possible now.");
     PluginQuotaExceeded = ("plugin_quota_exceeded", 409, "Plugin quota exceeded", "Your tenant's plugins fill the quota the operator set (DMS_PLUGIN_MAX_PER_TENANT plugins, DMS_PLUGIN_MAX_TENANT_MB of components); `quota` says which (`plugins` or `bytes`), `limit` the maximum. Delete plugins no hook uses (DELETE /plugins/{id}), then upload again.");
     PayloadTooLarge = ("payload_too_large", 413, "Payload too large", "The request body is larger than the server accepts.");
