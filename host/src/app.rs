@@ -309,7 +309,7 @@ pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let limits = &state.connections;
     tracing::info!(
         message = "Connection limits.",
@@ -334,7 +334,7 @@ async fn serve_on(
     state: AppState,
     listener: impl Accept,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
     let janitor = tokio::spawn({
         let state = state.clone();
@@ -413,7 +413,6 @@ async fn serve_on(
             );
         }
     }
-    Ok(())
 }
 
 /// Every `reconcile_seconds`, puts any pending message the index lacks back into it (messages

@@ -41,7 +41,7 @@ pub(super) async fn serve(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         listener.local_addr()?,
         if state.redis.is_some() { "on" } else { "off" },
     );
-    app::serve(state, listener, shutdown_signal()).await?;
+    app::serve(state, listener, shutdown_signal()).await;
     println!("DMS stopped.");
     Ok(ExitCode::SUCCESS)
 }

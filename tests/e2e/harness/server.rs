@@ -248,8 +248,7 @@ impl TestServer {
                 app::serve(state, listener, async {
                     let _ = stopped.await;
                 })
-                .await
-                .unwrap();
+                .await;
             }
         });
         Self {
