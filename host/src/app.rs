@@ -60,6 +60,8 @@ pub struct Shared {
     pub schedule: Arc<dyn Schedule>,
     /// The dispatcher (running only on worker nodes; tests drive it by hand).
     pub dispatcher: Arc<Dispatcher>,
+    /// Commits accepted messages in groups, and indexes them.
+    pub submitter: crate::messages::submit::Submitter,
     /// Live connections, events across nodes, and presence.
     pub hub: Arc<Hub>,
     /// The node's Prometheus metrics.
@@ -227,6 +229,7 @@ impl AppState {
                 },
             },
         ));
+        let submitter = crate::messages::submit::Submitter::start(store.clone(), schedule.clone());
         if let Err(error) = dispatcher.rebuild().await {
             // Redis may be down at start; the dispatcher rebuilds when it is back.
             tracing::warn!(message = "Could not rebuild the schedule index at start.", %error);
@@ -244,6 +247,7 @@ impl AppState {
             policies,
             schedule,
             dispatcher,
+            submitter,
             hub,
             metrics,
             tls,
@@ -346,21 +350,7 @@ async fn serve_on(
             }
         }
     });
-    let pruner = tokio::spawn({
-        let state = state.clone();
-        async move {
-            let retention = state.config.feed_retention_seconds.saturating_mul(1000);
-            let every = Duration::from_millis((retention / 4).clamp(1_000, 60_000));
-            let mut ticks = tokio::time::interval(every);
-            loop {
-                ticks.tick().await;
-                let horizon = state.clock.now_ms().saturating_sub(retention);
-                if let Err(error) = state.store.prune_feed(horizon).await {
-                    tracing::warn!(message = "Could not prune old feed events; retrying later.", %error);
-                }
-            }
-        }
-    });
+    let pruner = tokio::spawn(retention(state.clone()));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_workers, workers_stopping) = tokio::sync::watch::channel(false);
     let workers = state.config.worker_enabled.then(|| {
@@ -411,6 +401,48 @@ async fn serve_on(
             tracing::warn!(
                 message = "Deliveries still in flight after the grace period; their leases will expire and another node will deliver them."
             );
+        }
+    }
+}
+
+/// Messages deleted in one slice of retention's pruning: small enough that a slice never holds
+/// the write lock for long.
+const PRUNE_SLICE: u32 = 5_000;
+
+/// Keeps what the database holds within its retention: feed events older than
+/// `feed_retention_seconds`, messages that ended more than `message_retention_days` ago (with
+/// their history, in slices), and idempotency keys past their 24 hours.
+async fn retention(state: AppState) {
+    let feed_ms = state.config.feed_retention_seconds.saturating_mul(1000);
+    let messages_ms = state
+        .config
+        .message_retention_days
+        .saturating_mul(86_400_000);
+    let every = Duration::from_millis((feed_ms / 4).clamp(1_000, 60_000));
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let now = state.clock.now_ms();
+        if let Err(error) = state.store.prune_feed(now.saturating_sub(feed_ms)).await {
+            tracing::warn!(message = "Could not prune old feed events; retrying later.", %error);
+        }
+        loop {
+            match state
+                .store
+                .prune_messages(now.saturating_sub(messages_ms), PRUNE_SLICE)
+                .await
+            {
+                Ok(pruned) if pruned == u64::from(PRUNE_SLICE) => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(message = "Could not prune ended messages; retrying later.", %error);
+                    break;
+                }
+            }
+        }
+        let keys = now.saturating_sub(crate::store::IDEMPOTENCY_TTL_MS);
+        if let Err(error) = state.store.prune_idempotency_keys(keys).await {
+            tracing::warn!(message = "Could not prune expired idempotency keys; retrying later.", %error);
         }
     }
 }

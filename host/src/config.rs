@@ -98,6 +98,7 @@ pub struct Config {
     pub session_ttl_days: u64,
     pub admin_password: Secret,
     pub max_body_bytes: usize,
+    pub max_batch_body_bytes: usize,
     pub http_body_timeout_seconds: u64,
     pub http_header_timeout_seconds: u64,
     pub http_idle_timeout_seconds: u64,
@@ -130,6 +131,7 @@ pub struct Config {
     pub replay_per_second: u32,
     pub allowed_origins: String,
     pub feed_retention_seconds: u64,
+    pub message_retention_days: u64,
     pub ws_heartbeat_ms: u64,
     pub ws_outbound_queue: u32,
     pub ws_frames_per_second: u32,
@@ -360,6 +362,26 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return invalid("DMS_MAX_BODY_BYTES", "it must be at least 1024".into());
         }
+        if self.max_batch_body_bytes < self.max_body_bytes {
+            return invalid(
+                "DMS_MAX_BATCH_BODY_BYTES",
+                format!(
+                    "it must be at least DMS_MAX_BODY_BYTES ({}): a batch may always carry one message",
+                    self.max_body_bytes
+                ),
+            );
+        }
+        // A feed event about a delivered message refers to the message for its content, so
+        // messages must outlive the feed events that refer to them.
+        if self.message_retention_days.saturating_mul(86_400) < self.feed_retention_seconds {
+            return invalid(
+                "DMS_MESSAGE_RETENTION_DAYS",
+                format!(
+                    "it must keep messages at least as long as DMS_FEED_RETENTION_SECONDS keeps feed events ({} s): feed events read the content of the messages they are about",
+                    self.feed_retention_seconds
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -428,7 +450,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 54);
+        assert_eq!(keys().len(), 56);
     }
 
     #[test]

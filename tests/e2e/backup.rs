@@ -161,7 +161,7 @@ async fn populate(server: TestServer) -> Fixture {
         )
         .await
         .unwrap();
-    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed.messages.len(), 1);
     ids.insert("delivering", delivering);
 
     for (expected, id) in &ids {
@@ -751,10 +751,10 @@ async fn a_backup_that_fails_midway_keeps_the_previous_file() {
     let good = std::fs::read(&file).unwrap();
 
     // SQLite stores what it is given: text in an integer column fails the backup when it
-    // reaches the messages, after the header and the first tables were written.
+    // reaches the message states, after the header and the first tables were written.
     fixture
         .server
-        .sql("UPDATE messages SET attempts = 'many'")
+        .sql("UPDATE message_states SET attempts = 'many'")
         .await;
     let output = run(
         fixture.server.storage().dms(),
@@ -766,7 +766,7 @@ async fn a_backup_that_fails_midway_keeps_the_previous_file() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("backup to"), "{stderr}");
     assert!(
-        stderr.contains("cannot read messages.attempts: mismatched types"),
+        stderr.contains("cannot read message_states.attempts: mismatched types"),
         "{stderr}"
     );
     assert_eq!(

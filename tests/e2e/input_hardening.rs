@@ -290,7 +290,7 @@ async fn an_array_where_an_object_is_expected_is_refused_everywhere(backend: Bac
     let id = sent.body["id"].as_str().unwrap().to_owned();
     server
         .sql(&format!(
-            "UPDATE messages SET status = 'dead' WHERE id = '{id}'"
+            "UPDATE message_states SET status = 'dead' WHERE message_id = '{id}'"
         ))
         .await;
 

@@ -980,8 +980,8 @@ async fn a_lease_ending_now_is_taken_over(backend: Backend) {
     let until = server.clock.now_ms() + 5_000;
     server
         .sql(&format!(
-            "UPDATE messages SET status = 'delivering', lease_token = 'a-node-that-died', \
-             lease_until_ms = {until} WHERE id = '{id}'"
+            "UPDATE message_states SET status = 'delivering', lease_token = 'a-node-that-died', \
+             lease_until_ms = {until} WHERE message_id = '{id}'"
         ))
         .await;
     server.clock.advance(until - server.clock.now_ms());

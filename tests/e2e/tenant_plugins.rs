@@ -679,7 +679,7 @@ pub(crate) async fn hot_swapping_under_load_loses_nothing_and_never_half_applies
     println!("messages decided by the one- and two-validator chains: {chains:?}");
     server.dispatch().await;
     let delivered = server
-        .sql_column("SELECT CAST(count(*) AS TEXT) FROM messages WHERE status = 'delivered'")
+        .sql_column("SELECT CAST(count(*) AS TEXT) FROM message_states WHERE status = 'delivered'")
         .await;
     assert_eq!(delivered, [ids.len().to_string()]);
 }

@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use super::error::{ApiError, Code};
 use crate::connections::BodyDeadline;
 
-/// The body limits: `max_body_bytes`, and the upload limit of `POST /plugins` (the route's
-/// own `DefaultBodyLimit` in `router`).
+/// The body limits: `max_body_bytes`, and the limits of the routes with their own
+/// `DefaultBodyLimit` in `router`: `POST /messages/batch` and `POST /plugins` (uploads).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BodyLimits {
     pub(super) max_body_bytes: usize,
+    pub(super) max_batch_bytes: usize,
     pub(super) max_upload_bytes: usize,
 }
 
@@ -45,6 +46,10 @@ impl BodyLimits {
                 .with("limit", limit)
             });
         }
+        if request.method() == Method::POST && request.uri().path() == "/messages/batch" {
+            return (declared > self.max_batch_bytes as u64)
+                .then(|| batch_too_large(self.max_batch_bytes));
+        }
         // The same answer as for a body that turns out too large while it is read.
         (declared > self.max_body_bytes as u64).then(|| {
             ApiError::new(
@@ -53,6 +58,17 @@ impl BodyLimits {
             )
         })
     }
+}
+
+/// The 413 for a batch body over its limit (`DMS_MAX_BATCH_BODY_BYTES`).
+pub(super) fn batch_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        Code::PayloadTooLarge,
+        format!(
+            "the batch is larger than the server accepts: at most {limit} bytes (DMS_MAX_BATCH_BODY_BYTES); send fewer messages per batch"
+        ),
+    )
+    .with("limit", limit)
 }
 
 /// Middleware: see the module docs.

@@ -252,8 +252,14 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        Self::from(&error)
+    }
+}
+
+impl From<&StoreError> for ApiError {
+    fn from(error: &StoreError) -> Self {
         match error {
-            StoreError::Conflict(detail) => Self::new(Code::Conflict, detail),
+            StoreError::Conflict(detail) => Self::new(Code::Conflict, detail.clone()),
             StoreError::Unavailable(cause) => Self::unavailable("database", cause),
             // Input validation should have caught it; still the client's data, not a fault.
             StoreError::Refused(detail) => Self::field(
@@ -273,14 +279,23 @@ impl From<StoreError> for ApiError {
 
 impl From<crate::messages::Error> for ApiError {
     fn from(error: crate::messages::Error) -> Self {
+        Self::from(&error)
+    }
+}
+
+/// The problem of a message use case's error (by reference: a batch answers many of them).
+impl From<&crate::messages::Error> for ApiError {
+    fn from(error: &crate::messages::Error) -> Self {
         use crate::messages::Error;
         match error {
             Error::NotFound => Self::not_found("message"),
-            Error::Forbidden(reason) => Self::new(Code::Forbidden, reason),
-            Error::Invalid { field, reason } => Self::field(field, format!("{field}: {reason}")),
-            Error::Rejected(rejection) => Self::new(Code::Rejected, rejection.reason)
-                .with("reason_code", rejection.code)
-                .with("plugin", rejection.plugin),
+            Error::Forbidden(reason) => Self::new(Code::Forbidden, *reason),
+            Error::Invalid { field, reason } => {
+                Self::field(field.to_string(), format!("{field}: {reason}"))
+            }
+            Error::Rejected(rejection) => Self::new(Code::Rejected, rejection.reason.clone())
+                .with("reason_code", rejection.code.clone())
+                .with("plugin", rejection.plugin.clone()),
             Error::NotPending(status) => Self::new(
                 Code::Conflict,
                 format!("the message is {status}; it can no longer be changed this way"),

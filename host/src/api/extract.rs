@@ -36,6 +36,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        JsonBody::from_request(request, state)
+            .await?
+            .parse()
+            .map(ApiJson)
+    }
+}
+
+/// A JSON body read into a tree once: the handler parses it into its types (or parts of it,
+/// as a batch does item by item) and hashes it only when it must (an `Idempotency-Key`).
+#[derive(Debug, Clone)]
+pub struct JsonBody(pub(super) json::Node);
+
+impl JsonBody {
+    /// The body as `T`, with the same field errors as [`parse_json`].
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        from_node(&self.0)
+    }
+
+    /// The SHA-256 of the body in canonical form (object keys sorted, no whitespace), so the
+    /// same request with other whitespace or key order has the same hash.
+    pub fn canonical_hash(&self) -> String {
+        use sha2::Digest as _;
+        let canonical = serde_json::Value::from(&self.0).to_string();
+        hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -68,7 +99,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     )
                 }
             })?;
-        parse_json(&bytes).map(ApiJson)
+        read_json(&bytes).map(JsonBody)
     }
 }
 
@@ -76,7 +107,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// A key given twice in one object, and an array where the type wants an object, are field
 /// errors too (see [`json`](super::json)): a body means one thing or is refused.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let node = json::read(bytes).map_err(|error| match error {
+    from_node(&read_json(bytes)?)
+}
+
+/// Reads JSON into a tree: syntax errors are 400, a key given twice is a 422 at its pointer.
+fn read_json(bytes: &[u8]) -> Result<json::Node, ApiError> {
+    json::read(bytes).map_err(|error| match error {
         json::ReadError::Syntax(error) => ApiError::new(
             Code::MalformedJson,
             format!("the body is not valid JSON: {error}"),
@@ -85,8 +121,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             pointer.clone(),
             format!("{pointer}: this key is given more than once in its object; give it once"),
         ),
-    })?;
-    from_node(&node)
+    })
 }
 
 /// Converts parsed JSON into `T`, with the same field errors as [`parse_json`].
@@ -94,7 +129,7 @@ pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<
     from_node(&json::Node::from(&value))
 }
 
-fn from_node<T: DeserializeOwned>(node: &json::Node) -> Result<T, ApiError> {
+pub(super) fn from_node<T: DeserializeOwned>(node: &json::Node) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(json::Strict(node)).map_err(|error| {
         let path = error.path().to_string();
         // Errors from a tree carry no line and column: the path says where.

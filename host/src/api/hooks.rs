@@ -479,7 +479,7 @@ pub(super) async fn dry_run(
             draft(&state, &caller.user, submission, state.clock.now_ms())
                 .await
                 .map_err(|error| match error {
-                    crate::messages::Error::Invalid { field, reason } => within(field, &reason),
+                    crate::messages::Error::Invalid { field, reason } => within(&field, &reason),
                     other => other.into(),
                 })?
         }

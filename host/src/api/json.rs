@@ -335,6 +335,25 @@ impl From<&serde_json::Value> for Node {
     }
 }
 
+/// The tree as a `serde_json::Value` (for a body's canonical form: `Value` sorts keys).
+impl From<&Node> for serde_json::Value {
+    fn from(node: &Node) -> Self {
+        match node {
+            Node::Null => Self::Null,
+            Node::Bool(value) => Self::Bool(*value),
+            Node::Number(number) => Self::Number(number.clone()),
+            Node::String(text) => Self::String(text.clone()),
+            Node::Array(items) => Self::Array(items.iter().map(Into::into).collect()),
+            Node::Object(members) => Self::Object(
+                members
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.into()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,15 +7,15 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, Caller, from_json_value};
+use super::error::{ApiError, Code};
+use super::extract::{ApiJson, ApiQuery, Caller, JsonBody};
 use super::openapi::{PROBLEM, Problem};
 use crate::app::AppState;
 use crate::clock::{self, parse_rfc3339};
 use crate::domain::ids::MessageId;
 use crate::domain::message::{Requested, Status};
 use crate::domain::user::Role;
-use crate::messages::submit::{Submission, Submitted, request_hash};
+use crate::messages::submit::{ItemOutcome, Key, MAX_BATCH, Submission, Submitted};
 use crate::messages::view::{EventView, MessageView, StatusView};
 use crate::messages::{self, manage};
 use crate::store::{Mailbox, MessageQuery};
@@ -45,34 +45,19 @@ pub(super) async fn submit(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<serde_json::Value>,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| {
-                    ApiError::field(
-                        "Idempotency-Key",
-                        "Idempotency-Key: the key must be visible ASCII",
-                    )
-                })?
-                .to_owned(),
-        ),
-    };
-    let hash = request_hash(&body);
-    let submission: Submission = from_json_value(body)?;
-    let submitted =
-        messages::submit::submit(&state, &caller.user, submission, key.map(|key| (key, hash)))
-            .await
-            .inspect_err(|error| {
-                if matches!(error, messages::Error::Rejected(_)) {
-                    state.metrics.rejected();
-                }
-            })?;
+    let key = idempotency_key(&headers, &body)?;
+    let submission: Submission = body.parse()?;
+    let submitted = messages::submit::submit(&state, &caller.user, submission, key)
+        .await
+        .inspect_err(|error| {
+            if matches!(error, messages::Error::Rejected(_)) {
+                state.metrics.rejected();
+            }
+        })?;
     let (body, replayed) = match submitted {
-        Submitted::Created(_, body) => {
+        Submitted::Created(body) => {
             state.metrics.submitted();
             (body, false)
         }
@@ -82,21 +67,209 @@ pub(super) async fn submit(
         .ok()
         .and_then(|value| value["id"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    let mut response = (
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response();
+    let mut response = created(StatusCode::CREATED, body, replayed);
     if let Ok(location) = HeaderValue::from_str(&format!("/messages/{id}")) {
         response.headers_mut().insert(header::LOCATION, location);
     }
+    Ok(response)
+}
+
+/// The request's `Idempotency-Key`, with the hash of its body (computed only when there is a
+/// key).
+fn idempotency_key(headers: &HeaderMap, body: &JsonBody) -> Result<Option<Key>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::field(
+            "Idempotency-Key",
+            "Idempotency-Key: the key must be visible ASCII",
+        )
+    })?;
+    Ok(Some(Key {
+        key: key.to_owned(),
+        hash: body.canonical_hash(),
+    }))
+}
+
+/// A JSON answer with `status`, marked when it is a stored one replayed.
+fn created(status: StatusCode, body: String, replayed: bool) -> Response {
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if replayed {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
+}
+
+/// A batch of messages: `POST /messages/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(
+    dead_code,
+    reason = "documents the body; the handler reads each item on its own"
+)]
+pub(super) struct BatchRequest {
+    /// 1 to 1,000 messages, each as `POST /messages` takes it.
+    #[schema(min_items = 1, max_items = 1000)]
+    messages: Vec<Submission>,
+}
+
+/// What became of one item of a batch: `message` when it was accepted, `problem` when not.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct BatchItem {
+    /// The item's position in the request, from 0.
+    index: usize,
+    /// 201 when accepted, else the problem's status.
+    status: u16,
+    /// The accepted message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<MessageView>,
+    /// Why the item was refused: a problem as any endpoint answers it (`field` is a JSON
+    /// pointer within the item).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Problem>)]
+    problem: Option<serde_json::Value>,
+}
+
+/// The answer to a batch: every item in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct BatchAnswer {
+    /// How many items were accepted (and committed together).
+    accepted: usize,
+    /// How many were refused.
+    rejected: usize,
+    /// Every item, in the order of the request.
+    items: Vec<BatchItem>,
+}
+
+/// `POST /messages/batch`.
+#[utoipa::path(
+    post,
+    path = "/messages/batch",
+    tag = "messages",
+    summary = "Submit up to 1,000 messages at once",
+    description = "Each item is checked, validated and planned on its own, exactly as `POST /messages` does; the accepted ones are committed together (all or none of them), and the answer lists every item in order with its message or its problem. With an `Idempotency-Key`, the same request within 24 hours returns the first answer again (`idempotent-replayed: true`). The body may be up to `DMS_MAX_BATCH_BODY_BYTES`.",
+    request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried batch safe: visible ASCII, at most 255 characters; it covers the whole batch.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every item's outcome; `accepted` of them were committed.", body = BatchAnswer,
+            headers(("idempotent-replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key."))),
+        (status = 413, description = "`payload_too_large`: the body is over `DMS_MAX_BATCH_BODY_BYTES` (`limit` says how many bytes).", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field`: `/messages` is missing, empty or holds more than 1,000 items (`limit`), or another field is present; or `idempotency_key_reused`.", body = Problem, content_type = PROBLEM),
+    ),
+)]
+pub(super) async fn submit_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|error| match error.code() {
+        // Read past its limit (no Content-Length declared it): name the batch's limit.
+        Code::PayloadTooLarge => super::bodies::batch_too_large(state.config.max_batch_body_bytes),
+        _ => error,
+    })?;
+    let key = idempotency_key(&headers, &body)?;
+    let items = batch_items(&body)?;
+    let (submitted, accepted) =
+        messages::submit::submit_batch(&state, &caller.user, items, key, |outcomes| {
+            render_batch(outcomes)
+        })
+        .await?;
+    for _ in 0..accepted {
+        state.metrics.submitted();
+    }
+    let (body, replayed) = match submitted {
+        Submitted::Created(body) => (body, false),
+        Submitted::Replayed(body) => (body, true),
+    };
+    Ok(created(StatusCode::OK, body, replayed))
+}
+
+/// The items of a batch body, each read on its own: an item that is not a message is that
+/// item's problem, not the whole request's.
+fn batch_items(body: &JsonBody) -> Result<Vec<Result<Submission, messages::Error>>, ApiError> {
+    use super::json::Node;
+    let Node::Object(members) = &body.0 else {
+        return Err(ApiError::field(
+            "/",
+            "/: the body must be an object: {\"messages\": [...]}",
+        ));
+    };
+    if let Some((name, _)) = members.iter().find(|(name, _)| name != "messages") {
+        return Err(ApiError::field(
+            format!("/{name}"),
+            format!("/{name}: unknown field; the body has only `messages`"),
+        ));
+    }
+    let Some((_, Node::Array(items))) = members.iter().find(|(name, _)| name == "messages") else {
+        return Err(ApiError::field(
+            "/messages",
+            "/messages: give the messages as an array of 1 to 1000 objects",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::field(
+            "/messages",
+            format!(
+                "/messages: a batch holds 1 to {MAX_BATCH} messages; this one has {}",
+                items.len()
+            ),
+        )
+        .with("limit", MAX_BATCH));
+    }
+    Ok(items
+        .iter()
+        .map(|item| {
+            super::extract::from_node::<Submission>(item).map_err(|error| {
+                let field = error.field_name().unwrap_or("/").to_owned();
+                let reason = error
+                    .detail()
+                    .strip_prefix(&format!("{field}: "))
+                    .unwrap_or(error.detail())
+                    .to_owned();
+                messages::Error::Invalid {
+                    field: field.into(),
+                    reason,
+                }
+            })
+        })
+        .collect())
+}
+
+/// The answer to a batch, from each item's outcome.
+fn render_batch(outcomes: &[ItemOutcome]) -> String {
+    let items: Vec<BatchItem> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(index, outcome)| match outcome {
+            Ok(view) => BatchItem {
+                index,
+                status: 201,
+                message: Some(view.clone()),
+                problem: None,
+            },
+            Err(error) => {
+                let problem = ApiError::from(error);
+                BatchItem {
+                    index,
+                    status: problem.code().status().as_u16(),
+                    message: None,
+                    problem: Some(problem.problem()),
+                }
+            }
+        })
+        .collect();
+    let accepted = items.iter().filter(|item| item.message.is_some()).count();
+    serde_json::to_string(&BatchAnswer {
+        accepted,
+        rejected: items.len() - accepted,
+        items,
+    })
+    .expect("an answer is JSON")
 }
 
 /// Which messages to list.
@@ -248,7 +421,7 @@ pub(super) async fn status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<StatusView>, ApiError> {
-    let message = manage::visible(&state, &caller.user, &id).await?;
+    let message = manage::visible_state(&state, &caller.user, &id).await?;
     Ok(Json(StatusView::from(&message)))
 }
 
@@ -277,7 +450,7 @@ pub(super) async fn events(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EventList>, ApiError> {
-    let message = manage::visible(&state, &caller.user, &id).await?;
+    let message = manage::visible_state(&state, &caller.user, &id).await?;
     if message.sender_id != caller.user.id && caller.user.role != Role::Admin {
         return Err(messages::Error::NotFound.into());
     }

@@ -40,6 +40,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let batch_limit = state.config.max_batch_body_bytes;
     let upload_limit = state.policies.sandbox().max_component_bytes();
     let socket_io = realtime::socketio::layer(&state);
     Router::new()
@@ -60,6 +61,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/users/me/webhook/rotate", post(webhooks::rotate))
         .route("/messages", post(messages::submit).get(messages::list))
+        .route(
+            "/messages/batch",
+            post(messages::submit_batch).layer(DefaultBodyLimit::max(batch_limit)),
+        )
         .route(
             "/messages/{id}",
             get(messages::get)
@@ -138,6 +143,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn_with_state(
                     bodies::BodyLimits {
                         max_body_bytes: body_limit,
+                        max_batch_bytes: batch_limit,
                         max_upload_bytes: upload_limit,
                     },
                     bodies::limit,

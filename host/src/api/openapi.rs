@@ -78,6 +78,7 @@ Both speak the same frames: `auth {token}`, `ack {message_id}`, `resume {cursor}
         super::webhooks::delete,
         super::webhooks::rotate,
         super::messages::submit,
+        super::messages::submit_batch,
         super::messages::list,
         super::messages::get,
         super::messages::cancel,

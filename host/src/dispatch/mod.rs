@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! claimed (schedule lease + token)
-//!   └─► delivering   (database: conditional update from scheduled/retrying, or an expired lease)
+//!   └─► delivering   (database: conditional update from scheduled/retrying when due, or an
+//!         │           expired lease; an id not due yet goes back to the index at its time)
 //!         └─► attempted (channel plugin)
 //!               ├─► delivered
 //!               ├─► retrying at T   (delay policy: retry)
@@ -20,7 +21,8 @@
 //!
 //! [`Dispatcher::dispatch_once`] does one claim-and-deliver round and is what tests drive;
 //! [`Dispatcher::run`] is the loop the server runs, waking exactly when the next message is
-//! due. Outcomes are committed in groups ([`commit`]).
+//! due. Outcomes are committed in groups ([`commit`]), and an attempt's whole history (its
+//! claim, the channel's attempt, the delay policy's decision, the outcome) is one row.
 
 mod commit;
 
@@ -36,7 +38,8 @@ use crate::metrics::{Attempt, Metrics};
 use crate::policies::{Attempted, Delivered, Policies, Retry};
 use crate::sandbox;
 use crate::schedule::{self, Schedule, ScheduleError};
-use crate::store::{Outcome, Store, StoreError};
+use crate::store::group_commit::Committer;
+use crate::store::{Outcome, Store, StoreError, Webhook};
 
 /// The longest a saturated dispatcher waits to gather free slots into one claim.
 const GATHER: Duration = Duration::from_millis(2);
@@ -105,7 +108,18 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     settings: Settings,
     permits: Arc<Semaphore>,
-    committer: commit::Committer,
+    committer: Committer<commit::Deliveries>,
+}
+
+/// A message claimed for one attempt.
+struct Claim {
+    message: Message,
+    /// Its status before the claim (`delivering` when a previous lease had expired).
+    previous: Status,
+    /// When it was claimed: the attempt's start.
+    at_ms: u64,
+    /// The recipient's webhook, looked up with the whole claim (webhook channel only).
+    webhook: Option<Webhook>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -133,9 +147,13 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Self {
+        let deliveries = commit::Deliveries {
+            store: store.clone(),
+            schedule: schedule.clone(),
+        };
         Self {
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
-            committer: commit::Committer::start(store.clone()),
+            committer: Committer::start(deliveries, store.writers(), commit::MAX_BATCH),
             store,
             schedule,
             policies,
@@ -149,9 +167,9 @@ impl Dispatcher {
         u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Claims up to `max` due messages and marks them `delivering`. Claimed ids that are no
-    /// longer deliverable are dropped from the schedule.
-    async fn claim(&self, max: usize) -> Result<(String, Vec<Message>, usize), DispatchError> {
+    /// Claims up to `max` due messages and marks them `delivering`. Claimed ids that are not
+    /// due yet go back to the index at their time; those no longer deliverable leave it.
+    async fn claim(&self, max: usize) -> Result<(String, Vec<Claim>, usize), DispatchError> {
         let token = ulid::Ulid::from(uuid::Uuid::now_v7().as_u128()).to_string();
         let now = self.clock.now_ms();
         let ids = self
@@ -161,18 +179,39 @@ impl Dispatcher {
         if ids.is_empty() {
             return Ok((token, Vec::new(), 0));
         }
-        let messages = self
+        let claimed = self
             .store
             .begin_deliveries(&ids, &token, now, now + self.lease_ms())
             .await?;
-        let mut skipped = 0;
-        for id in &ids {
-            if !messages.iter().any(|message| &message.id == id) {
-                skipped += 1;
-                self.schedule.release(id, &token, None).await?;
-            }
+        let skipped = claimed.skipped.len() + claimed.not_due.len();
+        for (id, due) in &claimed.not_due {
+            self.schedule.release(id, &token, Some(*due)).await?;
         }
-        Ok((token, messages, skipped))
+        for id in &claimed.skipped {
+            self.schedule.release(id, &token, None).await?;
+        }
+        let wanted: Vec<_> = claimed
+            .messages
+            .iter()
+            .filter(|(message, _)| message.channel == Channel::Webhook)
+            .map(|(message, _)| (message.tenant_id.clone(), message.recipient_id.clone()))
+            .collect();
+        let mut webhooks = self.store.webhooks(&wanted, now).await?;
+        let claims = claimed
+            .messages
+            .into_iter()
+            .map(|(message, previous)| Claim {
+                webhook: match message.channel {
+                    Channel::Webhook => webhooks.get(&message.recipient_id).cloned(),
+                    Channel::Inbox => None,
+                },
+                message,
+                previous,
+                at_ms: now,
+            })
+            .collect();
+        webhooks.clear();
+        Ok((token, claims, skipped))
     }
 
     /// One round: claims what is due (up to the free delivery slots), delivers it, and waits
@@ -190,7 +229,7 @@ impl Dispatcher {
         };
         let deliveries = messages
             .into_iter()
-            .map(|message| self.deliver(message, &token));
+            .map(|claim| self.deliver(claim, &token));
         for done in futures_util::future::join_all(deliveries).await {
             match done? {
                 Done::Delivered => report.delivered += 1,
@@ -225,9 +264,9 @@ impl Dispatcher {
     }
 
     /// Delivers one claimed message and commits the outcome.
-    async fn deliver(&self, message: Message, token: &str) -> Result<Done, DispatchError> {
-        let late_ms = self.clock.now_ms().saturating_sub(message.deliver_at_ms);
-        let done = self.attempt(message, token).await?;
+    async fn deliver(&self, claim: Claim, token: &str) -> Result<Done, DispatchError> {
+        let late_ms = claim.at_ms.saturating_sub(claim.message.deliver_at_ms);
+        let done = self.attempt(claim, token).await?;
         self.metrics.attempt(
             match done {
                 Done::Delivered => Attempt::Delivered,
@@ -241,15 +280,31 @@ impl Dispatcher {
     }
 
     /// One attempt: the channel, then the delay policy if it failed, then the commit.
-    async fn attempt(&self, message: Message, token: &str) -> Result<Done, DispatchError> {
+    async fn attempt(&self, claim: Claim, token: &str) -> Result<Done, DispatchError> {
+        let Claim {
+            message,
+            previous,
+            at_ms: claimed_at,
+            webhook,
+        } = claim;
+        let mut events = vec![Event::transition(
+            claimed_at,
+            Some(previous),
+            Status::Delivering,
+            if previous == Status::Delivering {
+                "claimed again: the previous lease expired"
+            } else {
+                "claimed"
+            },
+        )];
         // One snapshot of the tenant's hooks decides the whole attempt.
         let hooks = self.policies.hooks(&message.tenant_id).await?;
         let Delivered {
             attempted,
-            mut events,
+            events: delivered,
             endpoint_gone: gone,
             mut published,
-        } = match self.address(&message).await? {
+        } = match address(&message, webhook) {
             Ok(address) => self.policies.deliver(&hooks, &message, &address).await,
             Err(reason) => Delivered {
                 attempted: Attempted::Permanent(reason.clone()),
@@ -262,6 +317,7 @@ impl Dispatcher {
                 published: Vec::new(),
             },
         };
+        events.extend(delivered);
         let (status, retry_at, error) = match attempted {
             Attempted::Delivered => (Status::Delivered, None, None),
             Attempted::Permanent(reason) => (Status::Dead, None, Some(reason)),
@@ -295,6 +351,13 @@ impl Dispatcher {
             status,
             result,
         ));
+        // What the channel published about this message with its content is stored as a
+        // reference to the message, not a second sealed copy.
+        for event in &mut published {
+            if feed::embeds(&event.body, &message) {
+                event.refers_to = Some(message.id.clone());
+            }
+        }
         published.extend(feed::for_sender(&message, status, error.as_deref(), now));
         let outcome = Outcome {
             id: message.id.clone(),
@@ -318,7 +381,15 @@ impl Dispatcher {
                     tenant_id = %message.tenant_id,
                     %why,
                 );
-                let fallback = unstorable(&message, token, status, retry_at, &why, now);
+                let fallback = unstorable(
+                    &message,
+                    token,
+                    (previous, claimed_at),
+                    status,
+                    retry_at,
+                    &why,
+                    now,
+                );
                 self.committer.commit(fallback).await?
             }
             other => other?,
@@ -330,10 +401,6 @@ impl Dispatcher {
                 tenant_id = %message.tenant_id,
             );
             return Ok(Done::Stale);
-        }
-        if let Err(error) = self.schedule.release(&message.id, token, retry_at).await {
-            // The database has the outcome; the reconciler puts the index right.
-            tracing::warn!(message = "Could not update the schedule index.", message_id = %message.id, %error);
         }
         if gone {
             self.store
@@ -355,38 +422,6 @@ impl Dispatcher {
             Status::Retrying => Done::Retried,
             _ => Done::Dead,
         })
-    }
-
-    /// Where the message goes, or why it cannot go anywhere.
-    async fn address(
-        &self,
-        message: &Message,
-    ) -> Result<Result<sandbox::Address, String>, DispatchError> {
-        let mut address = sandbox::Address {
-            recipient_id: message.recipient_id.to_string(),
-            url: None,
-            signing_secrets: Vec::new(),
-        };
-        if message.channel == Channel::Webhook {
-            let webhook = self
-                .store
-                .webhook(
-                    &message.tenant_id,
-                    &message.recipient_id,
-                    self.clock.now_ms(),
-                )
-                .await?;
-            if let Some(webhook) = webhook {
-                if let Some(reason) = webhook.disabled {
-                    return Ok(Err(format!(
-                        "the recipient's webhook is disabled ({reason}); they can set it again with PUT /users/me/webhook"
-                    )));
-                }
-                address.url = Some(webhook.url);
-                address.signing_secrets = webhook.secrets;
-            }
-        }
-        Ok(Ok(address))
     }
 
     /// The loop the server runs until `shutdown` resolves: claims as slots free up, and
@@ -454,7 +489,7 @@ impl Dispatcher {
             }
             return Ok(());
         }
-        for message in messages {
+        for claim in messages {
             // One permit per claimed message (never more messages than permits); the
             // unused rest go back when `permits` drops.
             let Some(permit) = permits.split(1) else {
@@ -462,8 +497,8 @@ impl Dispatcher {
             };
             let (dispatcher, token) = (self.clone(), token.clone());
             tokio::spawn(async move {
-                let id = message.id.clone();
-                if let Err(error) = dispatcher.deliver(message, &token).await {
+                let id = claim.message.id.clone();
+                if let Err(error) = dispatcher.deliver(claim, &token).await {
                     tracing::warn!(
                         message = "Delivery could not be committed; the lease will expire and the message be delivered again.",
                         message_id = %id,
@@ -477,12 +512,33 @@ impl Dispatcher {
     }
 }
 
+/// Where the message goes, or why it cannot go anywhere: the recipient, and for webhooks
+/// their endpoint (looked up with the claim).
+fn address(message: &Message, webhook: Option<Webhook>) -> Result<sandbox::Address, String> {
+    let mut address = sandbox::Address {
+        recipient_id: message.recipient_id.to_string(),
+        url: None,
+        signing_secrets: Vec::new(),
+    };
+    if let Some(webhook) = webhook {
+        if let Some(reason) = webhook.disabled {
+            return Err(format!(
+                "the recipient's webhook is disabled ({reason}); they can set it again with PUT /users/me/webhook"
+            ));
+        }
+        address.url = Some(webhook.url);
+        address.signing_secrets = webhook.secrets;
+    }
+    Ok(address)
+}
+
 /// The outcome to commit when the database refused `status`'s outcome of this attempt: the
 /// same decision (delivered, retrying at the same time, dead), with the host's note in place of
 /// the refused details (the receiver's or plugin's text, the channel's live events).
 fn unstorable(
     message: &Message,
     token: &str,
+    (previous, claimed_at): (Status, u64),
     status: Status,
     retry_at: Option<u64>,
     why: &str,
@@ -501,6 +557,7 @@ fn unstorable(
         status,
         deliver_at_ms: retry_at,
         events: vec![
+            Event::transition(claimed_at, Some(previous), Status::Delivering, "claimed"),
             Event::host_decision(now, Some(message.attempts), note),
             Event::transition(now, Some(Status::Delivering), status, result),
         ],

@@ -9,7 +9,9 @@
 
 use serde_json::{Value, json};
 
-use super::ids::{TenantId, UserId};
+use base64::Engine as _;
+
+use super::ids::{MessageId, TenantId, UserId};
 use super::message::{Message, Status};
 
 /// An event to append to a user's feed (its cursor is assigned when it is stored).
@@ -21,6 +23,9 @@ pub struct NewFeedEvent {
     pub at_ms: u64,
     /// The event as clients see it, without its cursor: a JSON object with a `type`.
     pub body: Value,
+    /// The message whose content the body carries exactly as [`embeds`] checks: the store
+    /// keeps the body without it and refers to the message instead of sealing a second copy.
+    pub refers_to: Option<MessageId>,
 }
 
 /// A stored feed event.
@@ -68,6 +73,7 @@ pub fn status(message: &Message, status: Status, error: Option<&str>, at_ms: u64
     NewFeedEvent {
         user_id: message.sender_id.clone(),
         at_ms,
+        refers_to: None,
         body: json!({
             "type": "status",
             "message_id": message.id,
@@ -84,6 +90,7 @@ pub fn read(message: &Message, at_ms: u64) -> NewFeedEvent {
     NewFeedEvent {
         user_id: message.sender_id.clone(),
         at_ms,
+        refers_to: None,
         body: json!({
             "type": "read",
             "message_id": message.id,
@@ -108,6 +115,51 @@ pub fn for_sender(
     }
 }
 
+/// How a `message` event carries content: text as itself (`utf8`), anything else as standard
+/// base64 (`base64`), as the `inbox` channel writes it.
+fn encoded(content: &[u8]) -> (Value, &'static str) {
+    match std::str::from_utf8(content) {
+        Ok(text) => (Value::from(text), "utf8"),
+        Err(_) => (
+            Value::from(base64::engine::general_purpose::STANDARD.encode(content)),
+            "base64",
+        ),
+    }
+}
+
+/// Whether `body` is a `message` event about `message` that carries its content exactly as
+/// [`embed_content`] would put it back (`message.content` and `message.content_encoding`), so
+/// it can be stored without them.
+pub fn embeds(body: &Value, message: &Message) -> bool {
+    let Some(inner) = body.get("message") else {
+        return false;
+    };
+    let (content, encoding) = encoded(&message.content);
+    kind_of(body) == "message"
+        && inner.get("id").and_then(Value::as_str) == Some(message.id.as_str())
+        && inner.get("content") == Some(&content)
+        && inner.get("content_encoding").and_then(Value::as_str) == Some(encoding)
+}
+
+/// `body` without the content [`embeds`] found in it.
+pub fn without_content(body: &Value) -> Value {
+    let mut body = body.clone();
+    if let Some(inner) = body.get_mut("message").and_then(Value::as_object_mut) {
+        inner.remove("content");
+        inner.remove("content_encoding");
+    }
+    body
+}
+
+/// Puts a message's content back into a body stored [`without_content`].
+pub fn embed_content(body: &mut Value, content: &[u8]) {
+    if let Some(inner) = body.get_mut("message").and_then(Value::as_object_mut) {
+        let (content, encoding) = encoded(content);
+        inner.insert("content".to_owned(), content);
+        inner.insert("content_encoding".to_owned(), Value::from(encoding));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +179,47 @@ mod tests {
             json!({ "type": "status", "message_id": "msg_1", "cursor": 7, "at_ms": 1 })
         );
         assert_eq!(kind_of(&json!({ "x": 1 })), "event");
+    }
+
+    #[test]
+    fn a_message_event_is_stored_without_its_content_and_read_back_whole() {
+        let message = Message {
+            id: crate::domain::ids::MessageId::new(),
+            tenant_id: TenantId::new(),
+            sender_id: UserId::new(),
+            recipient_id: UserId::new(),
+            channel: crate::domain::message::Channel::Inbox,
+            content: vec![0xff, 0x00],
+            content_type: "application/octet-stream".into(),
+            metadata: Default::default(),
+            requested: crate::domain::message::Requested::Unspecified,
+            status: Status::Delivering,
+            deliver_at_ms: 0,
+            attempts: 1,
+            last_error: None,
+            created_at_ms: 0,
+            delivered_at_ms: None,
+            read_at_ms: None,
+        };
+        let body = json!({ "type": "message", "message": {
+            "id": message.id, "content": "/wA=", "content_encoding": "base64", "metadata": {}
+        }});
+        assert!(embeds(&body, &message));
+        let stored = without_content(&body);
+        assert_eq!(stored["message"].get("content"), None);
+        let mut read = stored.clone();
+        embed_content(&mut read, &message.content);
+        assert_eq!(read, body);
+        // Another message's event, another encoding, or altered content: kept whole.
+        let mut other = body.clone();
+        other["message"]["content_encoding"] = json!("utf8");
+        assert!(!embeds(&other, &message));
+        other = body.clone();
+        other["message"]["id"] = json!("msg_other");
+        assert!(!embeds(&other, &message));
+        assert!(!embeds(
+            &json!({ "type": "status", "message": body["message"] }),
+            &message
+        ));
     }
 }

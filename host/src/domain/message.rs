@@ -209,6 +209,49 @@ pub struct Message {
     pub read_at_ms: Option<u64>,
 }
 
+/// Where a message is: a [`Message`] without its content, for status reads (which never
+/// open the sealed content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageState {
+    /// Its id.
+    pub id: MessageId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Who sent it.
+    pub sender_id: UserId,
+    /// Who it is for.
+    pub recipient_id: UserId,
+    /// Where it is in its life.
+    pub status: Status,
+    /// When it is (or was) due, Unix ms.
+    pub deliver_at_ms: u64,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at_ms: Option<u64>,
+    /// When the recipient read it.
+    pub read_at_ms: Option<u64>,
+}
+
+impl From<&Message> for MessageState {
+    fn from(message: &Message) -> Self {
+        Self {
+            id: message.id.clone(),
+            tenant_id: message.tenant_id.clone(),
+            sender_id: message.sender_id.clone(),
+            recipient_id: message.recipient_id.clone(),
+            status: message.status,
+            deliver_at_ms: message.deliver_at_ms,
+            attempts: message.attempts,
+            last_error: message.last_error.clone(),
+            delivered_at_ms: message.delivered_at_ms,
+            read_at_ms: message.read_at_ms,
+        }
+    }
+}
+
 /// What kind of step a history entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -82,7 +82,7 @@ pub async fn replay_many(
     let limit = filter.limit.unwrap_or(1000);
     if !(1..=MAX_BULK).contains(&limit) {
         return Err(Error::Invalid {
-            field: "/limit",
+            field: "/limit".into(),
             reason: format!("limit must be between 1 and {MAX_BULK}"),
         });
     }

@@ -29,7 +29,7 @@ pub fn new_secret() -> String {
 /// between a check and the connection.
 pub fn check_url(text: &str, allow_private: bool) -> Result<(), Error> {
     let invalid = |reason: &str| Error::Invalid {
-        field: "/url",
+        field: "/url".into(),
         reason: reason.to_owned(),
     };
     if text.len() > MAX_URL {

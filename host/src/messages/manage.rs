@@ -8,11 +8,19 @@
 use super::Error;
 use crate::app::AppState;
 use crate::domain::ids::MessageId;
-use crate::domain::message::{Message, Requested, Status};
+use crate::domain::message::{Message, MessageState, Requested, Status};
 use crate::domain::user::{Role, User};
 use crate::store::Change;
 
-/// The message, if `caller` may see it.
+/// Whether `caller` may see the message in `state` (the one visibility rule).
+fn sees(caller: &User, state: &MessageState) -> bool {
+    let delivered = matches!(state.status, Status::Delivered | Status::Read);
+    caller.role == Role::Admin
+        || state.sender_id == caller.id
+        || (state.recipient_id == caller.id && delivered)
+}
+
+/// The message, content opened, if `caller` may see it.
 pub async fn visible(app: &AppState, caller: &User, id: &str) -> Result<Message, Error> {
     let id: MessageId = id.parse().map_err(|_| Error::NotFound)?;
     let message = app
@@ -20,18 +28,26 @@ pub async fn visible(app: &AppState, caller: &User, id: &str) -> Result<Message,
         .message(&caller.tenant_id, &id)
         .await?
         .ok_or(Error::NotFound)?;
-    let delivered = matches!(message.status, Status::Delivered | Status::Read);
-    let sees = caller.role == Role::Admin
-        || message.sender_id == caller.id
-        || (message.recipient_id == caller.id && delivered);
-    if sees {
+    if sees(caller, &MessageState::from(&message)) {
         Ok(message)
     } else {
         Err(Error::NotFound)
     }
 }
 
-fn require_sender_or_admin(caller: &User, message: &Message) -> Result<(), Error> {
+/// Where the message is, if `caller` may see it; its content is not read.
+pub async fn visible_state(app: &AppState, caller: &User, id: &str) -> Result<MessageState, Error> {
+    let id: MessageId = id.parse().map_err(|_| Error::NotFound)?;
+    let state = app
+        .store
+        .message_state(&caller.tenant_id, &id)
+        .await?
+        .filter(|state| sees(caller, state))
+        .ok_or(Error::NotFound)?;
+    Ok(state)
+}
+
+fn require_sender_or_admin(caller: &User, message: &MessageState) -> Result<(), Error> {
     if caller.role == Role::Admin || message.sender_id == caller.id {
         Ok(())
     } else {
@@ -42,7 +58,7 @@ fn require_sender_or_admin(caller: &User, message: &Message) -> Result<(), Error
 }
 
 /// Applies `change` or reports the status that prevents it.
-async fn apply(app: &AppState, message: &Message, change: Change) -> Result<Message, Error> {
+async fn apply(app: &AppState, message: &MessageState, change: Change) -> Result<Message, Error> {
     let changed = app
         .store
         .transition(&message.tenant_id, &message.id, &change, app.clock.now_ms())
@@ -52,7 +68,7 @@ async fn apply(app: &AppState, message: &Message, change: Change) -> Result<Mess
         None => {
             let current = app
                 .store
-                .message(&message.tenant_id, &message.id)
+                .message_state(&message.tenant_id, &message.id)
                 .await?
                 .ok_or(Error::NotFound)?;
             Err(Error::NotPending(current.status))
@@ -62,7 +78,7 @@ async fn apply(app: &AppState, message: &Message, change: Change) -> Result<Mess
 
 /// Cancels a message that is still waiting (sender or admin).
 pub async fn cancel(app: &AppState, caller: &User, id: &str) -> Result<Message, Error> {
-    let message = visible(app, caller, id).await?;
+    let message = visible_state(app, caller, id).await?;
     require_sender_or_admin(caller, &message)?;
     let cancelled = apply(
         app,
@@ -85,7 +101,8 @@ pub async fn reschedule(
     requested: Requested,
 ) -> Result<Message, Error> {
     let message = visible(app, caller, id).await?;
-    require_sender_or_admin(caller, &message)?;
+    let state = MessageState::from(&message);
+    require_sender_or_admin(caller, &state)?;
     if !message.status.is_pending() {
         return Err(Error::NotPending(message.status));
     }
@@ -101,14 +118,14 @@ pub async fn reschedule(
     let mut change = Change::new(&[Status::Scheduled, Status::Retrying], Status::Scheduled);
     change.deliver_at_ms = Some(at);
     change.events = events;
-    let changed = apply(app, &message, change).await?;
+    let changed = apply(app, &state, change).await?;
     index(app, &changed).await;
     Ok(changed)
 }
 
 /// Makes a waiting message due now.
 pub async fn deliver_now(app: &AppState, caller: &User, id: &str) -> Result<Message, Error> {
-    let message = visible(app, caller, id).await?;
+    let message = visible_state(app, caller, id).await?;
     require_sender_or_admin(caller, &message)?;
     let mut change = Change::new(&[Status::Scheduled, Status::Retrying], Status::Scheduled);
     change.deliver_at_ms = Some(app.clock.now_ms());
@@ -119,14 +136,14 @@ pub async fn deliver_now(app: &AppState, caller: &User, id: &str) -> Result<Mess
 
 /// The recipient marks a delivered message read. Marking it again changes nothing.
 pub async fn read(app: &AppState, caller: &User, id: &str) -> Result<Message, Error> {
-    let message = visible(app, caller, id).await?;
+    let message = visible_state(app, caller, id).await?;
     if message.recipient_id != caller.id {
         return Err(Error::Forbidden(
             "only the recipient may mark a message read",
         ));
     }
     if message.status == Status::Read {
-        return Ok(message);
+        return visible(app, caller, id).await;
     }
     apply(
         app,

@@ -28,7 +28,7 @@ pub enum Error {
     #[error("{field}: {reason}")]
     Invalid {
         /// A JSON pointer to the field.
-        field: &'static str,
+        field: std::borrow::Cow<'static, str>,
         /// What is wrong.
         reason: String,
     },

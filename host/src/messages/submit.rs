@@ -1,13 +1,19 @@
-//! Submitting a message: validate the request, run the tenant's validators and delay policy,
-//! store the message (the commit point: a 201 means the row is committed), then index it.
+//! Submitting messages, one (`POST /messages`) or a batch (`POST /messages/batch`): check each
+//! message, run the tenant's validators and delay policy on it, commit (the commit point: a
+//! 201 means the rows are committed), then index.
 //!
-//! If the schedule index is unavailable (Redis down) after the commit, the message is still
-//! accepted: the dispatcher rebuilds the index from the database when Redis returns, and the
-//! periodic reconciler catches anything else. Nothing is ever half-written.
+//! Commits are grouped ([`Submitter`]): concurrent submits hand their accepted messages to
+//! committer tasks, and one transaction writes whatever has gathered, then one schedule call
+//! indexes it all (waking dispatchers only for a due time earlier than they wait for). A
+//! request's own messages (a batch's accepted items) are committed together or not at all.
+//! Nothing is read back: the answer is built from what was written.
+//!
+//! If the schedule index is unavailable (Redis down) after the commit, the messages are still
+//! accepted: the reconciler indexes messages stored since its last look, and the dispatcher
+//! rebuilds the index when Redis returns. Nothing is ever half-written.
 
-use std::collections::BTreeMap;
-
-use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use super::Error;
 use super::view::MessageView;
@@ -16,7 +22,12 @@ use crate::clock::parse_rfc3339;
 use crate::domain::ids::{MessageId, UserId};
 use crate::domain::message::{Channel, Event, Message, Requested, Status};
 use crate::domain::user::User;
-use crate::store::{IDEMPOTENCY_TTL_MS, Idempotency, NewMessage, StoreError};
+use crate::policies::Hooks;
+use crate::schedule::Schedule;
+use crate::store::group_commit::{Commit, Committer};
+use crate::store::{
+    Accepted, IDEMPOTENCY_TTL_MS, Idempotency, NewMessage, Store, StoreError, Stored,
+};
 
 /// The most metadata a message may carry: keys and values together, in bytes.
 pub const MAX_METADATA_BYTES: usize = 16 << 10;
@@ -24,8 +35,12 @@ pub const MAX_METADATA_BYTES: usize = 16 << 10;
 const MAX_METADATA_KEY: usize = 128;
 /// The longest `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The most messages one `POST /messages/batch` carries.
+pub const MAX_BATCH: usize = 1_000;
+/// Most requests (a message, or a batch) in one transaction.
+const MAX_GROUP: usize = 256;
 
-/// A message as submitted (`POST /messages`).
+/// A message as submitted (`POST /messages`, and each item of a batch).
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
@@ -53,55 +68,228 @@ pub struct Submission {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A request's `Idempotency-Key` and the hash of its body.
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// The key.
+    pub key: String,
+    /// SHA-256 of the request body in canonical form (hex).
+    pub hash: String,
+}
+
 /// What a submission produced.
 #[derive(Debug, Clone)]
 pub enum Submitted {
-    /// A new message, and its response body.
-    Created(Box<Message>, String),
+    /// Committed: the response body.
+    Created(String),
     /// The body stored for an `Idempotency-Key` seen before with the same request.
     Replayed(String),
 }
 
-/// The SHA-256 of a request body in canonical form (object keys sorted), so the same request
-/// with other whitespace or key order matches its idempotency key.
-pub fn request_hash(body: &serde_json::Value) -> String {
-    hex::encode(Sha256::digest(body.to_string().as_bytes()))
+/// Commits accepted messages in groups and indexes them.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    committer: Committer<Submits>,
 }
 
-/// Submits a message from `sender`. `idempotency` is the key and the request's hash.
+impl Submitter {
+    /// Starts the committer tasks (one per connection the store writes with).
+    pub fn start(store: Arc<dyn Store>, schedule: Arc<dyn Schedule>) -> Self {
+        let tasks = store.writers();
+        Self {
+            committer: Committer::start(Submits { store, schedule }, tasks, MAX_GROUP),
+        }
+    }
+
+    async fn commit(&self, accepted: Accepted) -> Result<Stored, StoreError> {
+        self.committer.commit(accepted).await
+    }
+}
+
+struct Submits {
+    store: Arc<dyn Store>,
+    schedule: Arc<dyn Schedule>,
+}
+
+#[async_trait::async_trait]
+impl Commit for Submits {
+    type Request = Accepted;
+    type Answer = Stored;
+
+    async fn commit(&self, requests: &[Accepted]) -> Result<Vec<Stored>, StoreError> {
+        let stored = self.store.insert_messages(requests).await?;
+        let entries: Vec<(MessageId, u64)> = requests
+            .iter()
+            .zip(&stored)
+            .filter(|(_, stored)| **stored == Stored::Committed)
+            .flat_map(|(request, _)| &request.messages)
+            .map(|message| (message.id.clone(), message.deliver_at_ms))
+            .collect();
+        if !entries.is_empty()
+            && let Err(error) = self.schedule.add_many(&entries).await
+        {
+            tracing::warn!(
+                message = "Messages stored but not yet indexed; the reconciler indexes them.",
+                messages = entries.len(),
+                %error,
+            );
+        }
+        Ok(stored)
+    }
+}
+
+/// Submits a message from `sender`.
 pub async fn submit(
     app: &AppState,
     sender: &User,
     submission: Submission,
-    idempotency: Option<(String, String)>,
+    key: Option<Key>,
 ) -> Result<Submitted, Error> {
     let now = app.clock.now_ms();
-    let tenant = &sender.tenant_id;
-    if let Some((key, hash)) = &idempotency {
-        if key.is_empty()
-            || key.len() > MAX_IDEMPOTENCY_KEY
-            || !key.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(Error::Invalid {
-                field: "Idempotency-Key",
-                reason: format!(
-                    "the key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-                ),
-            });
-        }
-        if let Some(replay) = replayed(app, sender, key, hash, now).await? {
+    if let Some(key) = &key {
+        check_key(&key.key)?;
+        if let Some(replay) = replayed(app, sender, key, now).await? {
             return Ok(replay);
         }
     }
-
-    let mut message = draft(app, sender, submission, now).await?;
-    let requested = message.requested;
-    let channel = message.channel;
+    let message = draft(app, sender, submission, now).await?;
     // One snapshot of the tenant's hooks decides the whole submission.
-    let hooks = app.policies.hooks(tenant).await?;
-    let (validated, mut events) = app.policies.validate(&hooks, &message).await;
+    let hooks = app.policies.hooks(&sender.tenant_id).await?;
+    let (view, new) = decide(app, &hooks, message).await?;
+    let body = serde_json::to_string(&view).expect("a view is JSON");
+    let accepted = Accepted {
+        messages: vec![new],
+        idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
+    };
+    commit(app, sender, key.as_ref(), accepted, body, now).await
+}
+
+/// What became of one item of a batch: its message, or why it was refused.
+pub type ItemOutcome = Result<MessageView, Error>;
+
+/// Submits a batch from `sender`: each item is checked and decided on its own (items that
+/// could not be read come as errors already), the accepted ones are committed together, and
+/// `render` makes the response body from every item's outcome, in order. With an
+/// `Idempotency-Key`, that body is what a retry gets back. Returns the answer and how many
+/// items were accepted.
+pub async fn submit_batch(
+    app: &AppState,
+    sender: &User,
+    items: Vec<Result<Submission, Error>>,
+    key: Option<Key>,
+    render: impl FnOnce(&[ItemOutcome]) -> String,
+) -> Result<(Submitted, usize), Error> {
+    let now = app.clock.now_ms();
+    if let Some(key) = &key {
+        check_key(&key.key)?;
+        if let Some(replay) = replayed(app, sender, key, now).await? {
+            return Ok((replay, 0));
+        }
+    }
+    let drafted: Vec<Result<Message, Error>> = items
+        .into_iter()
+        .map(|item| item.and_then(|submission| parse(sender, submission, now)))
+        .collect();
+    // One lookup for every recipient of the batch.
+    let recipients: Vec<UserId> = drafted
+        .iter()
+        .filter_map(|item| item.as_ref().ok())
+        .map(|message| message.recipient_id.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let live = app.store.live_users(&sender.tenant_id, &recipients).await?;
+    let hooks = app.policies.hooks(&sender.tenant_id).await?;
+    let mut outcomes = Vec::with_capacity(drafted.len());
+    let mut messages = Vec::new();
+    for item in drafted {
+        let decided = match item {
+            Ok(message) if !live.contains(&message.recipient_id) => Err(no_such_recipient()),
+            Ok(message) => decide(app, &hooks, message).await,
+            Err(error) => Err(error),
+        };
+        outcomes.push(decided.map(|(view, new)| {
+            messages.push(new);
+            view
+        }));
+    }
+    let accepted_count = messages.len();
+    let body = render(&outcomes);
+    if messages.is_empty() && key.is_none() {
+        return Ok((Submitted::Created(body), 0));
+    }
+    let accepted = Accepted {
+        messages,
+        idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
+    };
+    let submitted = commit(app, sender, key.as_ref(), accepted, body, now).await?;
+    let accepted_count = match submitted {
+        Submitted::Created(_) => accepted_count,
+        Submitted::Replayed(_) => 0,
+    };
+    Ok((submitted, accepted_count))
+}
+
+/// Commits `accepted`; a request that lost its idempotency key to a concurrent one answers as
+/// that one did.
+async fn commit(
+    app: &AppState,
+    sender: &User,
+    key: Option<&Key>,
+    accepted: Accepted,
+    body: String,
+    now: u64,
+) -> Result<Submitted, Error> {
+    match app.submitter.commit(accepted).await? {
+        Stored::Committed => Ok(Submitted::Created(body)),
+        Stored::KeyTaken => {
+            let key = key.ok_or_else(|| {
+                Error::Store(StoreError::Conflict(
+                    "an idempotency key without a key".into(),
+                ))
+            })?;
+            replayed(app, sender, key, now)
+                .await?
+                .ok_or_else(|| Error::Store(StoreError::Conflict("idempotency key race".into())))
+        }
+    }
+}
+
+/// The record that stores `body` under the request's key.
+fn record(sender: &User, key: &Key, body: &str, now: u64) -> Idempotency {
+    Idempotency {
+        tenant_id: sender.tenant_id.clone(),
+        user_id: sender.id.clone(),
+        key: key.key.clone(),
+        request_hash: key.hash.clone(),
+        response: body.to_owned(),
+        created_at_ms: now,
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Error> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Error::Invalid {
+            field: "Idempotency-Key".into(),
+            reason: format!("the key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        });
+    }
+    Ok(())
+}
+
+/// Runs the tenant's validators and delay policy on `message`: the view to answer with, and
+/// the message to store with its history (each decision, then the transition to `scheduled`).
+async fn decide(
+    app: &AppState,
+    hooks: &Hooks,
+    mut message: Message,
+) -> Result<(MessageView, NewMessage), Error> {
+    let (validated, mut events) = app.policies.validate(hooks, &message).await;
     validated.map_err(Error::Rejected)?;
-    let (planned, planned_events) = app.policies.plan(&hooks, &message).await;
+    let (planned, planned_events) = app.policies.plan(hooks, &message).await;
     events.extend(planned_events);
     message.deliver_at_ms = planned.map_err(Error::Rejected)?;
     events.push(Event::transition(
@@ -110,46 +298,29 @@ pub async fn submit(
         Status::Scheduled,
         "accepted",
     ));
-
-    let body = serde_json::to_string(&MessageView::from(&message)).expect("a view is JSON");
-    let record = idempotency.as_ref().map(|(key, hash)| Idempotency {
-        user_id: sender.id.clone(),
-        key: key.clone(),
-        request_hash: hash.clone(),
-        response: body.clone(),
-    });
+    let view = MessageView::from(&message);
     let new = NewMessage {
-        id: message.id.clone(),
-        tenant_id: message.tenant_id.clone(),
-        sender_id: message.sender_id.clone(),
-        recipient_id: message.recipient_id.clone(),
-        channel,
-        content: message.content.clone(),
-        content_type: message.content_type.clone(),
-        metadata: message.metadata.clone(),
-        requested,
+        id: message.id,
+        tenant_id: message.tenant_id,
+        sender_id: message.sender_id,
+        recipient_id: message.recipient_id,
+        channel: message.channel,
+        content: message.content,
+        content_type: message.content_type,
+        metadata: message.metadata,
+        requested: message.requested,
         deliver_at_ms: message.deliver_at_ms,
-        created_at_ms: now,
+        created_at_ms: message.created_at_ms,
+        history: events,
     };
-    let stored = match app.store.insert_message(new, events, record).await {
-        Ok(stored) => stored,
-        // A concurrent request with the same key committed first: answer as it did.
-        Err(StoreError::Conflict(_)) if idempotency.is_some() => {
-            let (key, hash) = idempotency.as_ref().expect("checked");
-            return replayed(app, sender, key, hash, now)
-                .await?
-                .ok_or_else(|| Error::Store(StoreError::Conflict("idempotency key race".into())));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    if let Err(error) = app.schedule.add(&stored.id, stored.deliver_at_ms).await {
-        tracing::warn!(
-            message = "Message stored but not yet indexed; it will be indexed when the schedule is back.",
-            message_id = %stored.id,
-            %error,
-        );
+    Ok((view, new))
+}
+
+fn no_such_recipient() -> Error {
+    Error::Invalid {
+        field: "/recipient_id".into(),
+        reason: "there is no such user in your tenant".into(),
     }
-    Ok(Submitted::Created(Box::new(stored), body))
 }
 
 /// Checks a submission and makes the message it asks for, before any plugin has seen it: the
@@ -160,31 +331,39 @@ pub async fn draft(
     submission: Submission,
     now: u64,
 ) -> Result<Message, Error> {
-    let tenant = &sender.tenant_id;
+    let message = parse(sender, submission, now)?;
+    if app
+        .store
+        .user(&sender.tenant_id, &message.recipient_id)
+        .await?
+        .is_none()
+    {
+        return Err(no_such_recipient());
+    }
+    Ok(message)
+}
+
+/// The message a submission asks for, checked field by field (the recipient's existence
+/// aside).
+fn parse(sender: &User, submission: Submission, now: u64) -> Result<Message, Error> {
     let recipient: UserId = submission
         .recipient_id
         .parse()
         .map_err(|_| Error::Invalid {
-            field: "/recipient_id",
+            field: "/recipient_id".into(),
             reason: format!("{:?} is not a user id", submission.recipient_id),
         })?;
-    if app.store.user(tenant, &recipient).await?.is_none() {
-        return Err(Error::Invalid {
-            field: "/recipient_id",
-            reason: "there is no such user in your tenant".into(),
-        });
-    }
     let requested = match (submission.delay_seconds, &submission.deliver_at) {
         (Some(_), Some(_)) => {
             return Err(Error::Invalid {
-                field: "/deliver_at",
+                field: "/deliver_at".into(),
                 reason: "give delay_seconds or deliver_at, not both".into(),
             });
         }
         (Some(seconds), None) => {
             let delay = seconds.saturating_mul(1000);
             crate::clock::after(now, delay).ok_or_else(|| Error::Invalid {
-                field: "/delay_seconds",
+                field: "/delay_seconds".into(),
                 reason: format!(
                     "{seconds} seconds from now is past {}, the latest time the API can write",
                     crate::clock::rfc3339(crate::clock::LATEST_MS)
@@ -193,7 +372,7 @@ pub async fn draft(
             Requested::DelayMs(delay)
         }
         (None, Some(at)) => Requested::AtMs(parse_rfc3339(at).ok_or_else(|| Error::Invalid {
-            field: "/deliver_at",
+            field: "/deliver_at".into(),
             reason: format!(
                 "{at:?} is not an RFC 3339 time from 1970 to 9999 such as 2030-01-02T03:04:05Z"
             ),
@@ -203,7 +382,7 @@ pub async fn draft(
     let channel: Channel = match &submission.channel {
         None => Channel::Inbox,
         Some(name) => name.parse().map_err(|reason| Error::Invalid {
-            field: "/channel",
+            field: "/channel".into(),
             reason,
         })?,
     };
@@ -212,14 +391,14 @@ pub async fn draft(
         .unwrap_or_else(|| "text/plain".into());
     if content_type.is_empty() || content_type.len() > 255 {
         return Err(Error::Invalid {
-            field: "/content_type",
+            field: "/content_type".into(),
             reason: "the content type must be 1 to 255 characters".into(),
         });
     }
     // A media type has none, and PostgreSQL text cannot hold a NUL.
     if content_type.chars().any(char::is_control) {
         return Err(Error::Invalid {
-            field: "/content_type",
+            field: "/content_type".into(),
             reason: "the content type may not contain control characters".into(),
         });
     }
@@ -227,7 +406,7 @@ pub async fn draft(
 
     Ok(Message {
         id: MessageId::new(),
-        tenant_id: tenant.clone(),
+        tenant_id: sender.tenant_id.clone(),
         sender_id: sender.id.clone(),
         recipient_id: recipient,
         channel,
@@ -248,17 +427,16 @@ pub async fn draft(
 async fn replayed(
     app: &AppState,
     sender: &User,
-    key: &str,
-    hash: &str,
+    key: &Key,
     now: u64,
 ) -> Result<Option<Submitted>, Error> {
     let since = now.saturating_sub(IDEMPOTENCY_TTL_MS);
     match app
         .store
-        .idempotency(&sender.tenant_id, &sender.id, key, since)
+        .idempotency(&sender.tenant_id, &sender.id, &key.key, since)
         .await?
     {
-        Some((stored_hash, response)) if stored_hash == hash => {
+        Some((stored_hash, response)) if stored_hash == key.hash => {
             Ok(Some(Submitted::Replayed(response)))
         }
         Some(_) => Err(Error::IdempotencyMismatch),
@@ -273,7 +451,7 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Error> {
         .sum();
     if size > MAX_METADATA_BYTES {
         return Err(Error::Invalid {
-            field: "/metadata",
+            field: "/metadata".into(),
             reason: format!("metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}"),
         });
     }
@@ -282,7 +460,7 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Error> {
         .find(|key| key.is_empty() || key.chars().count() > MAX_METADATA_KEY)
     {
         return Err(Error::Invalid {
-            field: "/metadata",
+            field: "/metadata".into(),
             reason: format!("metadata key {key:?} must have 1 to {MAX_METADATA_KEY} characters"),
         });
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::domain::ids::{MessageId, UserId};
-use crate::domain::message::{Channel, Event, EventKind, Message, PluginRef, Status};
+use crate::domain::message::{Channel, Event, EventKind, Message, MessageState, PluginRef, Status};
 
 /// A message.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -71,8 +71,8 @@ pub struct StatusView {
     pub(crate) read_at: Option<String>,
 }
 
-impl From<&Message> for StatusView {
-    fn from(message: &Message) -> Self {
+impl From<&MessageState> for StatusView {
+    fn from(message: &MessageState) -> Self {
         Self {
             id: message.id.clone(),
             status: message.status,

@@ -97,6 +97,7 @@ fn feed_events(published: &[sandbox::Published], at_ms: u64) -> Vec<NewFeedEvent
         .iter()
         .filter_map(|published| {
             Some(NewFeedEvent {
+                refers_to: None,
                 user_id: published.user_id.parse().ok()?,
                 at_ms,
                 body: published.event.clone(),

@@ -81,6 +81,8 @@ pub const TABLES: &[&str] = &[
     "sessions",
     "refresh_tokens",
     "messages",
+    "message_states",
+    "message_counts",
     "message_events",
     "idempotency_keys",
     "webhooks",
@@ -754,7 +756,7 @@ async fn dump(
             });
         }
         let pending: i64 = sqlx::query_scalar::<Db, i64>(
-            "SELECT COUNT(*) FROM messages WHERE status IN ('scheduled', 'retrying', 'delivering')",
+            "SELECT COUNT(*) FROM message_states WHERE status IN ('scheduled', 'retrying', 'delivering')",
         )
         .fetch_one(&mut *c)
         .await?;
@@ -1096,7 +1098,7 @@ impl KeyCheck<'_> {
                 };
                 (
                     text("tenant_id")?,
-                    super::sql::feed_record(&user, cursor),
+                    super::rows::feed_record(&user, cursor),
                     "body",
                 )
             }
@@ -1321,7 +1323,7 @@ async fn fill(
         }
         sqlx::raw_sql("COMMIT").execute(&mut *c).await?;
         let pending: i64 = sqlx::query_scalar::<Db, i64>(
-            "SELECT COUNT(*) FROM messages WHERE status IN ('scheduled', 'retrying', 'delivering')",
+            "SELECT COUNT(*) FROM message_states WHERE status IN ('scheduled', 'retrying', 'delivering')",
         )
         .fetch_one(&mut *c)
         .await?;

@@ -2,27 +2,34 @@
 //!
 //! [`Store`] is the seam with exactly two implementations: [`sqlite::SqliteStore`] (the
 //! embedded default, one file under `DATA_DIR`) and [`postgres::PostgresStore`] (scale-out).
-//! Both run the same SQL, written once in `sql.rs`; each backend module adds only how it
-//! connects, its migrations (`migrations/<backend>/`) and its transaction flavour.
+//! Both are [`sql::SqlStore`], generic over the backend: the statements they share are written
+//! once in `sql.rs`, the rows they read in `rows.rs`; what differs between the two SQL
+//! dialects is the [`backend::Backend`] trait, which each backend module implements along with
+//! how it connects and its migrations (`migrations/<backend>/`). Batched statements have one
+//! text whatever their size (PostgreSQL binds arrays and `UNNEST`s them, SQLite binds one JSON
+//! array and reads it with `json_each`), so each is prepared once per connection.
 //!
 //! Every method that reads or writes tenant data takes the [`TenantId`] first, so no query can
 //! forget the tenant boundary. Times are Unix milliseconds, passed in by the caller (the
 //! server's clock), never taken from the database's own clock.
 
 pub mod admin;
+mod backend;
 pub mod backup;
 pub mod crypto;
+pub mod group_commit;
 pub mod postgres;
+mod rows;
 mod sql;
 pub mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::domain::feed::{FeedEvent, NewFeedEvent};
 use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
-use crate::domain::message::{Channel, Event, Message, Requested, Status};
+use crate::domain::message::{Channel, Event, Message, MessageState, Requested, Status};
 use crate::domain::plugin::{
     Disabled, Hook, HookBinding, PluginQuota, PluginRecord, QuotaExceeded,
 };
@@ -222,11 +229,36 @@ pub struct NewMessage {
     pub deliver_at_ms: u64,
     /// Now.
     pub created_at_ms: u64,
+    /// The entries of its submit: each decision, then the transition to `scheduled`. Stored
+    /// as one history row.
+    pub history: Vec<Event>,
+}
+
+/// The messages one request was accepted with (one, or a batch), stored together or not at
+/// all, with the request's idempotency key.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The messages.
+    pub messages: Vec<NewMessage>,
+    /// The request's `Idempotency-Key`, when it had one.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// What storing an [`Accepted`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Its messages are committed.
+    Committed,
+    /// Its idempotency key was stored already (by a concurrent request, in the last 24 hours):
+    /// nothing of it was stored; the caller answers with what that request stored.
+    KeyTaken,
 }
 
 /// An `Idempotency-Key` and the response to replay for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
+    /// The tenant of the user who sent it.
+    pub tenant_id: TenantId,
     /// The user who sent the key (keys are per user).
     pub user_id: UserId,
     /// The key.
@@ -235,6 +267,8 @@ pub struct Idempotency {
     pub request_hash: String,
     /// The response body to replay.
     pub response: String,
+    /// When the request came (the key expires [`IDEMPOTENCY_TTL_MS`] later).
+    pub created_at_ms: u64,
 }
 
 /// Which messages a listing shows.
@@ -312,12 +346,27 @@ pub struct Outcome {
     pub deliver_at_ms: Option<u64>,
     /// The attempt's error, if it failed.
     pub error: Option<String>,
-    /// History entries to record with it.
+    /// The attempt's entries, from its claim to its end (the claim, the channel's attempt, the
+    /// delay policy's decision, the transition): one history row.
     pub events: Vec<Event>,
     /// Feed events to append with it (what the channel published, the sender's `status`).
     pub feed: Vec<NewFeedEvent>,
     /// When the attempt ended (Unix ms).
     pub at_ms: u64,
+}
+
+/// What [`Store::begin_deliveries`] found for the ids it was given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claimed {
+    /// Now `delivering` under the lease, with the status each had before (`delivering` when
+    /// its previous lease had expired).
+    pub messages: Vec<(Message, Status)>,
+    /// Still waiting, but not due yet (the index had it too early): its due time, for the
+    /// index.
+    pub not_due: Vec<(MessageId, u64)>,
+    /// No longer deliverable (done, cancelled, gone) or leased by a live claim: the index
+    /// should drop the claim.
+    pub skipped: Vec<MessageId>,
 }
 
 /// A page of a user's feed.
@@ -403,6 +452,13 @@ pub trait Store: Send + Sync + 'static {
     /// A live user of the tenant.
     async fn user(&self, tenant: &TenantId, id: &UserId) -> Result<Option<User>, StoreError>;
 
+    /// Which of `ids` are live users of the tenant (one lookup for a whole batch).
+    async fn live_users(
+        &self,
+        tenant: &TenantId,
+        ids: &[UserId],
+    ) -> Result<std::collections::HashSet<UserId>, StoreError>;
+
     /// A live user and their password hash, by username: any spelling with the same
     /// [`username_key`](crate::domain::user::username_key) finds the one user (keys are unique
     /// on the server).
@@ -481,15 +537,11 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// Stores a new message (status `scheduled`) with its first history entries and, when
-    /// given, its idempotency key, in one transaction. [`StoreError::Conflict`] when the key
-    /// exists already (a concurrent request with the same key won).
-    async fn insert_message(
-        &self,
-        message: NewMessage,
-        events: Vec<Event>,
-        idempotency: Option<Idempotency>,
-    ) -> Result<Message, StoreError>;
+    /// Stores what requests were accepted with, in one transaction: each request's messages
+    /// (status `scheduled`, content sealed, one history row each) and its idempotency key.
+    /// One answer per request, in order; a request whose key another request stored first
+    /// stores nothing ([`Stored::KeyTaken`]). An error stores none of them.
+    async fn insert_messages(&self, requests: &[Accepted]) -> Result<Vec<Stored>, StoreError>;
 
     /// The stored request hash and response of an idempotency key newer than `since_ms`.
     async fn idempotency(
@@ -500,12 +552,19 @@ pub trait Store: Send + Sync + 'static {
         since_ms: u64,
     ) -> Result<Option<(String, String)>, StoreError>;
 
-    /// A message of the tenant.
+    /// A message of the tenant, content opened.
     async fn message(
         &self,
         tenant: &TenantId,
         id: &MessageId,
     ) -> Result<Option<Message>, StoreError>;
+
+    /// Where a message of the tenant is, without reading its content.
+    async fn message_state(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> Result<Option<MessageState>, StoreError>;
 
     /// Messages of the tenant, newest first.
     async fn list_messages(
@@ -532,7 +591,7 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<Option<Message>, StoreError>;
 
-    /// Deletes a message that is in `status`. False when there is none.
+    /// Deletes a message that is in `status`, with its history. False when there is none.
     async fn delete_message(
         &self,
         tenant: &TenantId,
@@ -540,39 +599,57 @@ pub trait Store: Send + Sync + 'static {
         status: Status,
     ) -> Result<bool, StoreError>;
 
-    /// Marks claimed messages `delivering` under a lease (those still pending, or whose
-    /// previous lease expired: at its `lease_until_ms`, as the schedule index sees it) and
-    /// returns them. Ids no longer deliverable (cancelled,
-    /// delivered, leased by a live claim) are left out.
+    /// Marks claimed messages `delivering` under a lease, in one statement: those waiting and
+    /// due at `now_ms`, and those whose previous lease expired (at its `lease_until_ms`, as the
+    /// schedule index sees it). Says of the others which are waiting but not due yet (and
+    /// when they are due) and which are no longer deliverable.
     async fn begin_deliveries(
         &self,
         ids: &[MessageId],
         token: &str,
         now_ms: u64,
         lease_until_ms: u64,
-    ) -> Result<Vec<Message>, StoreError>;
+    ) -> Result<Claimed, StoreError>;
 
     /// How many write transactions the backend runs at once (its writer connections).
     fn writers(&self) -> usize;
 
     /// Commits attempts' outcomes with their history and feed events in one transaction (a
-    /// group commit), each only if its message is still `delivering` under its token. The answer has one entry per outcome,
-    /// in order: false means a newer claim took over (the lease expired) and that stale
-    /// result was refused. An error commits none of them.
+    /// group commit), each only if its message is still `delivering` under its token. The
+    /// answer has one entry per outcome, in order: false means a newer claim took over (the
+    /// lease expired) and that stale result was refused. An error commits none of them.
     async fn finish_deliveries(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError>;
 
+    /// The webhook endpoints of these users (of these tenants), with their secrets valid at
+    /// `now_ms`; users without one are left out. One lookup for a whole claim.
+    async fn webhooks(
+        &self,
+        users: &[(TenantId, UserId)],
+        now_ms: u64,
+    ) -> Result<HashMap<UserId, Webhook>, StoreError>;
+
     /// A page of the messages the schedule index must hold, by id: pending ones with their due
-    /// time, and leased ones with their lease expiry.
+    /// time, and leased ones with their lease expiry. With `after`, only ids after it (ids
+    /// grow with time, so the messages stored since).
     async fn pending(
         &self,
         after: Option<&MessageId>,
         limit: u32,
     ) -> Result<Vec<(MessageId, u64)>, StoreError>;
 
-    /// The queue, per tenant and status, as at `now_ms` (for `dms queue status` and
-    /// `/metrics`): a count over the status index, and due times over the pending messages
-    /// only. Two reads, not one snapshot: a message moving between them is off by one.
+    /// Messages per tenant and status, from the counts kept as statuses change (no scan).
+    async fn status_counts(&self) -> Result<Vec<StatusCount>, StoreError>;
+
+    /// The queue, per tenant and status, as at `now_ms` (for `dms queue status`): the kept
+    /// counts, and due times read from the waiting messages (a scan of their states).
     async fn queue_counts(&self, now_ms: u64) -> Result<Vec<QueueCount>, StoreError>;
+
+    /// Deletes up to `limit` messages that ended (delivered, read, dead, cancelled) before
+    /// `before_ms`, with their history; how many went (retention).
+    async fn prune_messages(&self, before_ms: u64, limit: u32) -> Result<u64, StoreError>;
+
+    /// Deletes idempotency keys stored before `before_ms`; how many went.
+    async fn prune_idempotency_keys(&self, before_ms: u64) -> Result<u64, StoreError>;
 
     /// Where committed feed events go.
     fn feed_notifier(&self) -> &FeedNotifier;
@@ -684,6 +761,17 @@ pub trait Store: Send + Sync + 'static {
         plugins: &[(PluginId, Binding)],
         now_ms: u64,
     ) -> Result<(), StoreError>;
+}
+
+/// How many of a tenant's messages are in a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCount {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The status.
+    pub status: Status,
+    /// How many.
+    pub count: u64,
 }
 
 /// One tenant's messages in one status.

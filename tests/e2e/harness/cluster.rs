@@ -222,15 +222,30 @@ impl Cluster {
         sqlx::PgConnection::connect(&self.db.url).await.unwrap()
     }
 
-    /// How many messages are in each status.
+    /// How many messages are in each status; checks, in the same snapshot, that the counts
+    /// the store keeps as statuses change (what /metrics reports) say the same.
     pub(crate) async fn counts(&self) -> BTreeMap<String, i64> {
         let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(
-            "SELECT status, COUNT(*) AS n FROM messages GROUP BY status".to_owned(),
+            "SELECT COALESCE(a.status, k.status) AS status, COALESCE(a.n, 0) AS n, \
+             COALESCE(k.n, 0) AS kept \
+             FROM (SELECT status, COUNT(*) AS n FROM message_states GROUP BY status) a \
+             FULL JOIN (SELECT status, CAST(SUM(count) AS BIGINT) AS n FROM message_counts \
+             GROUP BY status) k ON k.status = a.status"
+                .to_owned(),
         ))
         .fetch_all(&mut self.connection().await)
         .await
         .unwrap();
+        for row in &rows {
+            assert_eq!(
+                row.get::<i64, _>("n"),
+                row.get::<i64, _>("kept"),
+                "the kept count of {} messages",
+                row.get::<String, _>("status")
+            );
+        }
         rows.iter()
+            .filter(|row| row.get::<i64, _>("n") != 0)
             .map(|row| (row.get::<String, _>("status"), row.get::<i64, _>("n")))
             .collect()
     }
