@@ -35,7 +35,7 @@ use crate::domain::message::{Channel, Event, Message, Status};
 use crate::metrics::{Attempt, Metrics};
 use crate::policies::{Attempted, Delivered, Policies, Retry};
 use crate::sandbox;
-use crate::schedule::{self, Schedule, ScheduleError};
+use crate::schedule::{self, Release, Schedule, ScheduleError};
 use crate::store::{Outcome, Store, StoreError};
 
 /// The longest a saturated dispatcher waits to gather free slots into one claim.
@@ -150,14 +150,28 @@ impl Dispatcher {
     }
 
     /// Claims up to `max` due messages and marks them `delivering`. Claimed ids that are no
-    /// longer deliverable are dropped from the schedule.
+    /// longer deliverable are dropped from the schedule. When the claim reports that the index
+    /// lost entries, rebuilds it first (which leaves this claim's leases alone) and claims
+    /// again for what the rebuild restored.
     async fn claim(&self, max: usize) -> Result<(String, Vec<Message>, usize), DispatchError> {
         let token = ulid::Ulid::from(uuid::Uuid::now_v7().as_u128()).to_string();
         let now = self.clock.now_ms();
-        let ids = self
+        let mut claim = self
             .schedule
             .claim(now, max, self.lease_ms(), &token)
             .await?;
+        if !claim.intact {
+            self.rebuild().await?;
+            let room = max.saturating_sub(claim.ids.len());
+            if room > 0 {
+                let more = self
+                    .schedule
+                    .claim(now, room, self.lease_ms(), &token)
+                    .await?;
+                claim.ids.extend(more.ids);
+            }
+        }
+        let ids = claim.ids;
         if ids.is_empty() {
             return Ok((token, Vec::new(), 0));
         }
@@ -165,22 +179,22 @@ impl Dispatcher {
             .store
             .begin_deliveries(&ids, &token, now, now + self.lease_ms())
             .await?;
-        let mut skipped = 0;
-        for id in &ids {
-            if !messages.iter().any(|message| &message.id == id) {
-                skipped += 1;
-                self.schedule.release(id, &token, None).await?;
-            }
-        }
-        Ok((token, messages, skipped))
+        let gone: Vec<Release> = ids
+            .iter()
+            .filter(|id| !messages.iter().any(|message| &message.id == *id))
+            .map(|id| Release {
+                id: id.clone(),
+                token: token.clone(),
+                due_ms: None,
+            })
+            .collect();
+        self.schedule.release_many(&gone).await?;
+        Ok((token, messages, gone.len()))
     }
 
     /// One round: claims what is due (up to the free delivery slots), delivers it, and waits
     /// for every delivery of the round to be committed.
     pub async fn dispatch_once(&self) -> Result<Report, DispatchError> {
-        if !self.schedule.intact().await? {
-            self.rebuild().await?;
-        }
         let free = self.permits.available_permits();
         let (token, messages, skipped) = self.claim(free).await?;
         let mut report = Report {
@@ -214,7 +228,8 @@ impl Dispatcher {
         }
     }
 
-    /// Puts every pending message of the database into the schedule.
+    /// Puts every pending message of the database that the schedule lacks into it (leases and
+    /// due times it holds stay as they are).
     pub async fn rebuild(&self) -> Result<u64, DispatchError> {
         let count = schedule::rebuild(self.store.as_ref(), self.schedule.as_ref()).await?;
         tracing::info!(
@@ -331,8 +346,15 @@ impl Dispatcher {
             );
             return Ok(Done::Stale);
         }
-        if let Err(error) = self.schedule.release(&message.id, token, retry_at).await {
-            // The database has the outcome; the reconciler puts the index right.
+        let release = Release {
+            id: message.id.clone(),
+            token: token.to_owned(),
+            due_ms: retry_at,
+        };
+        if let Err(error) = self.schedule.release_many(&[release]).await {
+            // The database has the outcome. The id keeps its lease until it expires; the next
+            // claim then finds the outcome there (done: dropped from the index; retrying:
+            // attempted then, not at its retry time).
             tracing::warn!(message = "Could not update the schedule index.", message_id = %message.id, %error);
         }
         if gone {
@@ -415,9 +437,6 @@ impl Dispatcher {
 
     /// Claims and spawns deliveries, or waits until something may be due.
     async fn round(self: Arc<Self>) -> Result<(), DispatchError> {
-        if !self.schedule.intact().await? {
-            self.rebuild().await?;
-        }
         // Wait for a free slot first; under load, gather a batch of them (for at most
         // GATHER), since every claim costs a round trip and a commit however few it takes.
         let mut permits = self
