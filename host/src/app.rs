@@ -31,7 +31,7 @@ use crate::policies::Policies;
 use crate::realtime::Hub;
 use crate::redis_link::RedisLink;
 use crate::sandbox::{LoadError, Sandbox, SandboxConfig, SetupError};
-use crate::schedule::{Schedule, local::LocalSchedule, redis::RedisSchedule};
+use crate::schedule::{Reconciler, Schedule, local::LocalSchedule, redis::RedisSchedule};
 use crate::store::crypto::{CryptoError, Keyring};
 use crate::store::{self, Location, NewUser, Store, StoreError};
 use crate::tls::{TlsError, TlsListener};
@@ -359,7 +359,10 @@ async fn serve_on(
             let mut stopping = stopping;
             let _ = stopping.wait_for(|stop| *stop).await;
         }));
-        let reconciler = tokio::spawn(reconcile(state.clone()));
+        let reconciler = state
+            .redis
+            .is_some()
+            .then(|| tokio::spawn(reconcile(state.clone())));
         (dispatcher, reconciler)
     });
     let server = connections::serve(
@@ -395,7 +398,9 @@ async fn serve_on(
     janitor.abort();
     pruner.abort();
     if let Some((dispatcher, reconciler)) = workers {
-        reconciler.abort();
+        if let Some(reconciler) = reconciler {
+            reconciler.abort();
+        }
         let _ = stop_workers.send(true);
         if tokio::time::timeout(grace, dispatcher).await.is_err() {
             tracing::warn!(
@@ -447,15 +452,27 @@ async fn retention(state: AppState) {
     }
 }
 
-/// Every `reconcile_seconds`, puts any pending message the index lacks back into it (messages
-/// committed while Redis was down, for example).
+/// Every `reconcile_seconds`, puts back what the index may have lost ([`Reconciler`]). Only
+/// where the index can lose entries: Redis (the in-process index is written in the same
+/// process as the commits, and rebuilt at every start).
 async fn reconcile(state: AppState) {
+    let mut reconciler = Reconciler::new(state.clock.now_ms());
     let mut every = tokio::time::interval(Duration::from_secs(state.config.reconcile_seconds));
     every.tick().await;
     loop {
         every.tick().await;
-        if let Err(error) = state.dispatcher.rebuild().await {
-            tracing::warn!(message = "Schedule reconciliation failed; retrying later.", %error);
+        let now = state.clock.now_ms();
+        match reconciler
+            .pass(state.store.as_ref(), state.schedule.as_ref(), now)
+            .await
+        {
+            Ok(seen) => tracing::debug!(
+                message = "Schedule index reconciled with the messages stored since the last pass.",
+                messages = seen,
+            ),
+            Err(error) => {
+                tracing::warn!(message = "Schedule reconciliation failed; retrying later.", %error)
+            }
         }
     }
 }

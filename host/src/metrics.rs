@@ -5,9 +5,10 @@
 //! - **events**, counted where they happen: HTTP requests (by route template, method and
 //!   status, with a latency histogram), messages submitted and refused, delivery attempts by
 //!   outcome, and the lateness of each attempt;
-//! - **state**, read at scrape time: messages by status and the overdue ones (one aggregate
-//!   query on the database, the source of truth, so every node reports the same queue), the
-//!   schedule index's size, leases held, live real-time connections, every loaded plugin's
+//! - **state**, read at scrape time: messages by status (the counts the database keeps as
+//!   statuses change: every node reports the same, and no scrape scans the messages), the
+//!   overdue ones, leases held and the index's size (from the schedule index, shared by every
+//!   node with Redis), live real-time connections, every loaded plugin's
 //!   calls, failures by kind and time (from the sandbox's lock-free counters), and what the
 //!   sandbox keeps: plugins loaded, compiled code cached in memory, compiles running.
 //!
@@ -29,7 +30,8 @@ use prometheus_client::registry::Registry;
 
 use crate::domain::message::Status;
 use crate::sandbox::{FailureKind, Sandbox};
-use crate::store::QueueCount;
+use crate::schedule::IndexStats;
+use crate::store::StatusCount;
 
 /// The media type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -99,11 +101,13 @@ impl Attempt {
 /// The state read at scrape time; see [`Metrics::render`].
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// The queue, per tenant and status (summed over tenants here); `None` when the
-    /// database could not be read, which leaves the queue gauges at their last values.
-    pub queue: Option<Vec<QueueCount>>,
-    /// Ids in the schedule index (due or leased); `None` when it could not be read.
-    pub schedule_depth: Option<u64>,
+    /// Messages per tenant and status (summed over tenants here), from the counts the store
+    /// keeps as statuses change; `None` when the database could not be read, which leaves
+    /// the status gauges at their last values.
+    pub counts: Option<Vec<StatusCount>>,
+    /// The schedule index's figures (overdue, leases, depth); `None` when it could not be
+    /// read, which leaves overdue and leases at their last values and the depth at -1.
+    pub index: Option<IndexStats>,
     /// Live real-time connections on this node.
     pub connections: usize,
 }
@@ -268,17 +272,13 @@ impl Metrics {
         self.lateness.observe(late_ms as f64 / 1000.0);
     }
 
-    fn set_queue(&self, queue: &[QueueCount]) {
+    fn set_counts(&self, counts: &[StatusCount]) {
         let mut by_status = [0u64; Status::ALL.len()];
-        let (mut overdue, mut leases) = (0u64, 0u64);
-        for row in queue {
+        for row in counts {
             if let Some(index) = Status::ALL.iter().position(|status| *status == row.status) {
                 by_status[index] += row.count;
             }
-            overdue += row.overdue;
-            leases += row.leases_held;
         }
-        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         for (status, count) in Status::ALL.iter().zip(by_status) {
             self.messages
                 .get_or_create(&StatusLabels {
@@ -289,21 +289,25 @@ impl Metrics {
                 self.dead_letters.set(gauge(count));
             }
         }
-        self.overdue.set(gauge(overdue));
-        self.leases.set(gauge(leases));
     }
 
     /// The Prometheus text of every metric, with the state gauges set from `snapshot`.
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let _rendering = self.render.lock().expect("metrics render lock");
-        if let Some(queue) = &snapshot.queue {
-            self.set_queue(queue);
+        if let Some(counts) = &snapshot.counts {
+            self.set_counts(counts);
         }
-        self.schedule_depth.set(
-            snapshot
-                .schedule_depth
-                .map_or(-1, |depth| i64::try_from(depth).unwrap_or(i64::MAX)),
-        );
+        match &snapshot.index {
+            Some(index) => {
+                self.overdue.set(gauge(index.overdue));
+                self.leases
+                    .set(gauge(index.leased.saturating_sub(index.leases_expired)));
+                self.schedule_depth.set(gauge(index.due + index.leased));
+            }
+            None => {
+                self.schedule_depth.set(-1);
+            }
+        }
         self.connections
             .set(i64::try_from(snapshot.connections).unwrap_or(i64::MAX));
         let mut text = String::new();
@@ -311,6 +315,11 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// A count as a gauge's value.
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Reads every loaded plugin's counters at scrape time.

@@ -23,6 +23,7 @@ mod realtime;
 mod redis_limits;
 mod sandbox_defaults;
 mod sandbox_hostile;
+mod schedule;
 mod server_binary;
 mod tenant_plugins;
 mod tls;

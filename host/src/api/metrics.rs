@@ -20,23 +20,23 @@ use crate::metrics::{CONTENT_TYPE, Snapshot};
     responses((status = 200, description = "The metrics, as Prometheus text.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8")),
 )]
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let queue = match state.store.queue_counts(state.clock.now_ms()).await {
-        Ok(queue) => Some(queue),
+    let counts = match state.store.status_counts().await {
+        Ok(counts) => Some(counts),
         Err(error) => {
-            tracing::warn!(message = "Metrics: cannot read the queue from the database.", %error);
+            tracing::warn!(message = "Metrics: cannot read the message counts from the database.", %error);
             None
         }
     };
-    let schedule_depth = match state.schedule.count().await {
-        Ok(depth) => Some(depth),
+    let index = match state.schedule.stats(state.clock.now_ms()).await {
+        Ok(stats) => Some(stats),
         Err(error) => {
             tracing::warn!(message = "Metrics: cannot read the schedule index.", %error);
             None
         }
     };
     let snapshot = Snapshot {
-        queue,
-        schedule_depth,
+        counts,
+        index,
         connections: state.hub.connections(),
     };
     (

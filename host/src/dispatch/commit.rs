@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::schedule::Schedule;
+use crate::schedule::{Release, Schedule};
 use crate::store::group_commit::Commit;
 use crate::store::{Outcome, Store, StoreError};
 
@@ -24,15 +24,25 @@ impl Commit for Deliveries {
 
     async fn commit(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError> {
         let committed = self.store.finish_deliveries(outcomes).await?;
-        for (outcome, _) in outcomes.iter().zip(&committed).filter(|(_, done)| **done) {
-            if let Err(error) = self
-                .schedule
-                .release(&outcome.id, &outcome.token, outcome.deliver_at_ms)
-                .await
-            {
-                // The database has the outcome; the lease expires and a claim puts it right.
-                tracing::warn!(message = "Could not update the schedule index.", message_id = %outcome.id, %error);
-            }
+        let releases: Vec<Release> = outcomes
+            .iter()
+            .zip(&committed)
+            .filter(|(_, done)| **done)
+            .map(|(outcome, _)| Release {
+                id: outcome.id.clone(),
+                token: outcome.token.clone(),
+                due_ms: outcome.deliver_at_ms,
+            })
+            .collect();
+        if let Err(error) = self.schedule.release_many(&releases).await {
+            // The database has the outcomes. Each id keeps its lease until it expires; the
+            // claim then finds the outcome (done: it leaves the index; retrying and not due:
+            // it goes back at its retry time).
+            tracing::warn!(
+                message = "Could not update the schedule index.",
+                outcomes = releases.len(),
+                %error,
+            );
         }
         Ok(committed)
     }

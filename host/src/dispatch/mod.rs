@@ -37,7 +37,7 @@ use crate::domain::message::{Channel, Event, Message, Status};
 use crate::metrics::{Attempt, Metrics};
 use crate::policies::{Attempted, Delivered, Policies, Retry};
 use crate::sandbox;
-use crate::schedule::{self, Schedule, ScheduleError};
+use crate::schedule::{self, Release, Schedule, ScheduleError};
 use crate::store::group_commit::Committer;
 use crate::store::{Outcome, Store, StoreError, Webhook};
 
@@ -168,14 +168,28 @@ impl Dispatcher {
     }
 
     /// Claims up to `max` due messages and marks them `delivering`. Claimed ids that are not
-    /// due yet go back to the index at their time; those no longer deliverable leave it.
+    /// due yet go back to the index at their time; those no longer deliverable leave it. When
+    /// the claim reports that the index lost entries, rebuilds it first (which leaves this
+    /// claim's leases alone) and claims again for what the rebuild restored.
     async fn claim(&self, max: usize) -> Result<(String, Vec<Claim>, usize), DispatchError> {
         let token = ulid::Ulid::from(uuid::Uuid::now_v7().as_u128()).to_string();
         let now = self.clock.now_ms();
-        let ids = self
+        let mut claim = self
             .schedule
             .claim(now, max, self.lease_ms(), &token)
             .await?;
+        if !claim.intact {
+            self.rebuild().await?;
+            let room = max.saturating_sub(claim.ids.len());
+            if room > 0 {
+                let more = self
+                    .schedule
+                    .claim(now, room, self.lease_ms(), &token)
+                    .await?;
+                claim.ids.extend(more.ids);
+            }
+        }
+        let ids = claim.ids;
         if ids.is_empty() {
             return Ok((token, Vec::new(), 0));
         }
@@ -183,20 +197,26 @@ impl Dispatcher {
             .store
             .begin_deliveries(&ids, &token, now, now + self.lease_ms())
             .await?;
-        let skipped = claimed.skipped.len() + claimed.not_due.len();
-        for (id, due) in &claimed.not_due {
-            self.schedule.release(id, &token, Some(*due)).await?;
-        }
-        for id in &claimed.skipped {
-            self.schedule.release(id, &token, None).await?;
-        }
+        // Back to the index: at its real time what was not due yet; out of it what is done.
+        let releases: Vec<Release> = claimed
+            .not_due
+            .iter()
+            .map(|(id, due)| (id, Some(*due)))
+            .chain(claimed.skipped.iter().map(|id| (id, None)))
+            .map(|(id, due_ms)| Release {
+                id: id.clone(),
+                token: token.clone(),
+                due_ms,
+            })
+            .collect();
+        self.schedule.release_many(&releases).await?;
         let wanted: Vec<_> = claimed
             .messages
             .iter()
             .filter(|(message, _)| message.channel == Channel::Webhook)
             .map(|(message, _)| (message.tenant_id.clone(), message.recipient_id.clone()))
             .collect();
-        let mut webhooks = self.store.webhooks(&wanted, now).await?;
+        let webhooks = self.store.webhooks(&wanted, now).await?;
         let claims = claimed
             .messages
             .into_iter()
@@ -210,16 +230,12 @@ impl Dispatcher {
                 at_ms: now,
             })
             .collect();
-        webhooks.clear();
-        Ok((token, claims, skipped))
+        Ok((token, claims, releases.len()))
     }
 
     /// One round: claims what is due (up to the free delivery slots), delivers it, and waits
     /// for every delivery of the round to be committed.
     pub async fn dispatch_once(&self) -> Result<Report, DispatchError> {
-        if !self.schedule.intact().await? {
-            self.rebuild().await?;
-        }
         let free = self.permits.available_permits();
         let (token, messages, skipped) = self.claim(free).await?;
         let mut report = Report {
@@ -253,7 +269,8 @@ impl Dispatcher {
         }
     }
 
-    /// Puts every pending message of the database into the schedule.
+    /// Puts every pending message of the database that the schedule lacks into it (leases and
+    /// due times it holds stay as they are).
     pub async fn rebuild(&self) -> Result<u64, DispatchError> {
         let count = schedule::rebuild(self.store.as_ref(), self.schedule.as_ref()).await?;
         tracing::info!(
@@ -450,9 +467,6 @@ impl Dispatcher {
 
     /// Claims and spawns deliveries, or waits until something may be due.
     async fn round(self: Arc<Self>) -> Result<(), DispatchError> {
-        if !self.schedule.intact().await? {
-            self.rebuild().await?;
-        }
         // Wait for a free slot first; under load, gather a batch of them (for at most
         // GATHER), since every claim costs a round trip and a commit however few it takes.
         let mut permits = self

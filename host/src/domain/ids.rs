@@ -46,6 +46,14 @@ macro_rules! id_type {
                     .to_be_bytes()
             }
 
+            /// The smallest id made at `at_ms` (Unix ms): ids begin with their creation time,
+            /// so every id made then or later sorts at or after it, every earlier one before.
+            pub fn first_at(at_ms: u64) -> Self {
+                let mut bytes = [0u8; 16];
+                bytes[..6].copy_from_slice(&at_ms.to_be_bytes()[2..]);
+                Self::from_bytes(bytes)
+            }
+
             /// The id whose 128 bits are `bytes`.
             pub fn from_bytes(bytes: [u8; 16]) -> Self {
                 Self(format!("{}_{}", $prefix, ulid::Ulid(u128::from_be_bytes(bytes))))
@@ -198,6 +206,21 @@ mod tests {
     fn ids_have_a_compact_binary_form() {
         let id = MessageId::new();
         assert_eq!(MessageId::from_bytes(id.to_bytes()), id);
+    }
+
+    #[test]
+    fn the_first_id_of_a_time_sorts_before_every_id_made_then_or_later() {
+        let before = MessageId::new();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let first = MessageId::first_at(now);
+        let after = MessageId::new();
+        assert!(before < first, "{before} {first}");
+        assert!(first <= after, "{first} {after}");
+        assert!(MessageId::first_at(now + 60_000) > after);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The in-process schedule of the embedded default: an ordered set of `(due, id)` and one of
 //! `(lease expiry, id)`, behind a mutex, with a [`Notify`] that wakes the dispatcher when an id
-//! is added (so it waits exactly until the next due time, never on a fixed poll).
+//! is added sooner than anything it holds (so the dispatcher waits exactly until the next due
+//! time, never on a fixed poll).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use super::{Schedule, ScheduleError};
+use super::{Claim, IndexStats, Release, Schedule, ScheduleError};
 use crate::domain::ids::MessageId;
 
 #[derive(Default)]
@@ -16,7 +17,7 @@ struct Index {
     due: BTreeSet<(u64, MessageId)>,
     /// `(lease expiry ms, id)`: claimed ids, earliest expiry first.
     leased: BTreeSet<(u64, MessageId)>,
-    /// Where each id is: `(in leased?, time, token)`.
+    /// Where each id is: its time, and its token while leased.
     entries: HashMap<MessageId, Entry>,
 }
 
@@ -49,6 +50,26 @@ impl Index {
             },
         );
     }
+
+    /// What the dispatcher waits for: the earliest due time or lease expiry.
+    fn earliest(&self) -> Option<u64> {
+        let due = self.due.first().map(|(time, _)| *time);
+        let lease = self.leased.first().map(|(time, _)| *time);
+        match (due, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Whether ids newly due from `added` on warrant waking the dispatcher, which waits for
+/// `before` (`None`: the index was empty): only when one of them is due sooner.
+fn wakes(before: Option<u64>, added: Option<u64>) -> bool {
+    match (before, added) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(before), Some(added)) => added < before,
+    }
 }
 
 /// The in-process schedule.
@@ -63,31 +84,49 @@ impl LocalSchedule {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().expect("schedule lock")
+    }
+
+    fn wake_if(&self, before: Option<u64>, added: Option<u64>) {
+        if wakes(before, added) {
+            self.changed.notify_one();
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Schedule for LocalSchedule {
-    async fn add(&self, id: &MessageId, due_ms: u64) -> Result<(), ScheduleError> {
-        self.index
-            .lock()
-            .expect("schedule lock")
-            .insert_due(id, due_ms);
-        self.changed.notify_one();
-        Ok(())
-    }
-
     async fn add_many(&self, entries: &[(MessageId, u64)]) -> Result<(), ScheduleError> {
-        let mut index = self.index.lock().expect("schedule lock");
+        let mut index = self.index();
+        let before = index.earliest();
         for (id, due) in entries {
             index.insert_due(id, *due);
         }
         drop(index);
-        self.changed.notify_one();
+        self.wake_if(before, entries.iter().map(|(_, due)| *due).min());
         Ok(())
     }
 
+    async fn restore(&self, entries: &[(MessageId, u64)]) -> Result<u64, ScheduleError> {
+        let mut index = self.index();
+        let before = index.earliest();
+        let (mut added, mut earliest) = (0u64, None::<u64>);
+        for (id, due) in entries {
+            if !index.entries.contains_key(id) {
+                index.insert_due(id, *due);
+                added += 1;
+                earliest = Some(earliest.map_or(*due, |time| time.min(*due)));
+            }
+        }
+        drop(index);
+        self.wake_if(before, earliest);
+        Ok(added)
+    }
+
     async fn remove(&self, id: &MessageId) -> Result<(), ScheduleError> {
-        self.index.lock().expect("schedule lock").unlink(id);
+        self.index().unlink(id);
         Ok(())
     }
 
@@ -97,8 +136,8 @@ impl Schedule for LocalSchedule {
         max: usize,
         lease_ms: u64,
         token: &str,
-    ) -> Result<Vec<MessageId>, ScheduleError> {
-        let mut index = self.index.lock().expect("schedule lock");
+    ) -> Result<Claim, ScheduleError> {
+        let mut index = self.index();
         let mut claimed = Vec::new();
         while claimed.len() < max {
             let next = match (index.leased.first(), index.due.first()) {
@@ -120,39 +159,38 @@ impl Schedule for LocalSchedule {
                 },
             );
         }
-        Ok(claimed)
+        Ok(Claim {
+            ids: claimed,
+            // Nothing outside the process can empty it.
+            intact: true,
+        })
     }
 
-    async fn release(
-        &self,
-        id: &MessageId,
-        token: &str,
-        due_ms: Option<u64>,
-    ) -> Result<(), ScheduleError> {
-        let mut index = self.index.lock().expect("schedule lock");
-        let holds = index
-            .entries
-            .get(id)
-            .is_some_and(|entry| entry.token.as_deref() == Some(token));
-        if holds {
-            index.unlink(id);
-            if let Some(due) = due_ms {
-                index.insert_due(id, due);
-                drop(index);
-                self.changed.notify_one();
+    async fn release_many(&self, releases: &[Release]) -> Result<(), ScheduleError> {
+        let mut index = self.index();
+        let before = index.earliest();
+        let mut earliest = None::<u64>;
+        for release in releases {
+            let holds = index
+                .entries
+                .get(&release.id)
+                .is_some_and(|entry| entry.token.as_deref() == Some(release.token.as_str()));
+            if !holds {
+                continue;
+            }
+            index.unlink(&release.id);
+            if let Some(due) = release.due_ms {
+                index.insert_due(&release.id, due);
+                earliest = Some(earliest.map_or(due, |time| time.min(due)));
             }
         }
+        drop(index);
+        self.wake_if(before, earliest);
         Ok(())
     }
 
     async fn next_due(&self) -> Result<Option<u64>, ScheduleError> {
-        let index = self.index.lock().expect("schedule lock");
-        let due = index.due.first().map(|(time, _)| *time);
-        let lease = index.leased.first().map(|(time, _)| *time);
-        Ok(match (due, lease) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(self.index().earliest())
     }
 
     async fn changed(&self) {
@@ -160,7 +198,32 @@ impl Schedule for LocalSchedule {
     }
 
     async fn count(&self) -> Result<u64, ScheduleError> {
-        Ok(self.index.lock().expect("schedule lock").entries.len() as u64)
+        Ok(self.index().entries.len() as u64)
+    }
+
+    async fn stats(&self, now_ms: u64) -> Result<IndexStats, ScheduleError> {
+        let index = self.index();
+        let overdue = index
+            .due
+            .iter()
+            .take_while(|(time, _)| *time <= now_ms)
+            .count();
+        let leases_expired = index
+            .leased
+            .iter()
+            .take_while(|(time, _)| *time <= now_ms)
+            .count();
+        Ok(IndexStats {
+            due: index.due.len() as u64,
+            overdue: overdue as u64,
+            oldest_overdue_ms: index
+                .due
+                .first()
+                .map(|(time, _)| *time)
+                .filter(|time| *time <= now_ms),
+            leased: index.leased.len() as u64,
+            leases_expired: leases_expired as u64,
+        })
     }
 
     async fn intact(&self) -> Result<bool, ScheduleError> {
@@ -170,48 +233,5 @@ impl Schedule for LocalSchedule {
 
     async fn mark_intact(&self) -> Result<(), ScheduleError> {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn claims_due_ids_in_order_and_leases_them() {
-        let schedule = LocalSchedule::new();
-        let (a, b, c) = (MessageId::new(), MessageId::new(), MessageId::new());
-        schedule.add(&b, 200).await.unwrap();
-        schedule.add(&a, 100).await.unwrap();
-        schedule.add(&c, 300).await.unwrap();
-        assert_eq!(schedule.next_due().await.unwrap(), Some(100));
-        assert!(schedule.claim(99, 10, 1000, "t").await.unwrap().is_empty());
-        assert_eq!(
-            schedule.claim(250, 10, 1000, "t1").await.unwrap(),
-            vec![a.clone(), b.clone()]
-        );
-        // Leased ids are not claimed again until the lease expires.
-        assert_eq!(
-            schedule.claim(300, 10, 1000, "t2").await.unwrap(),
-            vec![c.clone()]
-        );
-        assert!(
-            schedule
-                .claim(1249, 10, 1000, "t3")
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(schedule.next_due().await.unwrap(), Some(1250));
-        let reclaimed = schedule.claim(1250, 10, 1000, "t4").await.unwrap();
-        assert_eq!(reclaimed, vec![a.clone(), b.clone()]);
-        // A stale token cannot release; the current one can.
-        schedule.release(&a, "t1", None).await.unwrap();
-        assert_eq!(schedule.count().await.unwrap(), 3);
-        schedule.release(&a, "t4", None).await.unwrap();
-        schedule.release(&b, "t4", Some(5000)).await.unwrap();
-        assert_eq!(schedule.count().await.unwrap(), 2);
-        schedule.remove(&c).await.unwrap();
-        assert_eq!(schedule.next_due().await.unwrap(), Some(5000));
     }
 }

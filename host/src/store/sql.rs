@@ -226,13 +226,6 @@ fn shard<B: Backend>() -> i64 {
     i64::from(u32::from(byte) % B::COUNT_SHARDS)
 }
 
-/// The smallest message id made at `ms` (ids begin with their creation time).
-fn first_id_at(at_ms: u64) -> MessageId {
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&at_ms.to_be_bytes()[2..]);
-    MessageId::from_bytes(bytes)
-}
-
 /// Appends events to users' feeds inside the caller's transaction, and returns them with
 /// their cursors. Each user's head row is locked by one batched upsert, in (tenant, user)
 /// order so concurrent transactions cannot deadlock, and hands out as many cursors as the user
@@ -1204,7 +1197,7 @@ where
             format!("{ENDED_BEFORE}{}", B::LOCK_ROWS),
         ))
         .bind(ms(before_ms))
-        .bind(first_id_at(before_ms))
+        .bind(MessageId::first_at(before_ms))
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
@@ -1547,21 +1540,5 @@ impl<B: Backend> SqlStore<B> {
         let id = format!("whs_{}", ulid::Ulid::from(uuid::Uuid::now_v7().as_u128()));
         let sealed = self.keyring.seal(tenant.as_str(), &id, secret.as_bytes());
         (id, sealed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_id_of_a_time_sorts_before_every_id_made_then_or_later() {
-        let before = MessageId::new();
-        let now = crate::clock::Clock::System.now_ms();
-        let first = first_id_at(now);
-        let after = MessageId::new();
-        assert!(first <= after, "{first} {after}");
-        assert!(first_id_at(now.saturating_sub(60_000)) <= before);
-        assert!(first_id_at(now + 60_000) > after);
     }
 }

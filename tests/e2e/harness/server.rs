@@ -20,12 +20,16 @@ pub(crate) const ENCRYPTION_KEYS: &str = "test1:dGVzdC1rZXktdGVzdC1rZXktdGVzdC1r
 /// The first-run admin's password on test servers.
 pub(crate) const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
-/// Which storage backend a test runs on.
+/// Which deployment a test runs on: the embedded default (SQLite, the in-process schedule), or
+/// scale-out (PostgreSQL, the Redis schedule under a key prefix of the test's own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
+
+/// The Redis of the scale-out test servers.
+pub(crate) const TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// The server that hosts test databases; override with `TEST_DATABASE_URL`.
 fn postgres_admin_url() -> String {
@@ -216,6 +220,10 @@ impl TestServer {
             plugin_cache_dir: crate::harness::cache_dir(),
             ..Config::defaults()
         };
+        if backend == Backend::Postgres {
+            config.redis_url = Secret::new(TEST_REDIS_URL);
+            config.redis_prefix = format!("test:{}", dms::domain::ids::TenantId::new());
+        }
         tweak(&mut config);
         Self::boot(backend, config, dir, db, clock).await
     }
