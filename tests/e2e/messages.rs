@@ -737,6 +737,13 @@ async fn content_is_encrypted_at_rest_and_swapped_ciphertexts_fail_clearly(backe
         )
     );
     admin.api.get(&format!("/messages/{b}")).await.expect(200);
+    // Status reads never open the content: they still answer for the broken one.
+    assert_eq!(status(&admin, &a).await["status"], "scheduled");
+    admin
+        .api
+        .get(&format!("/messages/{a}/events"))
+        .await
+        .expect(200);
 }
 
 async fn webhook_secrets_rotate_with_an_overlap(backend: Backend) {

@@ -249,6 +249,7 @@ checks.negative_data_rejection.expected-statuses = ["400", "401", "403", "422", 
 /// see [`fuzz_config`].
 const SEMANTIC_422: &[&str] = &[
     "messages_submit",
+    "messages_submit_batch",
     "messages_reschedule",
     "hooks_dry_run",
     "hooks_put_validators",

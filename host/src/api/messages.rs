@@ -30,7 +30,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
     summary = "Submit a message",
     description = "Validates the message with the tenant's validators, plans its delivery with the delay policy, stores it and schedules it. With an `Idempotency-Key`, the same request within 24 hours returns the first response again (`idempotent-replayed: true`).",
     request_body = Submission,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried submission safe: visible ASCII, at most 255 characters.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried submission safe: visible ASCII, at most 255 characters.", pattern = "^[!-~]{1,255}$")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Accepted and scheduled.", body = MessageView,
@@ -150,15 +150,15 @@ pub(super) struct BatchAnswer {
     path = "/messages/batch",
     tag = "messages",
     summary = "Submit up to 1,000 messages at once",
-    description = "Each item is checked, validated and planned on its own, exactly as `POST /messages` does; the accepted ones are committed together (all or none of them), and the answer lists every item in order with its message or its problem. With an `Idempotency-Key`, the same request within 24 hours returns the first answer again (`idempotent-replayed: true`). The body may be up to `DMS_MAX_BATCH_BODY_BYTES`.",
+    description = "The body must be well-formed as a whole: an item with a malformed field is a 422 naming it (`/messages/3/deliver_at`) and nothing is stored. Each well-formed item is then decided on its own, exactly as `POST /messages` decides: addressed to no user of the tenant, or refused by a policy plugin, it is that item's problem; the accepted ones are committed together (all or none of them). The answer lists every item in order with its message or its problem. With an `Idempotency-Key`, the same request within 24 hours returns the first answer again (`idempotent-replayed: true`). The body may be up to `DMS_MAX_BATCH_BODY_BYTES`.",
     request_body = BatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried batch safe: visible ASCII, at most 255 characters; it covers the whole batch.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried batch safe: visible ASCII, at most 255 characters; it covers the whole batch.", pattern = "^[!-~]{1,255}$")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every item's outcome; `accepted` of them were committed.", body = BatchAnswer,
             headers(("idempotent-replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key."))),
         (status = 413, description = "`payload_too_large`: the body is over `DMS_MAX_BATCH_BODY_BYTES` (`limit` says how many bytes).", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "`invalid_field`: `/messages` is missing, empty or holds more than 1,000 items (`limit`), or another field is present; or `idempotency_key_reused`.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field`: `/messages` is missing, empty or holds more than 1,000 items (`limit`), another field is present, or an item is malformed (`field` names it within the body, `index` is the item); or `idempotency_key_reused`.", body = Problem, content_type = PROBLEM),
     ),
 )]
 pub(super) async fn submit_batch(
@@ -189,9 +189,11 @@ pub(super) async fn submit_batch(
     Ok(created(StatusCode::OK, body, replayed))
 }
 
-/// The items of a batch body, each read on its own: an item that is not a message is that
-/// item's problem, not the whole request's.
-fn batch_items(body: &JsonBody) -> Result<Vec<Result<Submission, messages::Error>>, ApiError> {
+/// The items of a batch body. The body must be well-formed as a whole: an item that is not a
+/// message (a wrong type, an unknown or missing field) is a 422 naming it
+/// (`/messages/3/content`), like any malformed body; whether each well-formed item is accepted
+/// is then decided item by item.
+fn batch_items(body: &JsonBody) -> Result<Vec<Submission>, ApiError> {
     use super::json::Node;
     let Node::Object(members) = &body.0 else {
         return Err(ApiError::field(
@@ -221,23 +223,23 @@ fn batch_items(body: &JsonBody) -> Result<Vec<Result<Submission, messages::Error
         )
         .with("limit", MAX_BATCH));
     }
-    Ok(items
+    items
         .iter()
-        .map(|item| {
+        .enumerate()
+        .map(|(index, item)| {
             super::extract::from_node::<Submission>(item).map_err(|error| {
-                let field = error.field_name().unwrap_or("/").to_owned();
+                let field = error.field_name().unwrap_or("/");
                 let reason = error
                     .detail()
                     .strip_prefix(&format!("{field}: "))
-                    .unwrap_or(error.detail())
-                    .to_owned();
-                messages::Error::Invalid {
-                    field: field.into(),
-                    reason,
-                }
+                    .unwrap_or(error.detail());
+                let inner = if field == "/" { "" } else { field };
+                let pointer = format!("/messages/{index}{inner}");
+                ApiError::field(pointer.clone(), format!("{pointer}: {reason}"))
+                    .with("index", index)
             })
         })
-        .collect())
+        .collect()
 }
 
 /// The answer to a batch, from each item's outcome.

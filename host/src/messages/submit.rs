@@ -167,15 +167,16 @@ pub async fn submit(
 /// What became of one item of a batch: its message, or why it was refused.
 pub type ItemOutcome = Result<MessageView, Error>;
 
-/// Submits a batch from `sender`: each item is checked and decided on its own (items that
-/// could not be read come as errors already), the accepted ones are committed together, and
-/// `render` makes the response body from every item's outcome, in order. With an
-/// `Idempotency-Key`, that body is what a retry gets back. Returns the answer and how many
-/// items were accepted.
+/// Submits a batch from `sender`. Every item is checked first, and a malformed one refuses
+/// the whole batch (its field named within the body, `/messages/3/deliver_at`). Each
+/// well-formed item is then decided on its own (its recipient, the tenant's validators and
+/// delay policy); the accepted ones are committed together, and `render` makes the response
+/// body from every item's outcome, in order. With an `Idempotency-Key`, that body is what a
+/// retry gets back. Returns the answer and how many items were accepted.
 pub async fn submit_batch(
     app: &AppState,
     sender: &User,
-    items: Vec<Result<Submission, Error>>,
+    items: Vec<Submission>,
     key: Option<Key>,
     render: impl FnOnce(&[ItemOutcome]) -> String,
 ) -> Result<(Submitted, usize), Error> {
@@ -186,14 +187,22 @@ pub async fn submit_batch(
             return Ok((replay, 0));
         }
     }
-    let drafted: Vec<Result<Message, Error>> = items
+    let drafted = items
         .into_iter()
-        .map(|item| item.and_then(|submission| parse(sender, submission, now)))
-        .collect();
+        .enumerate()
+        .map(|(index, submission)| {
+            parse(sender, submission, now).map_err(|error| match error {
+                Error::Invalid { field, reason } => Error::Invalid {
+                    field: format!("/messages/{index}{field}").into(),
+                    reason,
+                },
+                other => other,
+            })
+        })
+        .collect::<Result<Vec<Message>, Error>>()?;
     // One lookup for every recipient of the batch.
     let recipients: Vec<UserId> = drafted
         .iter()
-        .filter_map(|item| item.as_ref().ok())
         .map(|message| message.recipient_id.clone())
         .collect::<HashSet<_>>()
         .into_iter()
@@ -202,11 +211,11 @@ pub async fn submit_batch(
     let hooks = app.policies.hooks(&sender.tenant_id).await?;
     let mut outcomes = Vec::with_capacity(drafted.len());
     let mut messages = Vec::new();
-    for item in drafted {
-        let decided = match item {
-            Ok(message) if !live.contains(&message.recipient_id) => Err(no_such_recipient()),
-            Ok(message) => decide(app, &hooks, message).await,
-            Err(error) => Err(error),
+    for message in drafted {
+        let decided = if live.contains(&message.recipient_id) {
+            decide(app, &hooks, message).await
+        } else {
+            Err(no_such_recipient())
         };
         outcomes.push(decided.map(|(view, new)| {
             messages.push(new);

@@ -116,3 +116,70 @@ async fn run<C: Commit>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Doubles each request; a batch holding 13 fails as a whole, as a transaction would.
+    #[derive(Default)]
+    struct Doubling {
+        batches: std::sync::Mutex<Vec<Vec<u32>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Commit for Arc<Doubling> {
+        type Request = u32;
+        type Answer = u32;
+
+        async fn commit(&self, requests: &[u32]) -> Result<Vec<u32>, StoreError> {
+            self.batches.lock().unwrap().push(requests.to_vec());
+            if requests.contains(&13) {
+                return Err(StoreError::Refused("13 is refused".into()));
+            }
+            Ok(requests.iter().map(|request| request * 2).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_is_retried_one_by_one_so_only_the_bad_request_fails() {
+        let doubling = Arc::new(Doubling::default());
+        let committer = Committer::start(doubling.clone(), 1, 64);
+        // Every request is waiting before the one committer task runs: one group.
+        let answers =
+            futures_util::future::join_all([1, 2, 13, 4].map(|request| committer.commit(request)))
+                .await;
+        let answers: Vec<Result<u32, String>> = answers
+            .into_iter()
+            .map(|answer| answer.map_err(|error| error.to_string()))
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                Ok(2),
+                Ok(4),
+                Err("the database refused the data: 13 is refused".to_owned()),
+                Ok(8)
+            ]
+        );
+        assert_eq!(
+            *doubling.batches.lock().unwrap(),
+            [vec![1, 2, 13, 4], vec![1], vec![2], vec![13], vec![4]],
+            "the group, then each request alone"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_that_wait_together_are_committed_together() {
+        let doubling = Arc::new(Doubling::default());
+        let committer = Committer::start(doubling.clone(), 1, 3);
+        let answers =
+            futures_util::future::join_all((1..=5).map(|request| committer.commit(request))).await;
+        assert!(answers.iter().all(Result::is_ok));
+        assert_eq!(
+            *doubling.batches.lock().unwrap(),
+            [vec![1, 2, 3], vec![4, 5]],
+            "at most max_batch in one"
+        );
+    }
+}

@@ -410,7 +410,7 @@ impl<'a> StepRow<'a> {
                 .and_then(|event| event.from)
                 .map(Status::as_str),
             to_status: transitions()
-                .last()
+                .next_back()
                 .and_then(|event| event.to)
                 .map(Status::as_str),
             attempt: events.iter().find_map(|event| event.attempt).map(i64::from),

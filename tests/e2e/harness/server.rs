@@ -153,6 +153,27 @@ impl TestStorage {
         }
     }
 
+    /// Runs SQL (one or more statements, outside a transaction) on the database directly.
+    pub(crate) async fn execute(&self, sql: &str) {
+        match &self.db {
+            None => {
+                let url = format!("sqlite://{}", self.dir.path().join("dms.sqlite3").display());
+                let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+            Some(db) => {
+                let mut connection = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     /// True while nothing was ever written: no SQLite file, or no table in the database.
     pub(crate) async fn untouched(&self) -> bool {
         match &self.db {
