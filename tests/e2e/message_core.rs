@@ -257,7 +257,7 @@ async fn the_kept_counts_agree_with_the_messages(backend: Backend) {
             "/messages/batch",
             json!({ "messages": [
                 { "recipient_id": bob.user_id(), "content": "one", "delay_seconds": 30 },
-                { "recipient_id": "usr_nobody", "content": "refused" },
+                { "recipient_id": "usr_01JZZZZZZZZZZZZZZZZZZZZZZZ", "content": "refused" },
             ]}),
         )
         .await

@@ -154,10 +154,11 @@ const FEED_HEAD: &str = "SELECT last_cursor FROM feed_heads WHERE tenant_id = $1
 const PRUNE_FEED: &str = "DELETE FROM feed_events WHERE (tenant_id, user_id, cursor_no) IN \
      (SELECT tenant_id, user_id, cursor_no FROM feed_events WHERE at_ms < $1 LIMIT $2)";
 
-/// What the schedule index is rebuilt from: a scan of the narrow state rows in key order.
+/// What the schedule index is rebuilt from: the narrow state rows in key order, after `$1`
+/// (a range of the key: the reconciler reads only what was stored since its last pass).
 const PENDING: &str = "SELECT message_id, status, deliver_at_ms, lease_until_ms \
-     FROM message_states WHERE status IN ('scheduled', 'retrying', 'delivering') \
-     AND ($1 IS NULL OR message_id > $1) ORDER BY message_id LIMIT $2";
+     FROM message_states WHERE message_id > $1 \
+     AND status IN ('scheduled', 'retrying', 'delivering') ORDER BY message_id LIMIT $2";
 /// The kept counts, shards summed.
 const STATUS_COUNTS: &str = "SELECT tenant_id, status, CAST(SUM(count) AS BIGINT) AS count \
      FROM message_counts GROUP BY tenant_id, status";
@@ -1143,8 +1144,9 @@ where
         after: Option<&MessageId>,
         limit: u32,
     ) -> Result<Vec<(MessageId, u64)>, StoreError> {
+        // Every id sorts after the empty string.
         let rows = sqlx::query_as::<B, PendingRow>(PENDING)
-            .bind(after.map(MessageId::as_str))
+            .bind(after.map_or("", MessageId::as_str))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
