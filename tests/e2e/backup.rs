@@ -1,19 +1,23 @@
 //! `dms backup` and `dms restore` through the real binary: a backup of a running server with
 //! messages in every status restores into a fresh database (same backend or the other) where
 //! every pending message is delivered exactly once, the one that was `delivering` after its
-//! lease passes; restores refuse a database with data, a damaged file and the wrong keys
-//! without writing anything; with Redis the restore fills the schedule index.
+//! lease passes; so does a backup of a database at the previous schema, which the restore
+//! migrates (all or nothing); restores refuse a database with data, a damaged file, the wrong
+//! keys and a backup of a newer dms without writing anything; with Redis the restore fills the
+//! schedule index.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use dms::clock::Clock;
+use dms::domain::ids::TenantId;
 use redis::AsyncCommands as _;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Answer, Backend, Login, Receiver, TestServer, TestStorage, ms, on_both_backends, run, status,
+    Answer, Backend, Login, OldDatabase, PREVIOUS_SCHEMA, Receiver, TestServer, TestStorage, ms,
+    on_both_backends, run, status,
 };
 
 on_both_backends!(
@@ -25,6 +29,7 @@ on_both_backends!(
     a_backup_taken_during_writes_is_one_snapshot,
     restore_refuses_a_backup_made_at_other_migrations,
     a_restore_that_fails_midway_leaves_no_row,
+    a_backup_of_the_previous_schema_restores_migrated,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,6 +40,11 @@ async fn a_sqlite_backup_restores_into_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_backup_restores_into_sqlite() {
     round_trip(Backend::Postgres, Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_backup_of_the_previous_schema_restores_migrated_into_postgres() {
+    previous_schema_round_trip(Backend::Sqlite, Backend::Postgres).await;
 }
 
 /// How long a claim holds a message in these tests (the server's default lease).
@@ -213,13 +223,13 @@ fn backup_path(dir: &Path) -> PathBuf {
 
 /// `dms backup FILE` on the server's storage; the file.
 async fn backup(server: &TestServer, into: &Path) -> PathBuf {
+    backup_of(&server.storage(), into).await
+}
+
+/// `dms backup FILE` on `storage`; the file.
+async fn backup_of(storage: &TestStorage, into: &Path) -> PathBuf {
     let file = backup_path(into);
-    let output = run(
-        server.storage().dms(),
-        &["backup", file.to_str().unwrap()],
-        None,
-    )
-    .await;
+    let output = run(storage.dms(), &["backup", file.to_str().unwrap()], None).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -282,7 +292,19 @@ async fn round_trip(source: Backend, target: Backend) {
         before,
         "status, content, history"
     );
-    // The tenant's plugin came along, bound as it was.
+    the_tenant_plugin_came_along(&admin, &before).await;
+    each_pending_message_is_delivered_once(
+        &restored,
+        ids,
+        (&fixture.bob_hook, &bob_before),
+        (&fixture.carol_hook, &carol_before),
+    )
+    .await;
+}
+
+/// The tenant's plugin came along, bound as it was: it refuses a message to the recipient of
+/// the first message of `before`.
+async fn the_tenant_plugin_came_along(admin: &Login, before: &[(Value, Value)]) {
     let refused = admin
         .api
         .post(
@@ -292,7 +314,18 @@ async fn round_trip(source: Backend, target: Backend) {
         .await
         .problem(422, "rejected");
     assert_eq!(refused.body["plugin"], "deny-word");
+}
 
+/// On a server restored from a backup of the [`populate`]d one: the `delivering` message waits
+/// for its lease, then it and the other pending ones reach their receiver exactly once more,
+/// and the others not again. Each receiver with its deliveries at backup time.
+async fn each_pending_message_is_delivered_once(
+    restored: &TestServer,
+    ids: &BTreeMap<&'static str, String>,
+    (bob_hook, bob_before): (&Receiver, &BTreeMap<String, usize>),
+    (carol_hook, carol_before): (&Receiver, &BTreeMap<String, usize>),
+) {
+    let admin = restored.admin().await;
     // Nothing is due yet: the `delivering` message waits for its lease to pass.
     assert_eq!(restored.dispatch().await.claimed, 0);
     assert_eq!(
@@ -338,7 +371,7 @@ async fn round_trip(source: Backend, target: Backend) {
     );
 
     // Each pending message reached its receiver exactly once more; the others not again.
-    let bob_after = deliveries(&fixture.bob_hook);
+    let bob_after = deliveries(bob_hook);
     let more = |name: &str| {
         bob_after.get(&ids[name]).copied().unwrap_or(0)
             - bob_before.get(&ids[name]).copied().unwrap_or(0)
@@ -350,7 +383,7 @@ async fn round_trip(source: Backend, target: Backend) {
         assert_eq!(more(name), 0, "{name} not delivered again");
     }
     assert_eq!(bob_after[&ids["delivered"]], 1);
-    assert_eq!(deliveries(&fixture.carol_hook), carol_before);
+    assert_eq!(deliveries(carol_hook), *carol_before);
 }
 
 async fn restore_refuses_a_database_that_is_not_empty(backend: Backend) {
@@ -741,6 +774,34 @@ async fn restore_refuses_a_backup_made_at_other_migrations(backend: Backend) {
         "{stderr}"
     );
     assert!(fresh.untouched().await);
+
+    // ...nor one of another history: a migration this dms has is missing in the middle.
+    let other = files.path().join("other.gz");
+    rewrite_header(&file, &other, |header| {
+        header["migrations"].as_array_mut().unwrap().remove(1);
+    });
+    let fresh = TestStorage::create(backend).await;
+    let output = restore(fresh.dms(), &other).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.contains("but this dms has migrations"), "{stderr}");
+    assert!(fresh.untouched().await);
+
+    // A header that claims older migrations than its tables have is not a backup of dms.
+    let older = files.path().join("older.gz");
+    rewrite_header(&file, &older, |header| {
+        header["migrations"].as_array_mut().unwrap().pop();
+    });
+    let fresh = TestStorage::create(backend).await;
+    let output = restore(fresh.dms(), &older).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.contains("is not a usable DMS backup"), "{stderr}");
+    assert!(
+        stderr.contains("but a database at its migrations has"),
+        "{stderr}"
+    );
+    assert!(fresh.untouched().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -801,4 +862,293 @@ async fn a_backup_that_fails_midway_keeps_the_previous_file() {
         text(&output.stderr)
     );
     assert!(empty.untouched().await);
+}
+
+/// The migration a restore of a backup of the previous schema applies after its rows, as the
+/// restore names it.
+const NARROW_MESSAGES: &str = "20261214000000 narrow messages";
+
+async fn a_backup_of_the_previous_schema_restores_migrated(backend: Backend) {
+    previous_schema_round_trip(backend, backend).await;
+}
+
+/// The header of a backup.
+fn header_of(file: &Path) -> Value {
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(file).unwrap())
+        .read_to_string(&mut plain)
+        .unwrap();
+    serde_json::from_str(plain.lines().next().unwrap()).unwrap()
+}
+
+/// Messages per status: from the states themselves, and from the counts kept per status (the
+/// shards and tenants summed).
+async fn status_counts(server: &TestServer) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let truth = server
+        .sql_column(
+            "SELECT status || ':' || CAST(COUNT(*) AS TEXT) FROM message_states GROUP BY status",
+        )
+        .await
+        .into_iter()
+        .map(|row| {
+            let (status, count) = row.split_once(':').unwrap();
+            (status.to_owned(), count.parse().unwrap())
+        })
+        .collect();
+    let mut kept = BTreeMap::new();
+    for row in server.state.store.status_counts().await.unwrap() {
+        *kept.entry(row.status.as_str().to_owned()).or_insert(0) += row.count;
+    }
+    (truth, kept)
+}
+
+/// A database of the previous schema (the rows of a [`populate`]d server rewritten as that
+/// schema held them, history and feeds included) is backed up by `dms backup` as it is, and
+/// `dms restore` puts it into an empty database of the current schema: every message with its
+/// status, content and history, the kept counts, the feeds, and the pending ones delivered
+/// once. On one backend, also: a target migrated past the backup is refused, and a migration
+/// that fails after the rows rolls everything back.
+async fn previous_schema_round_trip(source: Backend, target: Backend) {
+    let Fixture {
+        mut server,
+        admin,
+        bob_hook,
+        carol_hook,
+        ids,
+    } = populate(TestServer::start(source).await).await;
+    // And a delivered inbox message: its recipient's feed event carries the content.
+    let bob_id = admin
+        .api
+        .get(&format!("/messages/{}", ids["scheduled"]))
+        .await
+        .expect(200)
+        .body["recipient_id"]
+        .clone();
+    let inbox = admin
+        .api
+        .post(
+            "/messages",
+            json!({ "recipient_id": bob_id, "content": "to bob's inbox", "channel": "inbox" }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(server.dispatch().await.delivered, 1);
+    let mut all = ids.clone();
+    all.insert("inbox", inbox.clone());
+    let before = snapshot(&admin, &all).await;
+    let store = &server.state.store;
+    let tenant: TenantId = admin.tenant_id().parse().unwrap();
+    let mut histories = Vec::new();
+    for id in all.values() {
+        let events = store
+            .message_events(&tenant, &id.parse().unwrap())
+            .await
+            .unwrap();
+        histories.push((id.clone(), events));
+    }
+    let mut feeds = Vec::new();
+    for row in server
+        .sql_column("SELECT tenant_id || ' ' || user_id FROM feed_heads")
+        .await
+    {
+        let (tenant, user) = row.split_once(' ').unwrap();
+        let page = store
+            .feed_after(&tenant.parse().unwrap(), &user.parse().unwrap(), 0, 1000)
+            .await
+            .unwrap();
+        feeds.extend(page.events);
+    }
+    assert!(
+        feeds
+            .iter()
+            .any(|event| event.body["message"]["content"] == "to bob's inbox"),
+        "a feed event carries a message's content: {feeds:?}"
+    );
+    let bob_before = deliveries(&bob_hook);
+    let carol_before = deliveries(&carol_hook);
+    let now = server.clock.now_ms();
+    let storage = server.storage();
+    server.stop().await;
+    drop(server);
+
+    // The previous schema: history one entry per row, feed bodies sealed whole.
+    let old = OldDatabase::open(&storage).await;
+    old.downgrade_schema().await;
+    for (id, events) in &histories {
+        old.insert_history(id, events).await;
+    }
+    old.reseal_feed(&feeds).await;
+
+    // Backed up as it is, with the tables it has.
+    let files = tempfile::tempdir().unwrap();
+    let file = backup_of(&storage, files.path()).await;
+    let header = header_of(&file);
+    let migrations = header["migrations"].as_array().unwrap();
+    assert_eq!(migrations.last().unwrap(), PREVIOUS_SCHEMA);
+    let tables: Vec<&str> = header["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|table| table["name"].as_str().unwrap())
+        .collect();
+    assert!(tables.contains(&"messages"), "{tables:?}");
+    assert!(
+        !tables.contains(&"message_states") && !tables.contains(&"message_counts"),
+        "{tables:?}"
+    );
+
+    let fresh = TestStorage::create(target).await;
+    if source == target {
+        // An empty target already at the current schema cannot take the previous schema's
+        // rows: refused, and left as it was.
+        let migrated = TestStorage::create(target).await;
+        let output = run(migrated.dms(), &["migrate"], None).await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let output = restore(migrated.dms(), &file).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "already migrated past the backup (it has migrations [20261214000000]; the backup's last is {PREVIOUS_SCHEMA})"
+            )),
+            "{stderr}"
+        );
+        assert_eq!(migrated.count("message_states").await, 0);
+
+        // A later migration that fails on the restored rows (here a stray empty table in its
+        // way) rolls the whole restore back: no row, and the target at the backup's schema.
+        if target == Backend::Sqlite {
+            std::fs::File::create(fresh.data_dir().join("dms.sqlite3")).unwrap();
+        }
+        fresh
+            .execute("CREATE TABLE message_counts (stray BIGINT)")
+            .await;
+        let output = restore(fresh.dms(), &file).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "a database failure, not a refusal: {stderr}"
+        );
+        assert!(stderr.contains("no row was written"), "{stderr}");
+        assert!(
+            stderr
+                .contains("migration 20261214000000 (narrow messages) failed on the restored rows"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "the restore rolled back, and the target database is empty, migrated only as far as the backup (its last migration, {PREVIOUS_SCHEMA})"
+            )),
+            "{stderr}"
+        );
+        for table in [
+            "tenants",
+            "users",
+            "messages",
+            "message_events",
+            "feed_events",
+        ] {
+            assert_eq!(fresh.count(table).await, 0, "{table}");
+        }
+        assert_eq!(
+            fresh.count("_sqlx_migrations").await,
+            migrations.len() as i64,
+            "at the backup's migrations"
+        );
+        // The cause removed, the same restore runs again into the same target.
+        fresh.execute("DROP TABLE message_counts").await;
+    }
+
+    let output = restore(fresh.dms(), &file).await;
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "dms restore: {}{stdout}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("messages 8"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "The backup was made at older migrations (the last {PREVIOUS_SCHEMA}); applied to its rows in the same transaction: {NARROW_MESSAGES}."
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(3 pending messages)"), "{stdout}");
+
+    let restored = TestServer::start_on(fresh, Clock::manual(now), |_| {}).await;
+    let admin = restored.admin().await;
+    // Every message as before: status, content (opened with the keys), history.
+    assert_eq!(
+        snapshot(&admin, &all).await,
+        before,
+        "status, content, history"
+    );
+    for (name, id) in &all {
+        let message = admin
+            .api
+            .get(&format!("/messages/{id}"))
+            .await
+            .expect(200)
+            .body;
+        let (status, content) = match *name {
+            "inbox" => ("delivered", "to bob's inbox"),
+            // (`send` names the recipient by the JSON of their username.)
+            "dead" => ("dead", "to \"carol\""),
+            other => (other, "to \"bob\""),
+        };
+        assert_eq!(message["status"], status, "{name}");
+        assert_eq!(message["content"], content, "{name}");
+    }
+    let history = admin
+        .api
+        .get(&format!("/messages/{}/events", ids["dead"]))
+        .await
+        .expect(200)
+        .body;
+    let attempts = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "attempt")
+        .count();
+    assert_eq!(attempts, 8, "{history}");
+    // The kept counts were filled from the restored messages.
+    let (truth, kept) = status_counts(&restored).await;
+    assert_eq!(truth, kept);
+    let mut expected: BTreeMap<String, u64> =
+        ids.keys().map(|status| (status.to_string(), 1)).collect();
+    expected.insert("delivered".to_owned(), 2);
+    assert_eq!(kept, expected);
+    // The feeds read as before; their rows (of the previous schema) refer to no message.
+    for event in &feeds {
+        let page = restored
+            .state
+            .store
+            .feed_after(&event.tenant_id, &event.user_id, event.cursor - 1, 1)
+            .await
+            .unwrap();
+        assert_eq!(page.events, std::slice::from_ref(event));
+    }
+    assert_eq!(
+        restored
+            .sql_column(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM feed_events WHERE message_id IS NOT NULL"
+            )
+            .await,
+        ["0"]
+    );
+
+    the_tenant_plugin_came_along(&admin, &before).await;
+    each_pending_message_is_delivered_once(
+        &restored,
+        &ids,
+        (&bob_hook, &bob_before),
+        (&carol_hook, &carol_before),
+    )
+    .await;
 }

@@ -12,7 +12,7 @@ use dms::domain::message::{Event, Status};
 use dms::store::Outcome;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Login, TestServer, TestStorage, on_both_backends, status};
+use crate::harness::{Backend, Login, OldDatabase, TestServer, on_both_backends, status};
 
 on_both_backends!(
     a_stale_outcome_in_a_committed_group_is_refused_alone,
@@ -314,9 +314,6 @@ async fn postgres_a_database_of_the_previous_schema_migrates_with_its_messages()
     a_database_of_the_previous_schema_migrates_with_its_messages(Backend::Postgres).await;
 }
 
-/// The last migration before the message core was reshaped.
-const PREVIOUS_SCHEMA: i64 = 20261213000000;
-
 async fn a_database_of_the_previous_schema_migrates_with_its_messages(backend: Backend) {
     // A server on the current schema makes the tenant, the users and a delivered message the
     // usual way; the rows are then rewritten as the previous schema held them.
@@ -367,133 +364,4 @@ async fn a_database_of_the_previous_schema_migrates_with_its_messages(backend: B
 
 fn now() -> u64 {
     dms::clock::Clock::System.now_ms()
-}
-
-/// Raw access to a test database, to put it back to the previous schema.
-struct OldDatabase {
-    storage: TestStorage,
-}
-
-impl OldDatabase {
-    async fn open(storage: &TestStorage) -> Self {
-        Self {
-            storage: storage.clone(),
-        }
-    }
-
-    /// Runs `sql` (several statements) on the database.
-    async fn run(&self, sql: &str) {
-        self.storage.execute(sql).await;
-    }
-
-    /// Rewrites the current schema's message rows into the previous schema's, and forgets
-    /// the migration that made the current one.
-    async fn downgrade(&self) {
-        let (integer, bytes) = match self.storage.backend {
-            Backend::Sqlite => ("INTEGER", "BLOB"),
-            Backend::Postgres => ("BIGINT", "BYTEA"),
-        };
-        let sqlite = self.storage.backend == Backend::Sqlite;
-        let mut sql = String::new();
-        if sqlite {
-            sql.push_str("PRAGMA foreign_keys = OFF;");
-        }
-        sql.push_str(&format!(
-            "CREATE TABLE old_messages (
-                id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants (id),
-                sender_id TEXT NOT NULL REFERENCES users (id),
-                recipient_id TEXT NOT NULL REFERENCES users (id),
-                channel TEXT NOT NULL CHECK (channel IN ('inbox', 'webhook')),
-                content_type TEXT NOT NULL, metadata TEXT NOT NULL, key_id TEXT NOT NULL,
-                nonce {bytes} NOT NULL, content {bytes} NOT NULL,
-                requested_kind TEXT NOT NULL CHECK (requested_kind IN ('none', 'delay', 'at')),
-                requested_ms {integer}, status TEXT NOT NULL, previous_status TEXT,
-                deliver_at_ms {integer} NOT NULL, attempts {integer} NOT NULL DEFAULT 0,
-                last_error TEXT, lease_token TEXT, lease_until_ms {integer},
-                created_at_ms {integer} NOT NULL, updated_at_ms {integer} NOT NULL,
-                delivered_at_ms {integer}, read_at_ms {integer});
-             INSERT INTO old_messages SELECT m.id, m.tenant_id, m.sender_id, m.recipient_id,
-                m.channel, m.content_type, m.metadata, m.key_id, m.nonce, m.content,
-                m.requested_kind, m.requested_ms, s.status, NULL, s.deliver_at_ms, s.attempts,
-                s.last_error, s.lease_token, s.lease_until_ms, m.created_at_ms, s.updated_at_ms,
-                s.delivered_at_ms, s.read_at_ms
-                FROM messages m JOIN message_states s ON s.message_id = m.id;
-             DROP TABLE message_events;
-             DROP TABLE message_states;
-             DROP TABLE message_counts;
-             DROP TABLE messages;
-             ALTER TABLE old_messages RENAME TO messages;
-             CREATE INDEX messages_sent ON messages (tenant_id, sender_id, id);
-             CREATE INDEX messages_received ON messages (tenant_id, recipient_id, id);
-             CREATE INDEX messages_by_status ON messages (tenant_id, status, id);
-             CREATE INDEX messages_pending ON messages (id)
-                WHERE status IN ('scheduled', 'retrying', 'delivering');
-             CREATE TABLE message_events (
-                id {serial},
-                message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
-                at_ms {integer} NOT NULL, kind TEXT NOT NULL, from_status TEXT,
-                to_status TEXT, attempt {integer}, result TEXT NOT NULL,
-                duration_ms {integer}, plugin_name TEXT, plugin_digest TEXT);
-             CREATE INDEX message_events_message ON message_events (message_id, id);
-             DROP INDEX idempotency_keys_age;
-             ALTER TABLE feed_events DROP COLUMN message_id;
-             DELETE FROM _sqlx_migrations WHERE version > {PREVIOUS_SCHEMA};",
-            serial = if sqlite {
-                "INTEGER PRIMARY KEY AUTOINCREMENT"
-            } else {
-                "BIGSERIAL PRIMARY KEY"
-            },
-        ));
-        // The history as the previous schema wrote it: one entry per row.
-        sql.push_str(
-            "INSERT INTO message_events (message_id, at_ms, kind, from_status, to_status, \
-             attempt, result, duration_ms, plugin_name, plugin_digest) \
-             SELECT m.id, m.created_at_ms, 'decision', NULL, NULL, NULL, 'accepted', 0, \
-             'content-guard', 'digest' FROM messages m; \
-             INSERT INTO message_events (message_id, at_ms, kind, from_status, to_status, \
-             attempt, result) SELECT m.id, m.created_at_ms, 'transition', NULL, 'scheduled', \
-             NULL, 'accepted' FROM messages m; \
-             INSERT INTO message_events (message_id, at_ms, kind, from_status, to_status, \
-             attempt, result) SELECT m.id, m.delivered_at_ms, 'transition', 'delivering', \
-             'delivered', NULL, 'delivered' FROM messages m WHERE m.status = 'delivered';",
-        );
-        if sqlite {
-            sql.push_str("PRAGMA foreign_keys = ON;");
-        }
-        self.run(&sql).await;
-    }
-
-    /// A message waiting to be delivered now, as the previous schema stored it: its content
-    /// sealed with the test servers' keys. Its id.
-    async fn insert_waiting(&self, admin: &Login, bob: &Login) -> String {
-        let id = MessageId::new();
-        let keyring = dms::store::crypto::Keyring::parse(crate::harness::ENCRYPTION_KEYS).unwrap();
-        let sealed = keyring.seal(admin.tenant_id(), id.as_str(), b"from the old schema");
-        let now = now();
-        self.run(&format!(
-            "INSERT INTO messages (id, tenant_id, sender_id, recipient_id, channel, \
-             content_type, metadata, key_id, nonce, content, requested_kind, requested_ms, \
-             status, deliver_at_ms, attempts, created_at_ms, updated_at_ms) VALUES \
-             ('{id}', '{tenant}', '{sender}', '{recipient}', 'inbox', 'text/plain', '{{}}', \
-             '{key_id}', {nonce}, {content}, 'none', NULL, 'scheduled', {now}, 0, {now}, {now}); \
-             INSERT INTO message_events (message_id, at_ms, kind, to_status, result) \
-             VALUES ('{id}', {now}, 'transition', 'scheduled', 'accepted');",
-            tenant = admin.tenant_id(),
-            sender = admin.user_id(),
-            recipient = bob.user_id(),
-            key_id = sealed.key_id,
-            nonce = self.bytes(&sealed.nonce),
-            content = self.bytes(&sealed.ciphertext),
-        ))
-        .await;
-        id.to_string()
-    }
-
-    /// A byte string literal of the backend.
-    fn bytes(&self, bytes: &[u8]) -> String {
-        match self.storage.backend {
-            Backend::Sqlite => format!("X'{}'", hex::encode(bytes)),
-            Backend::Postgres => format!("'\\x{}'::bytea", hex::encode(bytes)),
-        }
-    }
 }

@@ -1,7 +1,8 @@
 //! `dms backup FILE` and `dms restore FILE`: the command-line edge of
 //! [`dms::store::backup`](crate::store::backup), which does the work. This file resolves the
 //! configuration (database, keys, Redis), draws the progress bar on stderr, prints the summary
-//! on stdout, and after a restore rebuilds the schedule index where one lives outside the
+//! on stdout (after a restore of an older backup, also the migrations it applied to the
+//! restored rows), and after a restore rebuilds the schedule index where one lives outside the
 //! process (Redis). Exit codes as the other operator commands: 1 when the database, the disk or
 //! Redis failed, 2 when what was asked cannot be done (a damaged file, a target with data,
 //! the wrong keys).
@@ -32,8 +33,9 @@ pub(super) struct BackupArgs {
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RestoreArgs {
-    /// A file written by `dms backup`. The target database (DMS_DATABASE_URL, or SQLite under
-    /// DMS_DATA_DIR) must be empty; there is no flag to restore over data.
+    /// A file written by `dms backup` of this dms or an older one (whose rows are then
+    /// migrated). The target database (DMS_DATABASE_URL, or SQLite under DMS_DATA_DIR) must be
+    /// empty; there is no flag to restore over data.
     file: PathBuf,
 }
 
@@ -103,6 +105,18 @@ pub(super) async fn restore(config: Option<&Path>, args: RestoreArgs) -> anyhow:
         summary.rows(),
         summary.elapsed.as_secs_f64()
     );
+    if !summary.migrated.is_empty() {
+        println!(
+            "The backup was made at older migrations (the last {}); applied to its rows in the same transaction: {}.",
+            summary.migrations.last().copied().unwrap_or_default(),
+            summary
+                .migrated
+                .iter()
+                .map(|(version, description)| format!("{version} {description}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     match config.redis_url.expose() {
         Some(url) => {
             // The data is committed; a failure here only leaves the index to the servers,
@@ -121,7 +135,7 @@ pub(super) async fn restore(config: Option<&Path>, args: RestoreArgs) -> anyhow:
         }
         None => println!(
             "Schedule index: kept in process; dms serve rebuilds it from the database at start ({} pending messages).",
-            summary.pending
+            summary.pending.unwrap_or_default()
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -10,14 +10,18 @@
 //! 1. A header: `{"format":"dms-backup","format_version":1,"dms_version":…,"backend":"sqlite",
 //!    "migrations":[20261125000000,…],"created_at_ms":…,"created_at":…,"tables":[{"name":
 //!    "tenants","rows":2,"columns":[{"name":"id","type":"text"},…]},…]}`.
-//! 2. For each table of [`TABLES`], in that (dependency) order: a line `{"table":"tenants"}`,
+//! 2. For each table the database has at its migrations ([`TABLES`] says which migration
+//!    creates each), in that (dependency) order: a line `{"table":"tenants"}`,
 //!    then one JSON array per row with the values in the header's column order: `integer`
 //!    columns as JSON numbers, `text` as strings, `bytes` as base64 strings, NULL as `null`.
 //! 3. A trailer: `{"end":{"rows":N,"sha256":"…"}}`, the SHA-256 of every line before it, so a
 //!    truncated or altered file is refused even where gzip's own CRC would not look.
 //!
-//! The migration versions stand in for the schema: a restore needs exactly the same ones, so
-//! the columns match on both sides. Times stay Unix milliseconds, ids stay as they were.
+//! The migration versions stand in for the schema: which tables the file has, and their
+//! columns, follow from them (both backends' migrations carry the same versions). A backup
+//! never migrates the database it reads, so a database at older migrations (an operator backs
+//! up before upgrading) is backed up as it is, with the tables it has then; a table that none
+//! of its migrations creates is refused. Times stay Unix milliseconds, ids stay as they were.
 //!
 //! # Consistency
 //!
@@ -39,11 +43,25 @@
 //!
 //! # Restore
 //!
-//! Only into an empty database (no row in any table), which it then migrates and fills in
-//! one transaction with batched inserts: all or nothing. Messages keep their status, due time
-//! and lease, so one that was `delivering` is claimed again when its lease passes (delivery is
-//! at least once). The schedule index is not in the database; the caller rebuilds it (see
-//! `cli/backup.rs`).
+//! Only into an empty database (no row in any table), and only a backup whose migrations are
+//! this binary's first ones, in order: the same as this binary's, or older. A backup from a
+//! newer dms, or from another history, is refused before anything is written.
+//!
+//! The restore migrates the target only as far as the backup's last migration (committed at
+//! once: the empty tables of the backup's schema, which the columns of the file must match),
+//! then, in one transaction, inserts every row with batched inserts and applies the rest of
+//! this binary's migrations one by one, which move the restored rows into this binary's
+//! schema as they would move a live database's; then it commits. All or nothing: when an
+//! insert or a later migration fails, the transaction rolls back, and the target is left
+//! empty at the backup's migrations, where the same restore can run again. (A later migration
+//! that must run outside a transaction is refused up front; none does yet.) A target that is
+//! empty but already migrated past the backup is refused: the rows must go into the backup's
+//! schema first.
+//!
+//! Messages keep their status, due time and lease, so one that was `delivering` is claimed
+//! again when its lease passes (delivery is at least once). The schedule index is not in the
+//! database; the caller rebuilds it from the restored, migrated rows (see `cli/backup.rs`),
+//! and the pending count a restore reports is read from them too.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -57,6 +75,7 @@ use base64::Engine as _;
 use futures_util::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sqlx::migrate::Migration;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _, Row as _};
@@ -72,26 +91,52 @@ pub const FORMAT: &str = "dms-backup";
 /// The layout version of the file; a restore reads only this one.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Every table of the schema, parents before children, so inserts in this order satisfy
-/// every foreign key. A backup refuses a database with a table missing here (a migration that
-/// added one without adding it here), rather than silently leave it out.
-pub const TABLES: &[&str] = &[
-    "tenants",
-    "users",
-    "sessions",
-    "refresh_tokens",
-    "messages",
-    "message_states",
-    "message_counts",
-    "message_events",
-    "idempotency_keys",
-    "webhooks",
-    "webhook_secrets",
-    "feed_heads",
-    "feed_events",
-    "plugins",
-    "hook_bindings",
+/// A table of the schema, and the migration that creates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    /// Its name.
+    pub name: &'static str,
+    /// The version of the migration that creates it: a database, or a backup, has the table
+    /// exactly when it has that migration.
+    pub since: i64,
+}
+
+const fn table(name: &'static str, since: i64) -> Table {
+    Table { name, since }
+}
+
+/// Every table any migration creates, parents before children, so inserts in this order
+/// satisfy every foreign key. A database, or a backup, has those whose migration it has: a
+/// database at older migrations is backed up with the tables it has then. A backup refuses a
+/// database with a table none of its migrations creates here (a migration that added one
+/// without adding it here), rather than silently leave it out. (No migration drops a table
+/// yet; the unit tests below fail when one does, as this list would then need to say when.)
+pub const TABLES: &[Table] = &[
+    table("tenants", 20261125000000),
+    table("users", 20261125000000),
+    table("sessions", 20261125000000),
+    table("refresh_tokens", 20261125000000),
+    table("messages", 20261125000001),
+    table("message_states", 20261214000000),
+    table("message_counts", 20261214000000),
+    table("message_events", 20261125000001),
+    table("idempotency_keys", 20261125000001),
+    table("webhooks", 20261125000001),
+    table("webhook_secrets", 20261125000001),
+    table("feed_heads", 20261125000002),
+    table("feed_events", 20261125000002),
+    table("plugins", 20261125000003),
+    table("hook_bindings", 20261125000003),
 ];
+
+/// The tables of a database, or a backup, at `migrations`, in [`TABLES`] order.
+fn tables_at(migrations: &[i64]) -> Vec<&'static str> {
+    TABLES
+        .iter()
+        .filter(|table| migrations.contains(&table.since))
+        .map(|table| table.name)
+        .collect()
+}
 
 /// Values bound per insert statement at most: SQLite allows 32,766 and PostgreSQL 65,535;
 /// well below both, a batch still carries hundreds of rows.
@@ -141,9 +186,9 @@ pub enum BackupError {
         /// Why.
         reason: String,
     },
-    /// The database has a table this version cannot back up.
+    /// The database has a table that none of its migrations creates (as [`TABLES`] says).
     #[error(
-        "the database has a table this dms does not know how to back up: {0} (it must be added to store::backup::TABLES)"
+        "the database has a table this dms does not know how to back up: {0} (no migration the database has creates it; a table of a new migration must be added to store::backup::TABLES)"
     )]
     UnknownTable(String),
     /// A column has a type backups do not carry.
@@ -164,9 +209,10 @@ pub enum BackupError {
         /// What is wrong, and where.
         reason: String,
     },
-    /// The backup's schema is not this binary's.
+    /// The backup's migrations are not this binary's first ones: it comes from a newer dms, or
+    /// from another history.
     #[error(
-        "the backup was made at migrations {file:?} (dms {dms_version}), but this dms has migrations {binary:?}: restore with a dms that has the same migrations"
+        "the backup was made at migrations {file:?} (dms {dms_version}), but this dms has migrations {binary:?}: restore with a dms whose migrations begin with the backup's (the version that made it, or a later one)"
     )]
     Migrations {
         /// The backup's migration versions.
@@ -175,6 +221,43 @@ pub enum BackupError {
         binary: Vec<i64>,
         /// The version of dms that made the backup.
         dms_version: String,
+    },
+    /// The backup was made before a migration that cannot run inside the restore's
+    /// transaction, so the restore cannot apply it to the restored rows.
+    #[error(
+        "the backup was made before migration {version} ({description}), which runs outside a transaction, so a restore cannot apply it to the restored rows: restore with dms {dms_version} (which made the backup), then start this dms on the database to migrate it"
+    )]
+    Unmigratable {
+        /// The migration.
+        version: i64,
+        /// What it does.
+        description: String,
+        /// The version of dms that made the backup.
+        dms_version: String,
+    },
+    /// The (empty) target database already has migrations the backup does not.
+    #[error(
+        "the target database is empty but already migrated past the backup (it has migrations {extra:?}; the backup's last is {last}): restore into a database that was never migrated, e.g. a new DMS_DATA_DIR or a new PostgreSQL database"
+    )]
+    TargetMigrated {
+        /// The target's migrations the backup does not have.
+        extra: Vec<i64>,
+        /// The backup's last migration.
+        last: i64,
+    },
+    /// A migration after the backup's failed on the restored rows; the restore rolled back.
+    #[error(
+        "migration {version} ({description}) failed on the restored rows: {error}; the restore rolled back, and the target database is empty, migrated only as far as the backup (its last migration, {last}): run the same restore again once the cause is fixed"
+    )]
+    LaterMigration {
+        /// The migration.
+        version: i64,
+        /// What it does.
+        description: String,
+        /// The backup's last migration.
+        last: i64,
+        /// Why it failed. (Not a `#[source]`, as [`Self::Database`].)
+        error: sqlx::migrate::MigrateError,
     },
     /// The target database has data.
     #[error(
@@ -221,6 +304,8 @@ impl BackupError {
             Self::NoDatabase(_)
                 | Self::Corrupt { .. }
                 | Self::Migrations { .. }
+                | Self::Unmigratable { .. }
+                | Self::TargetMigrated { .. }
                 | Self::NotEmpty { .. }
                 | Self::Keys { .. }
         )
@@ -279,12 +364,19 @@ pub struct Summary {
     pub backend: &'static str,
     /// The backend the file came from.
     pub source_backend: String,
-    /// Rows per table, in [`TABLES`] order.
+    /// The migrations of the database backed up, which the file records.
+    pub migrations: Vec<i64>,
+    /// Rows per table of the file, in [`TABLES`] order.
     pub tables: Vec<(String, u64)>,
+    /// The migrations a restore applied after inserting the rows (version and description),
+    /// when the backup was made at older migrations than this dms has; none for a backup.
+    pub migrated: Vec<(i64, String)>,
     /// Bytes of the file.
     pub bytes: u64,
-    /// Messages the schedule index must hold (scheduled, retrying or delivering).
-    pub pending: u64,
+    /// After a restore, the messages the schedule index must hold (scheduled, retrying or
+    /// delivering), counted in the restored and migrated database. `None` for a backup, which
+    /// also reads databases at older migrations and does not interpret their rows.
+    pub pending: Option<u64>,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -346,7 +438,7 @@ pub struct Header {
     pub created_at_ms: u64,
     /// The same, RFC 3339, for people.
     pub created_at: String,
-    /// The tables, in [`TABLES`] order.
+    /// The tables the database has at those migrations, in [`TABLES`] order.
     pub tables: Vec<TableHeader>,
 }
 
@@ -497,16 +589,6 @@ fn dialect(location: &Location<'_>) -> &'static Dialect {
     }
 }
 
-/// This binary's migration versions for `dialect`.
-fn binary_migrations(dialect: &Dialect) -> Vec<i64> {
-    dialect
-        .migrator
-        .iter()
-        .filter(|migration| !migration.migration_type.is_down_migration())
-        .map(|migration| migration.version)
-        .collect()
-}
-
 /// One connection of its own, outside any pool: the backup's snapshot and the restore's
 /// transaction each live on exactly one connection. Statement logging is off: reading or
 /// filling a whole table is meant to take long, and sqlx would warn of every one as slow.
@@ -650,18 +732,21 @@ pub async fn backup(
     {
         let _ = directory.sync_all();
     }
-    let (tables, pending) = tables;
+    let (tables, migrations) = tables;
     Ok(Summary {
         backend: dialect.name,
         source_backend: dialect.name.to_owned(),
+        migrations,
         tables,
+        migrated: Vec::new(),
         bytes,
-        pending,
+        pending: None,
         elapsed: started.elapsed(),
     })
 }
 
-type Dumped = (Vec<(String, u64)>, u64);
+/// Rows per table, and the database's migrations.
+type Dumped = (Vec<(String, u64)>, Vec<i64>);
 
 /// Gathers the backup's lines into chunks for the writer thread.
 struct Chunks {
@@ -728,14 +813,16 @@ async fn dump(
         let present: Vec<String> = sqlx::query_scalar::<Db, String>(dialect.tables)
             .fetch_all(&mut *c)
             .await?;
+        // The tables the database's migrations create; any other is one this dms cannot read.
+        let expected = tables_at(&migrations);
         if let Some(unknown) = present
             .iter()
-            .find(|name| *name != "_sqlx_migrations" && !TABLES.contains(&name.as_str()))
+            .find(|name| *name != "_sqlx_migrations" && !expected.contains(&name.as_str()))
         {
             return Err(BackupError::UnknownTable(unknown.clone()));
         }
         let mut tables = Vec::new();
-        for &table in TABLES {
+        for table in expected {
             if !present.iter().any(|name| name == table) {
                 return Err(BackupError::Schema {
                     table: table.to_owned(),
@@ -755,18 +842,13 @@ async fn dump(
                 columns,
             });
         }
-        let pending: i64 = sqlx::query_scalar::<Db, i64>(
-            "SELECT COUNT(*) FROM message_states WHERE status IN ('scheduled', 'retrying', 'delivering')",
-        )
-        .fetch_one(&mut *c)
-        .await?;
         let created_at_ms = Clock::System.now_ms();
         let header = Header {
             format: FORMAT.to_owned(),
             format_version: FORMAT_VERSION,
             dms_version: env!("CARGO_PKG_VERSION").to_owned(),
             backend: dialect.name.to_owned(),
-            migrations,
+            migrations: migrations.clone(),
             created_at_ms,
             created_at: rfc3339(created_at_ms),
             tables: tables.clone(),
@@ -839,7 +921,7 @@ async fn dump(
         }
         sqlx::raw_sql("ROLLBACK").execute(&mut *c).await?;
         out.end(written).await?;
-        Ok((counts, u64::try_from(pending).unwrap_or(0)))
+        Ok((counts, migrations))
     })
 }
 
@@ -966,14 +1048,6 @@ impl Lines {
                 "format version {} (dms {}); this dms reads version {FORMAT_VERSION}",
                 header.format_version, header.dms_version
             )));
-        }
-        let names: Vec<&str> = header
-            .tables
-            .iter()
-            .map(|table| table.name.as_str())
-            .collect();
-        if names != TABLES {
-            return Err(self.corrupt(format!("tables {names:?}, but this dms has {TABLES:?}")));
         }
         Ok(header)
     }
@@ -1124,10 +1198,28 @@ impl KeyCheck<'_> {
     }
 }
 
-/// Reads the whole file once: format, counts, digest, and that the keys open its sealed values.
-fn verify(path: &Path, keyring: &Keyring, progress: &dyn Progress) -> Result<Header, BackupError> {
+/// Reads the whole file once: format, migrations, tables, counts, digest, and that the keys
+/// open its sealed values. The header, and the migrations to apply after its rows.
+fn verify(
+    path: &Path,
+    keyring: &Keyring,
+    dialect: &'static Dialect,
+    progress: &dyn Progress,
+) -> Result<(Header, Vec<&'static Migration>), BackupError> {
     let mut lines = Lines::open(path)?;
     let header = lines.header()?;
+    let later = later_migrations(dialect, &header)?;
+    let names: Vec<&str> = header
+        .tables
+        .iter()
+        .map(|table| table.name.as_str())
+        .collect();
+    let expected = tables_at(&header.migrations);
+    if names != expected {
+        return Err(lines.corrupt(format!(
+            "tables {names:?}, but a database at its migrations has {expected:?}"
+        )));
+    }
     progress.begin("verify", header.tables.iter().map(|table| table.rows).sum());
     let mut keys = KeyCheck {
         keyring,
@@ -1163,7 +1255,39 @@ fn verify(path: &Path, keyring: &Keyring, progress: &dyn Progress) -> Result<Hea
     }
     lines.trailer(rows)?;
     progress.end();
-    Ok(header)
+    Ok((header, later))
+}
+
+/// The migrations a restore of a backup made at `header`'s migrations applies after its rows:
+/// this binary's after the backup's last. Refused unless the backup's migrations are this
+/// binary's first ones, in order (a backup of a newer dms, or of another history, is not), or
+/// when one of the later migrations cannot run inside the restore's transaction.
+fn later_migrations(
+    dialect: &'static Dialect,
+    header: &Header,
+) -> Result<Vec<&'static Migration>, BackupError> {
+    let binary: Vec<&'static Migration> = dialect
+        .migrator
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration())
+        .collect();
+    let versions: Vec<i64> = binary.iter().map(|migration| migration.version).collect();
+    if header.migrations.is_empty() || !versions.starts_with(&header.migrations) {
+        return Err(BackupError::Migrations {
+            file: header.migrations.clone(),
+            binary: versions,
+            dms_version: header.dms_version.clone(),
+        });
+    }
+    let later = binary[header.migrations.len()..].to_vec();
+    if let Some(migration) = later.iter().find(|migration| migration.no_tx) {
+        return Err(BackupError::Unmigratable {
+            version: migration.version,
+            description: migration.description.to_string(),
+            dms_version: header.dms_version.clone(),
+        });
+    }
+    Ok(later)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1184,23 +1308,15 @@ pub async fn restore(
 ) -> Result<Summary, BackupError> {
     let started = Instant::now();
     let dialect = dialect(&target);
-    let header = tokio::task::spawn_blocking({
+    let (header, later) = tokio::task::spawn_blocking({
         let file = file.to_path_buf();
         let progress = progress.clone();
-        move || verify(&file, &keyring, progress.as_ref())
+        move || verify(&file, &keyring, dialect, progress.as_ref())
     })
     .await
     .map_err(|_| BackupError::Thread("restore reader"))??;
-    let binary = binary_migrations(dialect);
-    if header.migrations != binary {
-        return Err(BackupError::Migrations {
-            file: header.migrations,
-            binary,
-            dms_version: header.dms_version,
-        });
-    }
     let mut conn = open(&target, true).await?;
-    let result = fill(&mut conn, dialect, file, &header, progress.as_ref()).await;
+    let result = fill(&mut conn, dialect, file, &header, &later, progress.as_ref()).await;
     on_backend!(conn, c => {
         let _ = c.close().await;
     });
@@ -1209,47 +1325,74 @@ pub async fn restore(
     Ok(Summary {
         backend: dialect.name,
         source_backend: header.backend.clone(),
+        migrations: header.migrations.clone(),
         tables: header
             .tables
             .iter()
             .map(|table| (table.name.clone(), table.rows))
             .collect(),
+        migrated: later
+            .iter()
+            .map(|migration| (migration.version, migration.description.to_string()))
+            .collect(),
         bytes: std::fs::metadata(file).map(|meta| meta.len()).unwrap_or(0),
-        pending,
+        pending: Some(pending),
         elapsed: started.elapsed(),
     })
 }
 
-/// Checks the target is empty, migrates it, and inserts every row in one transaction. The
-/// count of pending messages.
+/// Checks the target is empty and not migrated past the backup, migrates it to the backup's
+/// migrations, then in one transaction inserts every row and applies the `later` migrations
+/// (which bring the rows to this binary's schema). The count of pending messages.
 async fn fill(
     conn: &mut Conn,
     dialect: &Dialect,
     file: &Path,
     header: &Header,
+    later: &[&'static Migration],
     progress: &dyn Progress,
 ) -> Result<u64, BackupError> {
+    let last = *header
+        .migrations
+        .last()
+        .expect("later_migrations refuses a backup without migrations");
     on_backend!(conn, c => {
         let present: Vec<String> = sqlx::query_scalar::<Db, String>(dialect.tables)
             .fetch_all(&mut *c)
             .await?;
-        for &table in TABLES {
-            if present.iter().any(|name| name == table) {
+        for table in TABLES {
+            if present.iter().any(|name| name == table.name) {
                 let rows: i64 = sqlx::query_scalar::<Db, i64>(AssertSqlSafe(format!(
                     "SELECT COUNT(*) FROM {}",
-                    quote(table)
+                    quote(table.name)
                 )))
                 .fetch_one(&mut *c)
                 .await?;
                 if rows > 0 {
                     return Err(BackupError::NotEmpty {
-                        table: table.to_owned(),
+                        table: table.name.to_owned(),
                         rows,
                     });
                 }
             }
         }
-        dialect.migrator.run(&mut *c).await?;
+        if present.iter().any(|name| name == "_sqlx_migrations") {
+            let applied: Vec<i64> = sqlx::query_scalar::<Db, i64>(
+                "SELECT version FROM _sqlx_migrations ORDER BY version",
+            )
+            .fetch_all(&mut *c)
+            .await?;
+            let extra: Vec<i64> = applied
+                .into_iter()
+                .filter(|version| !header.migrations.contains(version))
+                .collect();
+            if !extra.is_empty() {
+                return Err(BackupError::TargetMigrated { extra, last });
+            }
+        }
+        // The schema the rows were read from (committed now: a failure below leaves the target
+        // empty at these migrations, which the same restore takes again).
+        dialect.migrator.run_to(last, &mut *c).await?;
         for table in &header.tables {
             let mut have = columns_of!(&mut *c, Db, dialect, &table.name)?;
             let mut want = table.columns.clone();
@@ -1270,7 +1413,9 @@ async fn fill(
             move || read_batches(&file, &header, &batches)
         });
         progress.begin("restore", header.tables.iter().map(|table| table.rows).sum());
-        sqlx::raw_sql(dialect.begin_write).execute(&mut *c).await?;
+        // sqlx's own transaction, not a raw `BEGIN`: the migrations below then nest theirs
+        // inside it as savepoints.
+        let mut tx = c.begin_with(dialect.begin_write).await?;
         let inserted: Result<(), BackupError> = async {
             while let Some(batch) = received.recv().await {
                 let table = &header.tables[batch.table];
@@ -1304,7 +1449,7 @@ async fn fill(
                         };
                     }
                 }
-                query.execute(&mut *c).await?;
+                query.execute(&mut *tx).await?;
                 progress.advance(&table.name, count);
             }
             // The reader's verdict: the file must have read to its checked end again.
@@ -1312,16 +1457,30 @@ async fn fill(
                 .await
                 .map_err(|_| BackupError::Thread("restore reader"))??;
             if let Some(statement) = dialect.after_restore {
-                sqlx::raw_sql(statement).execute(&mut *c).await?;
+                sqlx::raw_sql(statement).execute(&mut *tx).await?;
+            }
+            // The migrations the backup predates, one at a time, on the rows just inserted and
+            // in the same transaction: the restore commits at this binary's schema or not at all.
+            for migration in later {
+                dialect
+                    .migrator
+                    .run_to(migration.version, &mut *tx)
+                    .await
+                    .map_err(|error| BackupError::LaterMigration {
+                        version: migration.version,
+                        description: migration.description.to_string(),
+                        last,
+                        error,
+                    })?;
             }
             Ok(())
         }
         .await;
         if let Err(error) = inserted {
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *c).await;
+            let _ = tx.rollback().await;
             return Err(error);
         }
-        sqlx::raw_sql("COMMIT").execute(&mut *c).await?;
+        tx.commit().await?;
         let pending: i64 = sqlx::query_scalar::<Db, i64>(
             "SELECT COUNT(*) FROM message_states WHERE status IN ('scheduled', 'retrying', 'delivering')",
         )
@@ -1404,6 +1563,77 @@ mod tests {
         assert!(Value::parse(json!("x"), Kind::Integer).is_err());
         assert!(Value::parse(json!(1.5), Kind::Integer).is_err());
         assert!(Value::parse(json!("not base64!"), Kind::Bytes).is_err());
+    }
+
+    /// Every table a migration creates is in [`TABLES`] with that migration, on both backends,
+    /// and no migration drops or renames one (TABLES would then need to say when).
+    #[test]
+    fn the_tables_follow_the_migrations() {
+        let mut listed: Vec<(String, i64)> = TABLES
+            .iter()
+            .map(|table| (table.name.to_owned(), table.since))
+            .collect();
+        listed.sort();
+        for migrator in [
+            &super::super::sqlite::MIGRATIONS,
+            &super::super::postgres::MIGRATIONS,
+        ] {
+            let mut created = Vec::new();
+            for migration in migrator.iter() {
+                for line in migration.sql.as_str().lines() {
+                    let statement = line.trim().to_ascii_lowercase();
+                    assert!(
+                        !statement.starts_with("drop table") && !statement.contains("rename to"),
+                        "migration {} drops or renames a table: {line}",
+                        migration.version
+                    );
+                    if let Some(rest) = statement.strip_prefix("create table ") {
+                        let name = rest.split([' ', '(']).next().unwrap_or_default();
+                        created.push((name.to_owned(), migration.version));
+                    }
+                }
+            }
+            created.sort();
+            assert_eq!(created, listed);
+        }
+    }
+
+    /// A backup restores when its migrations are this binary's first ones; the rest are then
+    /// applied to its rows.
+    #[test]
+    fn a_restore_applies_the_migrations_after_the_backups() {
+        let binary: Vec<i64> = SQLITE.migrator.iter().map(|m| m.version).collect();
+        let header = |migrations: &[i64]| Header {
+            format: FORMAT.to_owned(),
+            format_version: FORMAT_VERSION,
+            dms_version: "0.0.0".to_owned(),
+            backend: "sqlite".to_owned(),
+            migrations: migrations.to_vec(),
+            created_at_ms: 0,
+            created_at: String::new(),
+            tables: Vec::new(),
+        };
+        let later = |migrations: &[i64]| {
+            later_migrations(&SQLITE, &header(migrations))
+                .map(|later| later.iter().map(|m| m.version).collect::<Vec<_>>())
+        };
+        assert_eq!(later(&binary).unwrap(), Vec::<i64>::new());
+        let older = &binary[..binary.len() - 1];
+        assert_eq!(later(older).unwrap(), [*binary.last().unwrap()]);
+        assert_eq!(later(&binary[..1]).unwrap(), binary[1..]);
+        // Newer, with a gap, out of order, or none at all: refused.
+        let mut newer = binary.clone();
+        newer.push(20991231000000);
+        let mut gap = binary.clone();
+        gap.remove(1);
+        let mut swapped = binary.clone();
+        swapped.swap(0, 1);
+        for refused in [newer, gap, swapped, Vec::new()] {
+            assert!(
+                matches!(later(&refused), Err(BackupError::Migrations { .. })),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - `live`: real-time clients (WebSocket, and npm socket.io-client through Node.js);
 //! - `process`: the real `dms` binary;
 //! - `cluster`: a scale-out deployment (PostgreSQL, a Redis of its own, `dms` processes) for
-//!   fault tests.
+//!   fault tests;
+//! - `old_schema`: a database rewritten to the schema before the narrow message rows.
 
 #![allow(
     dead_code,
@@ -15,12 +16,14 @@
 
 mod cluster;
 mod live;
+mod old_schema;
 mod process;
 mod sandbox;
 mod server;
 
 pub(crate) use cluster::*;
 pub(crate) use live::*;
+pub(crate) use old_schema::*;
 pub(crate) use process::*;
 pub(crate) use sandbox::*;
 pub(crate) use server::*;
