@@ -78,7 +78,7 @@ fi
     echo "window started $(date -Is)"
     echo "dms commit $(git rev-parse HEAD) ($(git rev-parse --abbrev-ref HEAD))$(git diff --quiet || echo ', with uncommitted changes')"
     echo "machine $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
-    echo "node $(node --version 2>/dev/null), $(redis-server --version 2>/dev/null | cut -d' ' -f3), $(psql --version 2>/dev/null)"
+    echo "node $(node --version 2>/dev/null), redis $(redis-cli info server | sed -n 's/^redis_version:\([^[:space:]]*\).*/\1/p'), $(psql --version 2>/dev/null)"
     echo "smoke ${SMOKE:-0}; deployments: $deployments; peers: $peers; peer runs: $runs; quiet wait: $quiet s"
 } | tee "$results/meta.txt" >&2
 
