@@ -7,9 +7,11 @@
 # each against a fresh server.
 #
 # ws-lateness submits at --rate with each message due 2 s later (submission and delivery
-# share the server, like a producer feeding BullMQ); with --preload it submits everything
-# first and the due times follow at --rate, which measures delivery and push alone. The
-# submit path takes about 1,300 messages/s on 2 cores, so 2,000/s and 5,000/s are preloaded.
+# share the server, like a producer feeding BullMQ); with --preload it loads everything
+# first with POST /messages/batch and the due times follow at --rate, which measures delivery
+# and push alone. Single submits take about 1,300 messages/s on 2 cores, so 2,000/s and
+# 5,000/s are preloaded. tools/bench-messages.sh runs the push and 5,000/s scenarios too, on
+# either deployment (ws-push, ws-5000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

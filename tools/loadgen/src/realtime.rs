@@ -2,8 +2,9 @@
 //! - `ws-idle`: `--connections` authenticated WebSockets spread over `--users` users; connect
 //!   rate, and the server's RSS per open connection;
 //! - `ws-lateness`: one WebSocket per user while messages come due at `--rate`/s to random
-//!   users; lateness = receipt − due time, push latency = receipt − the event's `at_ms` (when
-//!   the server made the delivery).
+//!   users (submitted at that rate, or with `--preload` loaded first with the batch API);
+//!   lateness = receipt − due time, push latency = receipt − the event's `at_ms` (when the
+//!   server made the delivery).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::{Common, client, login, now_ms, produce_with, rfc3339, stats};
+use super::{Common, batch, client, login, now_ms, produce_with, rfc3339, stats};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -63,11 +64,15 @@ pub(crate) struct WsLateness {
     /// Each message is due this long after it is submitted.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     lead: Duration,
-    /// Submit every message first, as fast as the server takes them, with due times at a
-    /// steady --rate starting this long after the start (for a due rate above the submit
-    /// rate). Without it, submission runs at --rate and each message is due --lead later.
+    /// Submit every message first with the batch API (-c batches in flight), with due times
+    /// at a steady --rate starting this long after the start (for a due rate above the submit
+    /// rate). Without it, submission runs at --rate, one `POST /messages` each, and each
+    /// message is due --lead later.
     #[arg(long, value_parser = humantime::parse_duration)]
     preload: Option<Duration>,
+    /// Messages per `POST /messages/batch` with --preload.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
     /// How long to wait for missing messages after the last due time.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     wait: Duration,
@@ -174,7 +179,7 @@ async fn connect(url: &str, token: &str) -> anyhow::Result<Socket> {
 }
 
 /// Resident memory of a process, in bytes.
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: u64 = status
         .lines()
@@ -349,6 +354,14 @@ pub(crate) async fn ws_idle(args: &WsIdle) -> anyhow::Result<Value> {
     }))
 }
 
+/// How the messages of a run were submitted.
+struct Submitted {
+    /// Messages not accepted.
+    errors: u64,
+    first_error: Option<String>,
+    per_second: f64,
+}
+
 /// A `message` event as one socket received it.
 struct Received {
     id: String,
@@ -490,14 +503,15 @@ pub(crate) async fn ws_lateness(args: &WsLateness) -> anyhow::Result<Value> {
     let first_due = args
         .preload
         .map(|preload| start + preload.as_millis() as u64);
-    let (send_at, planned_due): (Vec<u64>, Vec<Option<u64>>) = (0..args.count)
-        .map(|n| match first_due {
-            Some(first_due) => (0, Some(first_due + n * interval_us / 1000)),
-            None => (start + n * interval_us / 1000, None),
-        })
-        .unzip();
-    let last_planned_due = planned_due.last().copied().flatten();
     let content = "x".repeat(64);
+    let item = move |n: u64, due: u64| {
+        json!({
+            "recipient_id": recipients[(mix(n) % recipients.len() as u64) as usize],
+            "content": content,
+            "deliver_at": rfc3339(due),
+            "metadata": { "due_ms": due.to_string() },
+        })
+    };
     let sample = || {
         (
             Instant::now(),
@@ -508,29 +522,55 @@ pub(crate) async fn ws_lateness(args: &WsLateness) -> anyhow::Result<Value> {
     };
     // CPU is measured while messages are sent or come due.
     let mut window = sample();
-    let submitted = produce_with(&http, common, &admin, send_at, move |n| {
-        let due = planned_due[n].unwrap_or_else(|| now_ms() + lead_ms);
-        json!({
-            "recipient_id": recipients[(mix(n as u64) % recipients.len() as u64) as usize],
-            "content": content,
-            "deliver_at": rfc3339(due),
-            "metadata": { "due_ms": due.to_string() },
-        })
-    })
-    .await;
-    if let Some(first_due) = first_due {
-        let now = now_ms();
-        if now >= first_due {
-            eprintln!(
-                "warning: submitting took longer than --preload; messages came due while submitting"
-            );
-        } else {
-            tokio::time::sleep(Duration::from_millis(first_due - now)).await;
-            window = sample();
+    let (submitted, last_due) = match first_due {
+        Some(first_due) => {
+            let loaded = batch::submit_batches(
+                &http,
+                common,
+                &admin,
+                args.count,
+                args.batch_size,
+                common.connections,
+                move |n| item(n, first_due + n * interval_us / 1000),
+            )
+            .await;
+            let now = now_ms();
+            if now >= first_due {
+                eprintln!(
+                    "warning: loading took longer than --preload; messages came due while loading"
+                );
+            } else {
+                tokio::time::sleep(Duration::from_millis(first_due - now)).await;
+                window = sample();
+            }
+            let submitted = Submitted {
+                errors: loaded.rejected,
+                first_error: loaded.first_error,
+                per_second: loaded.accepted as f64 / loaded.seconds.max(0.001),
+            };
+            (
+                submitted,
+                first_due + args.count.saturating_sub(1) * interval_us / 1000,
+            )
         }
-    }
+        None => {
+            let send_at: Vec<u64> = (0..args.count)
+                .map(|n| start + n * interval_us / 1000)
+                .collect();
+            let produced = produce_with(&http, common, &admin, send_at, move |n| {
+                item(n as u64, now_ms() + lead_ms)
+            })
+            .await;
+            let seconds = (produced.last_sent_ms - produced.first_sent_ms) as f64 / 1000.0;
+            let submitted = Submitted {
+                errors: produced.errors,
+                first_error: produced.first_error,
+                per_second: produced.ok as f64 / seconds.max(0.001),
+            };
+            (submitted, produced.last_sent_ms + lead_ms)
+        }
+    };
     let accepted = args.count - submitted.errors;
-    let last_due = last_planned_due.unwrap_or(submitted.last_sent_ms + lead_ms);
     let deadline = last_due + args.wait.as_millis() as u64;
     while unique.load(Ordering::Relaxed) < accepted && now_ms() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -562,7 +602,6 @@ pub(crate) async fn ws_lateness(args: &WsLateness) -> anyhow::Result<Value> {
             .zip(after)
             .map(|(before, after)| round((after - before) / measured_seconds * 100.0, 1))
     };
-    let submit_seconds = (submitted.last_sent_ms - submitted.first_sent_ms) as f64 / 1000.0;
     Ok(json!({
         "label": common.label,
         "scenario": "ws-lateness",
@@ -573,7 +612,8 @@ pub(crate) async fn ws_lateness(args: &WsLateness) -> anyhow::Result<Value> {
         "lead_ms": args.preload.is_none().then_some(lead_ms),
         "submit_errors": submitted.errors,
         "first_submit_error": submitted.first_error,
-        "submitted_per_second": (args.count as f64 / submit_seconds.max(0.001)).round(),
+        "submitted_per_second": submitted.per_second.round(),
+        "batch_size": args.preload.is_some().then_some(args.batch_size),
         "received": rows.len(),
         "missing": accepted.saturating_sub(rows.len() as u64),
         "duplicates": duplicates,
