@@ -23,7 +23,8 @@
 #   memory          (postgres only) Redis bytes per pending message, MEMORY_COUNT (20000)
 #   fill-sustained  FILL_COUNT (1000000) messages due at once and delivered first (`fill`),
 #                   then `sustained` on that database (compare with `sustained`)
-#   pending         for each N of PENDING_COUNTS ("1000000 10000000"), a fresh server: N messages
+#   pending         for each N of PENDING_COUNTS ("1000000 10000000" on postgres, "1000000" on
+#                   sqlite: the 10,000,000 row is the scale-out deployment's), a fresh server: N messages
 #                   due in 30 days, Redis bytes (postgres) or server RSS per pending message,
 #                   PENDING_IDLE (20) idle messages' lateness beside them, and (postgres) the
 #                   index's Redis keys deleted and the rebuild timed
@@ -63,7 +64,11 @@ BURST_COUNT=${BURST_COUNT:-50000}
 BURST_LEAD=${BURST_LEAD:-45s}
 MEMORY_COUNT=${MEMORY_COUNT:-20000}
 FILL_COUNT=${FILL_COUNT:-1000000}
-PENDING_COUNTS=${PENDING_COUNTS:-1000000 10000000}
+if [ "$deployment" = postgres ]; then
+    PENDING_COUNTS=${PENDING_COUNTS:-1000000 10000000}
+else
+    PENDING_COUNTS=${PENDING_COUNTS:-1000000}
+fi
 PENDING_IDLE=${PENDING_IDLE:-20}
 WS_PUSH_COUNT=${WS_PUSH_COUNT:-50000}
 WS_5000_COUNT=${WS_5000_COUNT:-100000}
@@ -168,6 +173,20 @@ check_disk() {
     fi
 }
 
+# (PostgreSQL) One JSON line of DMS's tables after a run: updates, how many were HOT (no index
+# entries written), dead tuples left for vacuum (the machine runs with autovacuum=off) and size.
+table_stats() {
+    psql -At -h 127.0.0.1 -U postgres -d dms_bench -c "
+        SELECT json_build_object('label', '$deployment/$name', 'scenario', 'table-stats',
+            'autovacuum', current_setting('autovacuum'),
+            'tables', json_object_agg(relname, json_build_object(
+                'live', n_live_tup, 'updated', n_tup_upd, 'hot_updated', n_tup_hot_upd,
+                'dead', n_dead_tup, 'bytes', pg_total_relation_size(relid))))
+        FROM pg_stat_user_tables
+        WHERE relname IN ('messages', 'message_states', 'message_events', 'message_counts',
+                          'feed_events', 'feed_heads', 'idempotency_keys')" || true
+}
+
 sustained() {
     # shellcheck disable=SC2046
     run lateness "${load[@]}" --rate "$1" --count "$SUSTAINED_COUNT" --preload "$PRELOAD_LONG" $(delivery)
@@ -200,6 +219,7 @@ for scenario in ${SCENARIOS:-submit batch idle lateness lateness-bg sustained bu
             start fill-sustained
             run fill "${load[@]}" --count "$FILL_COUNT" $(delivery)
             for rate in $SUSTAINED_RATES; do sustained "$rate"; done
+            if [ "$deployment" = postgres ]; then table_stats; fi
             ;;
         pending)
             for count in $PENDING_COUNTS; do
