@@ -93,7 +93,10 @@ export DMS_ADMIN_PASSWORD=bench-password RUST_LOG=warn PORT=$port \
 case $deployment in
     sqlite) redis=() ;;
     postgres)
-        export DATABASE_URL=postgres://postgres@127.0.0.1:5432/dms_bench \
+        # No TLS on loopback, as the peers connect (node-postgres' default). With sqlx's
+        # default (sslmode=prefer) this machine's PostgreSQL negotiates TLS, and the deliveries
+        # ran 3.7x slower (docs/BENCHMARKS.md, "Messages").
+        export DATABASE_URL=postgres://postgres@127.0.0.1:5432/dms_bench?sslmode=disable \
             REDIS_URL=redis://127.0.0.1:6379/$REDIS_DB \
             JWT_SECRET=bench-secret-bench-secret-bench-secret \
             DMS_ENCRYPTION_KEYS="k1:$(head -c 32 /dev/urandom | base64)"
