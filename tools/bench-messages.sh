@@ -93,9 +93,9 @@ export DMS_ADMIN_PASSWORD=bench-password RUST_LOG=warn PORT=$port \
 case $deployment in
     sqlite) redis=() ;;
     postgres)
-        # No TLS on loopback, as the peers connect (node-postgres' default). With sqlx's
-        # default (sslmode=prefer) this machine's PostgreSQL negotiates TLS, and the deliveries
-        # ran 3.7x slower (docs/BENCHMARKS.md, "Messages").
+        # No TLS on loopback, as the peers connect (node-postgres' default). sqlx's default
+        # (sslmode=prefer) negotiates TLS with this machine's PostgreSQL: about 2 % slower since
+        # sqlx 0.9.1, 3.7x slower with 0.9.0 (docs/BENCHMARKS.md, "PostgreSQL and TLS").
         export DATABASE_URL=postgres://postgres@127.0.0.1:5432/dms_bench?sslmode=disable \
             REDIS_URL=redis://127.0.0.1:6379/$REDIS_DB \
             JWT_SECRET=bench-secret-bench-secret-bench-secret \
