@@ -24,8 +24,8 @@
 #   fill-sustained  FILL_COUNT (1000000) messages due at once and delivered first (`fill`),
 #                   then `sustained` on that database (compare with `sustained`)
 #   pending         for each N of PENDING_COUNTS ("1000000 10000000" on postgres, "1000000" on
-#                   sqlite: the 10,000,000 row is the scale-out deployment's), a fresh server: N messages
-#                   due in 30 days, Redis bytes (postgres) or server RSS per pending message,
+#                   sqlite: the 10,000,000 row is the scale-out deployment's), a fresh server:
+#                   N messages due in 30 days, Redis bytes (postgres) or server RSS per pending message,
 #                   PENDING_IDLE (20) idle messages' lateness beside them, and (postgres) the
 #                   index's Redis keys deleted and the rebuild timed
 #   ws-push         WS_PUSH_COUNT (50000) due at 2000/s to 200 users, one WebSocket each:
