@@ -881,27 +881,6 @@ fn header_of(file: &Path) -> Value {
     serde_json::from_str(plain.lines().next().unwrap()).unwrap()
 }
 
-/// Messages per status: from the states themselves, and from the counts kept per status (the
-/// shards and tenants summed).
-async fn status_counts(server: &TestServer) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
-    let truth = server
-        .sql_column(
-            "SELECT status || ':' || CAST(COUNT(*) AS TEXT) FROM message_states GROUP BY status",
-        )
-        .await
-        .into_iter()
-        .map(|row| {
-            let (status, count) = row.split_once(':').unwrap();
-            (status.to_owned(), count.parse().unwrap())
-        })
-        .collect();
-    let mut kept = BTreeMap::new();
-    for row in server.state.store.status_counts().await.unwrap() {
-        *kept.entry(row.status.as_str().to_owned()).or_insert(0) += row.count;
-    }
-    (truth, kept)
-}
-
 /// A database of the previous schema (the rows of a [`populate`]d server rewritten as that
 /// schema held them, history and feeds included) is backed up by `dms backup` as it is, and
 /// `dms restore` puts it into an empty database of the current schema: every message with its
@@ -1118,7 +1097,7 @@ async fn previous_schema_round_trip(source: Backend, target: Backend) {
         .count();
     assert_eq!(attempts, 8, "{history}");
     // The kept counts were filled from the restored messages.
-    let (truth, kept) = status_counts(&restored).await;
+    let (truth, kept) = restored.status_counts().await;
     assert_eq!(truth, kept);
     let mut expected: BTreeMap<String, u64> =
         ids.keys().map(|status| (status.to_string(), 1)).collect();

@@ -36,31 +36,6 @@ async fn send(from: &Login, to: &Login, extra: Value) -> String {
     reply.body["id"].as_str().unwrap().to_owned()
 }
 
-/// Every status with its count, from the messages themselves and from the kept counts.
-async fn counts(server: &TestServer) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
-    let truth: BTreeMap<String, u64> = server
-        .sql_column(
-            "SELECT status || ':' || CAST(COUNT(*) AS TEXT) FROM message_states GROUP BY status",
-        )
-        .await
-        .into_iter()
-        .map(|row| {
-            let (status, count) = row.split_once(':').unwrap();
-            (status.to_owned(), count.parse().unwrap())
-        })
-        .collect();
-    let kept: BTreeMap<String, u64> = server
-        .state
-        .store
-        .status_counts()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|row| (row.status.as_str().to_owned(), row.count))
-        .collect();
-    (truth, kept)
-}
-
 async fn a_stale_outcome_in_a_committed_group_is_refused_alone(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (admin, bob) = admin_and_bob(&server).await;
@@ -156,7 +131,7 @@ async fn a_stale_outcome_in_a_committed_group_is_refused_alone(backend: Backend)
         .filter_map(|event| event.body["message_id"].as_str())
         .collect();
     assert_eq!(about, [first.as_str()]);
-    let (truth, kept) = counts(&server).await;
+    let (truth, kept) = server.status_counts().await;
     assert_eq!(truth, kept);
     assert_eq!(kept["delivered"], 1);
     assert_eq!(kept["delivering"], 1);
@@ -236,7 +211,7 @@ async fn ended_messages_are_pruned_after_their_retention(backend: Backend) {
         assert!(rows.is_empty(), "{id}: {rows:?}");
     }
     assert_eq!(status(&admin, &waiting).await["status"], "scheduled");
-    let (truth, kept) = counts(&server).await;
+    let (truth, kept) = server.status_counts().await;
     assert_eq!(truth, kept);
     assert_eq!(kept, BTreeMap::from([("scheduled".to_owned(), 1)]));
 }
@@ -284,7 +259,7 @@ async fn the_kept_counts_agree_with_the_messages(backend: Backend) {
         .delete(&format!("/dead-letters/{dead}"))
         .await
         .expect(204);
-    let (truth, kept) = counts(&server).await;
+    let (truth, kept) = server.status_counts().await;
     assert_eq!(truth, kept);
     let expected: BTreeMap<String, u64> = [
         ("read", 1),
@@ -352,7 +327,7 @@ async fn a_database_of_the_previous_schema_migrates_with_its_messages(backend: B
         .collect();
     assert!(history.contains(&"accepted".to_owned()), "{history:?}");
     assert_eq!(history.last().unwrap(), "delivered", "{history:?}");
-    let (truth, kept) = counts(&server).await;
+    let (truth, kept) = server.status_counts().await;
     assert_eq!(truth, kept);
     assert_eq!(kept["delivered"], 1);
     assert_eq!(kept["scheduled"], 1);

@@ -379,6 +379,32 @@ impl TestServer {
         }
     }
 
+    /// Messages per status, from the states themselves and from the counts the store keeps
+    /// (shards and tenants summed): the two must agree.
+    pub(crate) async fn status_counts(
+        &self,
+    ) -> (
+        std::collections::BTreeMap<String, u64>,
+        std::collections::BTreeMap<String, u64>,
+    ) {
+        let truth = self
+            .sql_column(
+                "SELECT status || ':' || CAST(COUNT(*) AS TEXT) FROM message_states GROUP BY status",
+            )
+            .await
+            .into_iter()
+            .map(|row| {
+                let (status, count) = row.split_once(':').unwrap();
+                (status.to_owned(), count.parse().unwrap())
+            })
+            .collect();
+        let mut kept = std::collections::BTreeMap::new();
+        for row in self.state.store.status_counts().await.unwrap() {
+            *kept.entry(row.status.as_str().to_owned()).or_insert(0) += row.count;
+        }
+        (truth, kept)
+    }
+
     /// The first column of every row `query` returns, as text.
     pub(crate) async fn sql_column(&self, query: &str) -> Vec<String> {
         use sqlx::Row;
