@@ -45,7 +45,6 @@ use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
 
-use crate::api::error::{ApiError, Code};
 use crate::config::{Config, ConfigError};
 
 /// Descriptors kept for everything but client connections, beyond the database pool, the
@@ -334,25 +333,13 @@ impl Drop for Shedding {
 }
 
 impl Shed {
-    /// The answers for `settings`.
-    pub fn new(settings: &Settings) -> Self {
-        let per_address = ApiError::new(
-            Code::TooManyConnections,
-            format!(
-                "this address already holds {} open connections, the most this server allows from one address (DMS_MAX_CONNECTIONS_PER_ADDRESS); reuse or close some",
-                settings.max_per_address.unwrap_or(0)
-            ),
-        );
-        let total = ApiError::new(
-            Code::ServerBusy,
-            format!(
-                "the server holds {} open connections, the most it allows (DMS_MAX_CONNECTIONS); retry shortly",
-                settings.max_total
-            ),
-        );
+    /// Answers `per_address` to a connection over the per-address cap and `total` to one over
+    /// the server's: each a whole HTTP/1.1 response that ends the connection (the API renders
+    /// them as problems).
+    pub fn new(per_address: Bytes, total: Bytes) -> Self {
         Self {
-            per_address: http1_answer(&per_address),
-            total: http1_answer(&total),
+            per_address,
+            total,
             in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -411,21 +398,6 @@ async fn drain(stream: &mut TcpStream) {
             Ok(read) => left = left.saturating_sub(read),
         }
     }
-}
-
-/// A whole HTTP/1.1 response carrying `error`'s problem, ending the connection.
-fn http1_answer(error: &ApiError) -> Bytes {
-    let status = error.code().status();
-    let body = serde_json::to_vec(&error.problem()).expect("JSON");
-    let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    let mut bytes = head.into_bytes();
-    bytes.extend(body);
-    Bytes::from(bytes)
 }
 
 /// A connection the listener admitted.
@@ -929,23 +901,5 @@ mod tests {
         phase.end(third);
         assert_eq!(phase.state(), UPGRADED);
         assert!(!phase.head_started());
-    }
-
-    #[test]
-    fn answers_over_a_cap_are_whole_problem_responses() {
-        let shed = Shed::new(&settings(100, Some(8)));
-        let text = String::from_utf8(shed.per_address.to_vec()).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(
-            head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
-            "{head}"
-        );
-        assert!(head.contains("\r\nretry-after: 1\r\n"));
-        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())));
-        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(problem["code"], "too_many_connections");
-        let text = String::from_utf8(shed.total.to_vec()).unwrap();
-        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
-        assert!(text.contains("\"code\":\"server_busy\""));
     }
 }

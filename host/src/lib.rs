@@ -34,14 +34,17 @@ pub mod config;
 pub mod connections;
 pub mod dispatch;
 pub mod domain;
-pub mod messages;
+
 pub mod metrics;
 pub mod policies;
 pub mod private_files;
+pub mod random;
 pub mod realtime;
 pub mod redis_link;
 pub mod sandbox;
 pub mod schedule;
+pub mod state;
 pub mod store;
 pub mod text;
 pub mod tls;
+pub mod use_cases;

@@ -4,6 +4,7 @@
 mod harness;
 
 mod api_conventions;
+mod architecture;
 mod auth;
 mod backup;
 mod batch;

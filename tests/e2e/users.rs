@@ -1,7 +1,7 @@
 //! Users and the tenant boundary — on both storage backends.
 
 use dms::domain::user::Role;
-use dms::store::NewUser;
+use dms::use_cases::accounts::NewAccount;
 use serde_json::json;
 
 use crate::harness::{Backend, Login, TestServer, on_both_backends};
@@ -155,25 +155,18 @@ async fn usernames_are_unique_on_the_server(backend: Backend) {
     assert_eq!(reply.body["detail"], taken);
 
     // Taken across tenants too: login stays {username, password}.
-    let other = server.state.store.create_tenant("other", 0).await.unwrap();
-    let hash = server
-        .state
-        .passwords
-        .hash("whatever-password")
-        .await
-        .unwrap();
+    let other = server.state.accounts.create_tenant("other").await.unwrap();
     let refused = server
         .state
-        .store
+        .accounts
         .create_user(
             &other.id,
-            NewUser {
+            NewAccount {
                 username: "bob".into(),
+                password: "whatever-password".into(),
                 display_name: None,
                 role: Role::Member,
-                password_hash: hash,
             },
-            0,
         )
         .await
         .unwrap_err();

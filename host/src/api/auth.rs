@@ -1,26 +1,20 @@
 //! `/auth`: login, refresh-token rotation, logout, and the caller's sessions.
 
-use crate::realtime::Revoke;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, Code};
-use super::extract::{ApiJson, Caller, ClientIp};
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller, ClientIp, Id};
 use super::openapi::{PROBLEM, Problem};
 use super::users::UserBody;
-use crate::app::AppState;
-use crate::auth::rate_limit::{self, Limit};
-use crate::auth::refresh;
 use crate::clock::rfc3339;
 use crate::domain::ids::SessionId;
-use crate::domain::user::{Session, User, username_key};
-use crate::store::{NewSession, Rotation};
-
-/// The longest user agent kept with a session.
-const MAX_USER_AGENT: usize = 256;
+use crate::domain::user::Session;
+use crate::state::AppState;
+use crate::use_cases::accounts::Issued;
 
 /// Credentials.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -45,18 +39,16 @@ pub(super) struct Tokens {
     user: UserBody,
 }
 
-fn tokens(state: &AppState, user: User, session: &SessionId, refresh_token: String) -> Tokens {
-    Tokens {
-        token: state.tokens.issue(&user, session),
-        refresh_token,
-        token_type: "Bearer",
-        expires_in: state.tokens.ttl_seconds(),
-        user: user.into(),
+impl From<Issued> for Tokens {
+    fn from(issued: Issued) -> Self {
+        Self {
+            token: issued.token,
+            refresh_token: issued.refresh_token,
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            user: issued.user.into(),
+        }
     }
-}
-
-fn session_expiry(state: &AppState, now_ms: u64) -> u64 {
-    now_ms + state.config.session_ttl_days * 86_400_000
 }
 
 /// `POST /auth/login`.
@@ -79,54 +71,14 @@ pub(super) async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<Tokens>, ApiError> {
-    // In this order, so an attempt refused by one limit is not counted by the next: an
-    // address over its own limits cannot use up the ceiling every address shares.
-    let name = username_key(&body.username);
-    for (limit, key) in [
-        (Limit::LoginPerIp, ip.clone()),
-        (Limit::LoginPerUsernameFromIp, rate_limit::pair(&ip, &name)),
-        (Limit::LoginPerUsername, name),
-    ] {
-        state
-            .limits
-            .check(limit, &key)
-            .await
-            .map_err(ApiError::rate_limited)?;
-    }
-    // No username holds a NUL (`check_username` refuses control characters), and PostgreSQL
-    // text cannot even be queried with one: such a login is simply wrong, on both backends.
-    let found = if body.username.contains('\0') {
-        None
-    } else {
-        state.store.credentials(&body.username).await?
-    };
-    let hash = found.as_ref().map(|(_, hash)| hash.as_str());
-    let valid = state.passwords.verify(&body.password, hash).await;
-    let Some((user, _)) = found.filter(|_| valid) else {
-        return Err(ApiError::new(
-            Code::InvalidCredentials,
-            "the username or the password is wrong",
-        ));
-    };
-    let (refresh_token, refresh_hash) = refresh::issue();
-    let now = state.clock.now_ms();
     let user_agent = headers
         .get(header::USER_AGENT)
-        .and_then(|value| value.to_str().ok())
-        .map(|agent| agent.chars().take(MAX_USER_AGENT).collect());
-    let session = state
-        .store
-        .create_session(NewSession {
-            tenant_id: user.tenant_id.clone(),
-            user_id: user.id.clone(),
-            refresh_hash,
-            now_ms: now,
-            expires_at_ms: session_expiry(&state, now),
-            user_agent,
-            ip: Some(ip),
-        })
+        .and_then(|value| value.to_str().ok());
+    let issued = state
+        .sessions
+        .login(&body.username, &body.password, &ip, user_agent)
         .await?;
-    Ok(Json(tokens(&state, user, &session.id, refresh_token)))
+    Ok(Json(issued.into()))
 }
 
 /// A refresh token to trade.
@@ -154,44 +106,8 @@ pub(super) async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Refresh>,
 ) -> Result<Json<Tokens>, ApiError> {
-    let (refresh_token, new_hash) = refresh::issue();
-    let now = state.clock.now_ms();
-    let rotation = state
-        .store
-        .rotate_refresh(
-            &refresh::hash(&body.refresh_token),
-            &new_hash,
-            now,
-            session_expiry(&state, now),
-        )
-        .await?;
-    match rotation {
-        Rotation::Rotated { session, user } => {
-            Ok(Json(tokens(&state, *user, &session.id, refresh_token)))
-        }
-        Rotation::Reused { session_id, owner } => {
-            tracing::warn!(
-                message = "A used refresh token was presented again; its session is revoked.",
-                session_id = %session_id,
-            );
-            if let Some((tenant, user)) = owner {
-                state.hub.revoke(
-                    &tenant,
-                    &user,
-                    Revoke::Session(session_id),
-                    "the session was revoked: its refresh token was used twice",
-                );
-            }
-            Err(ApiError::new(
-                Code::RefreshTokenReused,
-                "this refresh token was already used, so its session has been revoked; log in again",
-            ))
-        }
-        Rotation::Invalid => Err(ApiError::new(
-            Code::InvalidRefreshToken,
-            "the refresh token is unknown or its session has ended; log in again",
-        )),
-    }
+    let issued = state.sessions.refresh(&body.refresh_token).await?;
+    Ok(Json(issued.into()))
 }
 
 /// `POST /auth/logout`: ends the caller's session.
@@ -208,22 +124,7 @@ pub(super) async fn logout(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .store
-        .revoke_session(
-            caller.tenant(),
-            &caller.user.id,
-            &caller.session,
-            "logged out",
-            state.clock.now_ms(),
-        )
-        .await?;
-    state.hub.revoke(
-        caller.tenant(),
-        &caller.user.id,
-        Revoke::Session(caller.session.clone()),
-        "the session logged out",
-    );
+    state.sessions.logout(&caller.user, &caller.session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -276,10 +177,7 @@ pub(super) async fn sessions(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<SessionList>, ApiError> {
-    let sessions = state
-        .store
-        .list_sessions(caller.tenant(), &caller.user.id, state.clock.now_ms())
-        .await?;
+    let sessions = state.sessions.list(&caller.user).await?;
     Ok(Json(SessionList {
         items: sessions
             .into_iter()
@@ -304,28 +202,8 @@ pub(super) async fn sessions(
 pub(super) async fn end_session(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<SessionId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: SessionId = id.parse().map_err(|_| ApiError::not_found("session"))?;
-    let revoked = state
-        .store
-        .revoke_session(
-            caller.tenant(),
-            &caller.user.id,
-            &id,
-            "ended by its user",
-            state.clock.now_ms(),
-        )
-        .await?;
-    if revoked {
-        state.hub.revoke(
-            caller.tenant(),
-            &caller.user.id,
-            Revoke::Session(id),
-            "the session was ended by its user",
-        );
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("session"))
-    }
+    state.sessions.end(&caller.user, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,34 +1,19 @@
 //! `/dead-letters` (tenant admins): list, replay one, replay many (paced), delete.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, Caller};
+use super::extract::{Admin, ApiJson, Id, NoFilter, PageParams, Paged};
 use super::openapi::{PROBLEM, Problem};
-use crate::app::AppState;
 use crate::domain::ids::MessageId;
-use crate::domain::message::Status;
-use crate::messages::dead_letters::{self, Filter, Replayed};
-use crate::messages::view::MessageView;
-use crate::store::{Mailbox, MessageQuery};
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(super) struct PageQuery {
-    /// Page size, 1 to 100 (default 20).
-    #[serde(default)]
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
-    /// Items to skip (default 0).
-    #[serde(default)]
-    #[param(maximum = 9_223_372_036_854_775_807_u64)]
-    offset: Option<u64>,
-}
+use crate::state::AppState;
+use crate::store::Page;
+use crate::use_cases::messages::dead_letters::{self, Filter, Replayed};
+use crate::use_cases::messages::view::MessageView;
 
 /// A page of dead letters, newest first.
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,7 +29,7 @@ pub(super) struct DeadLetters {
     path = "/dead-letters",
     tag = "dead-letters",
     summary = "List dead letters (admin)",
-    params(PageQuery),
+    params(PageParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Dead letters, newest first.", body = DeadLetters),
@@ -53,31 +38,11 @@ pub(super) struct DeadLetters {
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    admin: Admin,
+    Paged { page, .. }: Paged<NoFilter>,
 ) -> Result<Json<DeadLetters>, ApiError> {
-    caller.require_admin()?;
-    let limit = query.limit.unwrap_or(super::users::DEFAULT_LIMIT);
-    if !(1..=super::users::MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::query(
-            "limit",
-            format!("limit must be between 1 and {}", super::users::MAX_LIMIT),
-        ));
-    }
-    let offset = super::users::offset(query.offset)?;
-    let items = state
-        .store
-        .list_messages(
-            caller.tenant(),
-            &MessageQuery {
-                mailbox: Mailbox::All,
-                status: Some(Status::Dead),
-                limit,
-                offset,
-                before: None,
-            },
-        )
-        .await?;
+    let items = dead_letters::list(&state.messages, &admin.user, page).await?;
+    let Page { limit, offset } = page;
     Ok(Json(DeadLetters {
         items: items.iter().map(MessageView::from).collect(),
         limit,
@@ -103,11 +68,10 @@ pub(super) async fn list(
 )]
 pub(super) async fn replay(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    admin: Admin,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<MessageView>, ApiError> {
-    caller.require_admin()?;
-    let message = dead_letters::replay(&state, &caller.user, &id).await?;
+    let message = dead_letters::replay(&state.messages, &admin.user, &id).await?;
     Ok(Json(MessageView::from(&message)))
 }
 
@@ -127,13 +91,12 @@ pub(super) async fn replay(
 )]
 pub(super) async fn replay_many(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
     ApiJson(filter): ApiJson<Filter>,
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
-    caller.require_admin()?;
     let replayed = dead_letters::replay_many(
-        &state,
-        &caller.user,
+        &state.messages,
+        &admin.user,
         &filter,
         state.config.replay_per_second,
     )
@@ -158,10 +121,9 @@ pub(super) async fn replay_many(
 )]
 pub(super) async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    admin: Admin,
+    Id(id): Id<MessageId>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
-    dead_letters::delete(&state, &caller.user, &id).await?;
+    dead_letters::delete(&state.messages, &admin.user, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -277,18 +277,19 @@ impl From<&StoreError> for ApiError {
     }
 }
 
-impl From<crate::messages::Error> for ApiError {
-    fn from(error: crate::messages::Error) -> Self {
+impl From<crate::use_cases::messages::Error> for ApiError {
+    fn from(error: crate::use_cases::messages::Error) -> Self {
         Self::from(&error)
     }
 }
 
 /// The problem of a message use case's error (by reference: a batch answers many of them).
-impl From<&crate::messages::Error> for ApiError {
-    fn from(error: &crate::messages::Error) -> Self {
-        use crate::messages::Error;
+impl From<&crate::use_cases::messages::Error> for ApiError {
+    fn from(error: &crate::use_cases::messages::Error) -> Self {
+        use crate::use_cases::messages::Error;
         match error {
             Error::NotFound => Self::not_found("message"),
+            Error::AdminRequired => Self::new(Code::AdminRequired, error.to_string()),
             Error::Forbidden(reason) => Self::new(Code::Forbidden, *reason),
             Error::Invalid { field, reason } => {
                 Self::field(field.to_string(), format!("{field}: {reason}"))
@@ -302,6 +303,27 @@ impl From<&crate::messages::Error> for ApiError {
             )
             .with("message_status", status.as_str()),
             Error::IdempotencyMismatch => Self::new(Code::IdempotencyKeyReused, error.to_string()),
+            Error::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<crate::use_cases::accounts::Error> for ApiError {
+    fn from(error: crate::use_cases::accounts::Error) -> Self {
+        use crate::use_cases::accounts::Error;
+        match error {
+            Error::Invalid { field, reason } => Self::field(field.to_string(), reason),
+            Error::NotFound(what) => Self::not_found(what),
+            Error::Conflict(detail) => Self::new(Code::Conflict, detail),
+            Error::WrongPassword => Self::new(Code::WrongPassword, error.to_string()),
+            Error::InvalidCredentials => Self::new(Code::InvalidCredentials, error.to_string()),
+            Error::RateLimited(wait) => Self::rate_limited(wait),
+            Error::TokenExpired(detail) => Self::new(Code::TokenExpired, detail),
+            Error::InvalidToken(detail) => Self::new(Code::InvalidToken, detail),
+            Error::SessionEnded(detail) => Self::new(Code::SessionEnded, detail),
+            Error::RefreshTokenReused => Self::new(Code::RefreshTokenReused, error.to_string()),
+            Error::InvalidRefreshToken => Self::new(Code::InvalidRefreshToken, error.to_string()),
+            Error::Hash(cause) => Self::internal(cause),
             Error::Store(store) => store.into(),
         }
     }

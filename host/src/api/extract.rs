@@ -2,25 +2,32 @@
 //! - [`ApiJson`]: 415 without a JSON content type, 413 over the body limit, 400 for malformed
 //!   JSON, 422 naming the field (`/display_name`) for a missing or mistyped one;
 //! - [`ApiQuery`]: 400 naming the query parameter;
+//! - [`Paged`]: a listing's `limit` and `offset` (400 out of range) and its other parameters;
+//! - [`Id`]: an id from the path (404 when malformed, like one that does not exist);
+//! - [`Admin`]: a [`Caller`] who is an admin of their tenant (403 otherwise);
 //! - [`Caller`]: the authenticated user, from a bearer token whose session is still live, after
 //!   the per-user rate limit;
 //! - [`ClientIp`]: the client's address, for login rate limits.
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
 
 use super::error::{ApiError, Code};
 use super::json;
-use crate::app::AppState;
-use crate::auth::jwt::{Claims, TokenError};
+use crate::auth::jwt::Claims;
 use crate::auth::rate_limit::Limit;
-use crate::domain::ids::{SessionId, TenantId};
+use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::user::{Role, User};
+use crate::state::AppState;
+use crate::store::Page;
 
 /// A JSON body, parsed with exact errors.
 #[derive(Debug, Clone)]
@@ -165,16 +172,136 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(ApiQuery)
+    }
+}
+
+/// Parses a query string into `T`, naming the parameter in errors (400).
+fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let deserializer =
+        serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let field = error.path().to_string();
+        let message = error.into_inner().to_string();
+        ApiError::query(field.clone(), format!("query parameter {field}: {message}"))
+    })
+}
+
+/// The default page size of a listing.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// The largest page size.
+pub const MAX_LIMIT: u32 = 100;
+/// The largest offset: the `int64` the document gives `offset`, and what SQL's `OFFSET` takes.
+/// (utoipa writes a `u64` as `int64`; the `maximum` of the parameter says it too.)
+pub const MAX_OFFSET: u64 = i64::MAX.unsigned_abs();
+
+/// `limit` and `offset` of a listing, as documented (`params(PageParams, …)`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page size, 1 to 100 (default 20).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// Items to skip (default 0; after the cursor, where a listing takes one).
+    #[serde(default)]
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
+    offset: Option<u64>,
+}
+
+impl PageParams {
+    fn page(&self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::query(
+                "limit",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if offset > MAX_OFFSET {
+            return Err(ApiError::query(
+                "offset",
+                format!("offset must be between 0 and {MAX_OFFSET}"),
+            ));
+        }
+        Ok(Page { limit, offset })
+    }
+}
+
+/// A listing's query: its page (`limit`, `offset`: checked here, once for every listing) and
+/// its own parameters `F` (anything else; unknown ones are refused as `F` says).
+#[derive(Debug, Clone)]
+pub struct Paged<F> {
+    /// The page asked for.
+    pub page: Page,
+    /// The listing's other parameters.
+    pub query: F,
+}
+
+impl<S: Send + Sync, F: DeserializeOwned> FromRequestParts<S> for Paged<F> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        let deserializer =
-            serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(deserializer)
-            .map(ApiQuery)
-            .map_err(|error| {
-                let field = error.path().to_string();
-                let message = error.into_inner().to_string();
-                ApiError::query(field.clone(), format!("query parameter {field}: {message}"))
-            })
+        let mut paging = url::form_urlencoded::Serializer::new(String::new());
+        let mut others = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "limit" | "offset" => paging.append_pair(&name, &value),
+                _ => others.append_pair(&name, &value),
+            };
+        }
+        let page: PageParams = parse_query(&paging.finish())?;
+        let query = parse_query(&others.finish())?;
+        Ok(Self {
+            page: page.page()?,
+            query,
+        })
+    }
+}
+
+/// No parameters besides the page (a listing without filters).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFilter {}
+
+/// An id from the request path. A malformed id names nothing that can exist, so it is the
+/// same 404 as an unknown one ("there is no such user in your tenant").
+#[derive(Debug, Clone)]
+pub struct Id<T>(pub T);
+
+/// What a path id names, for its 404.
+pub trait Named: FromStr {
+    /// `user`, `message`, …
+    const NAME: &'static str;
+}
+
+impl Named for UserId {
+    const NAME: &'static str = "user";
+}
+
+impl Named for SessionId {
+    const NAME: &'static str = "session";
+}
+
+impl Named for MessageId {
+    const NAME: &'static str = "message";
+}
+
+impl Named for PluginId {
+    const NAME: &'static str = "plugin";
+}
+
+impl<S: Send + Sync, T: Named> FromRequestParts<S> for Id<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found(T::NAME))?;
+        id.parse().map(Id).map_err(|_| ApiError::not_found(T::NAME))
     }
 }
 
@@ -243,23 +370,32 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A caller who is an admin of their tenant; anyone else is refused (403 `admin_required`)
+/// before the handler runs.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl std::ops::Deref for Admin {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        Ok(Self(caller))
+    }
+}
+
 /// The user behind an access token whose session is still live, and the token's claims.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<(User, Claims), ApiError> {
-    let claims = state.tokens.verify(token).map_err(|error| match error {
-        TokenError::Expired => ApiError::new(Code::TokenExpired, error.to_string()),
-        TokenError::Invalid(_) => ApiError::new(Code::InvalidToken, error.to_string()),
-    })?;
-    let user = state
-        .store
-        .authenticate(&claims.tid, &claims.sub, &claims.sid, state.clock.now_ms())
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                Code::SessionEnded,
-                "this session has ended (logged out, revoked, or its user deleted); log in again",
-            )
-        })?;
-    Ok((user, claims))
+    Ok(state.sessions.authenticate(token).await?)
 }
 
 /// The client's address: the peer, or the first address of the configured proxy header.

@@ -57,7 +57,7 @@ pub(super) struct RedisHealth {
     /// The round trip of a PING (absent when `disabled`).
     latency_ms: Option<f64>,
 }
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// `GET /health`: the process is up.
 #[utoipa::path(

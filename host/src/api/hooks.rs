@@ -11,15 +11,15 @@ use utoipa::ToSchema;
 use super::error::{ApiError, Code};
 use super::extract::{ApiJson, Caller, from_json_value};
 use super::openapi::{PROBLEM, Problem};
-use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::domain::ids::{MessageId, PluginId};
 use crate::domain::message::Channel;
 use crate::domain::plugin::Hook;
-use crate::messages::submit::{Submission, draft};
-use crate::messages::view::EventView;
 use crate::policies::{BindingRequest, Bound, Hooks, Retry, Simulation, Source};
 use crate::sandbox::LimitOverrides;
+use crate::state::AppState;
+use crate::use_cases::messages::submit::{Submission, draft};
+use crate::use_cases::messages::view::EventView;
 
 /// Simulated attempts when a dry run does not say.
 const DEFAULT_ATTEMPTS: u32 = 10;
@@ -476,12 +476,19 @@ pub(super) async fn dry_run(
             };
             let submission: Submission = from_json_value(sample)
                 .map_err(|error| within(error.field_name().unwrap_or("/"), error.detail()))?;
-            draft(&state, &caller.user, submission, state.clock.now_ms())
-                .await
-                .map_err(|error| match error {
-                    crate::messages::Error::Invalid { field, reason } => within(&field, &reason),
-                    other => other.into(),
-                })?
+            draft(
+                &state.messages,
+                &caller.user,
+                submission,
+                state.clock.now_ms(),
+            )
+            .await
+            .map_err(|error| match error {
+                crate::use_cases::messages::Error::Invalid { field, reason } => {
+                    within(&field, &reason)
+                }
+                other => other.into(),
+            })?
         }
         (None, Some(id)) => {
             let id: MessageId = id.parse().map_err(|_| ApiError::not_found("message"))?;

@@ -1,24 +1,24 @@
 //! `/messages`: submit, list, read, follow, cancel, reschedule, deliver now, mark read.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Code};
-use super::extract::{ApiJson, ApiQuery, Caller, JsonBody};
+use super::extract::{ApiJson, Caller, Id, JsonBody, PageParams, Paged};
 use super::openapi::{PROBLEM, Problem};
-use crate::app::AppState;
 use crate::clock::{self, parse_rfc3339};
 use crate::domain::ids::MessageId;
 use crate::domain::message::{Requested, Status};
-use crate::domain::user::Role;
-use crate::messages::submit::{ItemOutcome, Key, MAX_BATCH, Submission, Submitted};
-use crate::messages::view::{EventView, MessageView, StatusView};
-use crate::messages::{self, manage};
-use crate::store::{Mailbox, MessageQuery};
+use crate::state::AppState;
+use crate::store::Page;
+use crate::use_cases::messages;
+use crate::use_cases::messages::manage::{self, BoxName};
+use crate::use_cases::messages::submit::{ItemOutcome, Key, MAX_BATCH, Submission, Submitted};
+use crate::use_cases::messages::view::{EventView, MessageView, StatusView};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -49,7 +49,7 @@ pub(super) async fn submit(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, &body)?;
     let submission: Submission = body.parse()?;
-    let submitted = messages::submit::submit(&state, &caller.user, submission, key)
+    let submitted = messages::submit::submit(&state.messages, &caller.user, submission, key)
         .await
         .inspect_err(|error| {
             if matches!(error, messages::Error::Rejected(_)) {
@@ -175,7 +175,7 @@ pub(super) async fn submit_batch(
     let key = idempotency_key(&headers, &body)?;
     let items = batch_items(&body)?;
     let (submitted, accepted) =
-        messages::submit::submit_batch(&state, &caller.user, items, key, |outcomes| {
+        messages::submit::submit_batch(&state.messages, &caller.user, items, key, |outcomes| {
             render_batch(outcomes)
         })
         .await?;
@@ -274,15 +274,6 @@ fn render_batch(outcomes: &[ItemOutcome]) -> String {
     .expect("an answer is JSON")
 }
 
-/// Which messages to list.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum BoxName {
-    Sent,
-    Received,
-    All,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -294,14 +285,6 @@ pub(super) struct ListQuery {
     /// Only messages with this status.
     #[serde(default)]
     status: Option<Status>,
-    /// Page size, 1 to 100 (default 20).
-    #[serde(default)]
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
-    /// Items to skip (after the cursor, when one is given).
-    #[serde(default)]
-    #[param(maximum = 9_223_372_036_854_775_807_u64)]
-    offset: Option<u64>,
     /// The `next_cursor` of the previous page: the page starts after it.
     #[serde(default)]
     #[param(value_type = Option<MessageId>)]
@@ -324,7 +307,7 @@ pub(super) struct MessagePage {
     path = "/messages",
     tag = "messages",
     summary = "List messages",
-    params(ListQuery),
+    params(PageParams, ListQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Messages, newest first.", body = MessagePage),
@@ -334,24 +317,8 @@ pub(super) struct MessagePage {
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    Paged { page, query }: Paged<ListQuery>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    let mailbox = match query.mailbox.unwrap_or(BoxName::Sent) {
-        BoxName::Sent => Mailbox::Sent(caller.user.id.clone()),
-        BoxName::Received => Mailbox::Received(caller.user.id.clone()),
-        BoxName::All => {
-            caller.require_admin()?;
-            Mailbox::All
-        }
-    };
-    let limit = query.limit.unwrap_or(super::users::DEFAULT_LIMIT);
-    if !(1..=super::users::MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::query(
-            "limit",
-            format!("limit must be between 1 and {}", super::users::MAX_LIMIT),
-        ));
-    }
-    let offset = super::users::offset(query.offset)?;
     let before =
         match &query.cursor {
             None => None,
@@ -359,19 +326,17 @@ pub(super) async fn list(
                 ApiError::query("cursor", "the cursor is not one this API returned")
             })?),
         };
-    let items = state
-        .store
-        .list_messages(
-            caller.tenant(),
-            &MessageQuery {
-                mailbox,
-                status: query.status,
-                limit,
-                offset,
-                before,
-            },
-        )
-        .await?;
+    let mailbox = query.mailbox.unwrap_or(BoxName::Sent);
+    let items = manage::list(
+        &state.messages,
+        &caller.user,
+        mailbox,
+        query.status,
+        page,
+        before,
+    )
+    .await?;
+    let Page { limit, offset } = page;
     let next_cursor = (items.len() == limit as usize)
         .then(|| items.last().map(|m| m.id.clone()))
         .flatten();
@@ -399,9 +364,9 @@ pub(super) async fn list(
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let message = manage::visible(&state, &caller.user, &id).await?;
+    let message = manage::visible(&state.messages, &caller.user, &id).await?;
     Ok(Json(MessageView::from(&message)))
 }
 
@@ -421,9 +386,9 @@ pub(super) async fn get(
 pub(super) async fn status(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<StatusView>, ApiError> {
-    let message = manage::visible_state(&state, &caller.user, &id).await?;
+    let message = manage::visible_state(&state.messages, &caller.user, &id).await?;
     Ok(Json(StatusView::from(&message)))
 }
 
@@ -450,16 +415,9 @@ pub(super) struct EventList {
 pub(super) async fn events(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<EventList>, ApiError> {
-    let message = manage::visible_state(&state, &caller.user, &id).await?;
-    if message.sender_id != caller.user.id && caller.user.role != Role::Admin {
-        return Err(messages::Error::NotFound.into());
-    }
-    let events = state
-        .store
-        .message_events(caller.tenant(), &message.id)
-        .await?;
+    let events = manage::history(&state.messages, &caller.user, &id).await?;
     Ok(Json(EventList {
         items: events.into_iter().map(EventView::from).collect(),
     }))
@@ -483,9 +441,9 @@ pub(super) async fn events(
 pub(super) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let message = manage::cancel(&state, &caller.user, &id).await?;
+    let message = manage::cancel(&state.messages, &caller.user, &id).await?;
     Ok(Json(MessageView::from(&message)))
 }
 
@@ -522,7 +480,7 @@ pub(super) struct Reschedule {
 pub(super) async fn reschedule(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<MessageId>,
     ApiJson(body): ApiJson<Reschedule>,
 ) -> Result<Json<MessageView>, ApiError> {
     let requested = match (body.delay_seconds, body.deliver_at) {
@@ -552,7 +510,7 @@ pub(super) async fn reschedule(
             ));
         }
     };
-    let message = manage::reschedule(&state, &caller.user, &id, requested).await?;
+    let message = manage::reschedule(&state.messages, &caller.user, &id, requested).await?;
     Ok(Json(MessageView::from(&message)))
 }
 
@@ -574,9 +532,9 @@ pub(super) async fn reschedule(
 pub(super) async fn deliver_now(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let message = manage::deliver_now(&state, &caller.user, &id).await?;
+    let message = manage::deliver_now(&state.messages, &caller.user, &id).await?;
     Ok(Json(MessageView::from(&message)))
 }
 
@@ -598,8 +556,8 @@ pub(super) async fn deliver_now(
 pub(super) async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let message = manage::read(&state, &caller.user, &id).await?;
+    let message = manage::read(&state.messages, &caller.user, &id).await?;
     Ok(Json(MessageView::from(&message)))
 }

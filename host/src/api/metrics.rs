@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::app::AppState;
 use crate::metrics::{CONTENT_TYPE, Snapshot};
+use crate::state::AppState;
 
 /// `GET /metrics`. State the database or Redis cannot give right now is left at its last
 /// value (or -1 for the schedule depth) rather than failing the scrape: an outage is exactly

@@ -32,7 +32,8 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
+use crate::connections::{Settings, Shed};
+use crate::state::AppState;
 use error::{ApiError, Code};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -173,4 +174,75 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
     .into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
+}
+
+/// The answers to connections over a cap ([`Shed`]): problems, like every other refusal.
+pub fn shed(settings: &Settings) -> Shed {
+    let (per_address, total) = refusals(settings);
+    Shed::new(http1_answer(&per_address), http1_answer(&total))
+}
+
+/// The problems answered over the per-address cap and over the server's.
+fn refusals(settings: &Settings) -> (ApiError, ApiError) {
+    let per_address = ApiError::new(
+        Code::TooManyConnections,
+        format!(
+            "this address already holds {} open connections, the most this server allows from one address (DMS_MAX_CONNECTIONS_PER_ADDRESS); reuse or close some",
+            settings.max_per_address.unwrap_or(0)
+        ),
+    );
+    let total = ApiError::new(
+        Code::ServerBusy,
+        format!(
+            "the server holds {} open connections, the most it allows (DMS_MAX_CONNECTIONS); retry shortly",
+            settings.max_total
+        ),
+    );
+    (per_address, total)
+}
+
+/// A whole HTTP/1.1 response carrying `error`'s problem, ending the connection.
+fn http1_answer(error: &ApiError) -> axum::body::Bytes {
+    let status = error.code().status();
+    let body = serde_json::to_vec(&error.problem()).expect("JSON");
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let mut bytes = head.into_bytes();
+    bytes.extend(body);
+    axum::body::Bytes::from(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_over_a_cap_are_whole_problem_responses() {
+        let settings = Settings {
+            max_total: 100,
+            max_per_address: Some(8),
+            header_timeout: std::time::Duration::from_secs(1),
+            idle_timeout: std::time::Duration::from_secs(1),
+            body_timeout: std::time::Duration::from_secs(1),
+            open_file_limit: 1024,
+        };
+        let (per_address, total) = refusals(&settings);
+        let text = String::from_utf8(http1_answer(&per_address).to_vec()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nretry-after: 1\r\n"));
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())));
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(problem["code"], "too_many_connections");
+        let text = String::from_utf8(http1_answer(&total).to_vec()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(text.contains("\"code\":\"server_busy\""));
+    }
 }

@@ -9,7 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";

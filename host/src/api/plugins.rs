@@ -12,11 +12,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, Code};
 use super::extract::{ApiQuery, Caller};
 use super::openapi::{PROBLEM, Problem};
-use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::domain::ids::PluginId;
 use crate::domain::plugin::{HookBinding, PluginRecord};
 use crate::policies::{Counters, Upload};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

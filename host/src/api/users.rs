@@ -2,26 +2,21 @@
 //! themselves and the users of their own tenant. Another tenant's user is a 404, like one that
 //! does not exist.
 
-use crate::realtime::Revoke;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use super::error::{ApiError, Code};
-use super::extract::{ApiJson, ApiQuery, Caller};
+use super::error::ApiError;
+use super::extract::{Admin, ApiJson, Caller, Id, NoFilter, PageParams, Paged};
 use super::openapi::{PROBLEM, Problem};
-use crate::app::AppState;
-use crate::auth::password;
 use crate::clock::rfc3339;
 use crate::domain::ids::{TenantId, UserId};
 use crate::domain::user::{Role, User};
-use crate::store::{NewUser, Page, StoreError};
-
-/// The longest display name, in characters.
-const MAX_DISPLAY_NAME: usize = 200;
+use crate::state::AppState;
+use crate::use_cases::accounts::NewAccount;
 
 /// A user as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,50 +85,21 @@ fn member() -> Role {
 )]
 pub(super) async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
-    crate::domain::user::check_username(&body.username)
-        .map_err(|reason| ApiError::field("/username", reason))?;
-    password::check_new(&body.password).map_err(|reason| ApiError::field("/password", reason))?;
-    if let Some(name) = &body.display_name {
-        if name.chars().count() > MAX_DISPLAY_NAME {
-            return Err(ApiError::field(
-                "/display_name",
-                format!("the display name must have at most {MAX_DISPLAY_NAME} characters"),
-            ));
-        }
-        // Anything else is kept verbatim, but PostgreSQL text cannot hold a NUL.
-        if name.contains('\0') {
-            return Err(ApiError::field(
-                "/display_name",
-                "the display name may not contain NUL characters",
-            ));
-        }
-    }
-    let hash = state
-        .passwords
-        .hash(&body.password)
-        .await
-        .map_err(ApiError::internal)?;
     let user = state
-        .store
+        .accounts
         .create_user(
-            caller.tenant(),
-            NewUser {
+            admin.tenant(),
+            NewAccount {
                 username: body.username,
+                password: body.password,
                 display_name: body.display_name,
                 role: body.role,
-                password_hash: hash,
             },
-            state.clock.now_ms(),
         )
-        .await
-        .map_err(|error| match error {
-            StoreError::Conflict(detail) => ApiError::new(Code::Conflict, detail),
-            other => other.into(),
-        })?;
+        .await?;
     let location = format!("/users/{}", user.id);
     Ok((
         StatusCode::CREATED,
@@ -141,56 +107,6 @@ pub(super) async fn create(
         Json(UserBody::from(user)),
     )
         .into_response())
-}
-
-/// `limit` and `offset` of a listing.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(super) struct PageQuery {
-    /// Page size, 1 to 100 (default 20).
-    #[serde(default)]
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
-    /// Items to skip (default 0).
-    #[serde(default)]
-    #[param(maximum = 9_223_372_036_854_775_807_u64)]
-    offset: Option<u64>,
-}
-
-/// The default page size.
-pub(super) const DEFAULT_LIMIT: u32 = 20;
-/// The largest page size.
-pub(super) const MAX_LIMIT: u32 = 100;
-/// The largest offset: the `int64` the document gives `offset`, and what SQL's `OFFSET` takes.
-/// (utoipa writes a `u64` as `int64`; the `maximum` of each `offset` parameter says it too.)
-pub(super) const MAX_OFFSET: u64 = i64::MAX.unsigned_abs();
-
-/// A listing's `offset` (default 0), refused above [`MAX_OFFSET`] as `limit` is out of range.
-pub(super) fn offset(offset: Option<u64>) -> Result<u64, ApiError> {
-    match offset.unwrap_or(0) {
-        offset if offset <= MAX_OFFSET => Ok(offset),
-        _ => Err(ApiError::query(
-            "offset",
-            format!("offset must be between 0 and {MAX_OFFSET}"),
-        )),
-    }
-}
-
-impl PageQuery {
-    pub(super) fn page(&self) -> Result<Page, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::query(
-                "limit",
-                format!("limit must be between 1 and {MAX_LIMIT}"),
-            ));
-        }
-        Ok(Page {
-            limit,
-            offset: offset(self.offset)?,
-        })
-    }
 }
 
 /// A page of users.
@@ -208,7 +124,7 @@ pub(super) struct UserPage {
     path = "/users",
     tag = "users",
     summary = "List the tenant's users (admin)",
-    params(PageQuery),
+    params(PageParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The tenant's users, oldest first.", body = UserPage),
@@ -217,12 +133,10 @@ pub(super) struct UserPage {
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    admin: Admin,
+    Paged { page, .. }: Paged<NoFilter>,
 ) -> Result<Json<UserPage>, ApiError> {
-    caller.require_admin()?;
-    let page = query.page()?;
-    let (users, total) = state.store.list_users(caller.tenant(), page).await?;
+    let (users, total) = state.accounts.users(admin.tenant(), page).await?;
     Ok(Json(UserPage {
         items: users.into_iter().map(UserBody::from).collect(),
         total,
@@ -244,11 +158,6 @@ pub(super) async fn me(caller: Caller) -> Json<UserBody> {
     Json(caller.user.into())
 }
 
-/// Parses a user id from a path; a malformed one cannot exist, so it is a 404.
-fn user_id(id: &str) -> Result<UserId, ApiError> {
-    id.parse().map_err(|_| ApiError::not_found("user"))
-}
-
 /// `GET /users/{id}`: a user of the caller's tenant.
 #[utoipa::path(
     get,
@@ -265,14 +174,9 @@ fn user_id(id: &str) -> Result<UserId, ApiError> {
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<UserId>,
 ) -> Result<Json<UserBody>, ApiError> {
-    let id = user_id(&id)?;
-    let user = state
-        .store
-        .user(caller.tenant(), &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+    let user = state.accounts.user(caller.tenant(), &id).await?;
     Ok(Json(user.into()))
 }
 
@@ -294,32 +198,11 @@ pub(super) async fn get(
 )]
 pub(super) async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    admin: Admin,
+    Id(id): Id<UserId>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
-    let id = user_id(&id)?;
-    if id == caller.user.id {
-        return Err(ApiError::new(
-            Code::Conflict,
-            "you cannot delete yourself; ask another admin",
-        ));
-    }
-    if state
-        .store
-        .delete_user(caller.tenant(), &id, state.clock.now_ms())
-        .await?
-    {
-        state.hub.revoke(
-            caller.tenant(),
-            &id,
-            Revoke::User { except: None },
-            "the user was deleted",
-        );
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("user"))
-    }
+    state.accounts.delete_user(&admin.user, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The current password and the new one.
@@ -351,45 +234,14 @@ pub(super) async fn change_password(
     caller: Caller,
     ApiJson(body): ApiJson<ChangePassword>,
 ) -> Result<StatusCode, ApiError> {
-    password::check_new(&body.new_password)
-        .map_err(|reason| ApiError::field("/new_password", reason))?;
-    let stored = state.store.credentials(&caller.user.username).await?;
-    let hash = stored.as_ref().map(|(_, hash)| hash.as_str());
-    if !state.passwords.verify(&body.current_password, hash).await {
-        return Err(ApiError::new(
-            Code::WrongPassword,
-            "the current password does not match",
-        ));
-    }
-    let new_hash = state
-        .passwords
-        .hash(&body.new_password)
-        .await
-        .map_err(ApiError::internal)?;
-    let updated = state
-        .store
-        .set_password(
-            caller.tenant(),
-            &caller.user.id,
-            &new_hash,
-            Some(&caller.session),
-            state.clock.now_ms(),
+    state
+        .accounts
+        .change_password(
+            &caller.user,
+            &caller.session,
+            &body.current_password,
+            &body.new_password,
         )
         .await?;
-    if updated {
-        state.hub.revoke(
-            caller.tenant(),
-            &caller.user.id,
-            Revoke::User {
-                except: Some(caller.session.clone()),
-            },
-            "the password changed; log in again",
-        );
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::new(
-            Code::SessionEnded,
-            "your user no longer exists",
-        ))
-    }
+    Ok(StatusCode::NO_CONTENT)
 }

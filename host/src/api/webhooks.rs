@@ -10,9 +10,9 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
 use super::openapi::{PROBLEM, Problem};
-use crate::app::AppState;
 use crate::clock::rfc3339;
-use crate::messages::{self, endpoint};
+use crate::state::AppState;
+use crate::use_cases::messages::{self, endpoint};
 
 /// The endpoint to deliver to.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -112,7 +112,7 @@ pub(super) async fn set(
     caller: Caller,
     ApiJson(body): ApiJson<SetWebhook>,
 ) -> Result<Json<Value>, ApiError> {
-    let secret = endpoint::set(&state, &caller.user, &body.url).await?;
+    let secret = endpoint::set(&state.messages, &caller.user, &body.url).await?;
     Ok(Json(json!({
         "url": body.url,
         "secret": secret,
@@ -137,13 +137,12 @@ pub(super) async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let (secret, until) =
-        endpoint::rotate(&state, &caller.user)
-            .await
-            .map_err(|error| match error {
-                messages::Error::NotFound => ApiError::not_found("webhook"),
-                other => other.into(),
-            })?;
+    let (secret, until) = endpoint::rotate(&state.messages, &caller.user)
+        .await
+        .map_err(|error| match error {
+            messages::Error::NotFound => ApiError::not_found("webhook"),
+            other => other.into(),
+        })?;
     Ok(Json(json!({
         "secret": secret,
         "previous_secrets_valid_until": rfc3339(until),

@@ -9,10 +9,3 @@ pub mod jwt;
 pub mod password;
 pub mod rate_limit;
 pub mod refresh;
-
-/// Random bytes from the operating system.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).expect("the operating system's random source works");
-    bytes
-}

@@ -55,7 +55,7 @@ fn verify_blocking(password: &str, hash: &str) -> bool {
 impl Passwords {
     /// A hasher running at most `concurrency` hashes at once.
     pub async fn new(concurrency: usize) -> Result<Self, HashError> {
-        let random = hex_string(&super::random_bytes::<16>());
+        let random = hex_string(&crate::random::random_bytes::<16>());
         let dummy = tokio::task::spawn_blocking(move || hash_blocking(&random))
             .await
             .map_err(|error| HashError(error.to_string()))??;

@@ -12,7 +12,8 @@ pub const PREFIX: &str = "rt_";
 pub fn issue() -> (String, String) {
     let token = format!(
         "{PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(super::random_bytes::<32>())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(crate::random::random_bytes::<32>())
     );
     let hash = hash(&token);
     (token, hash)

@@ -4,16 +4,17 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use crate::app::open_store;
-use crate::auth::password::{self, Passwords};
+use crate::auth::password::Passwords;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
-use crate::domain::user::{Role, check_username};
-use crate::store::NewUser;
+use crate::domain::user::Role;
+use crate::state::open_store;
+use crate::use_cases::accounts::{self, Accounts, NewAccount};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum TenantCommand {
@@ -66,22 +67,38 @@ pub(super) async fn migrate(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The account use cases over the configured database, as an operator runs them (no live
+/// connections to close).
+async fn accounts(config: Option<&Path>) -> anyhow::Result<Accounts> {
+    let config = Config::load(config)?;
+    let store = open_store(&config).await?;
+    let passwords = Arc::new(Passwords::new(1).await?);
+    Ok(Accounts::new(store, passwords, Clock::System, None))
+}
+
+/// An account error in the CLI's words: a field is named by its option (`--username`).
+fn refused(error: accounts::Error) -> anyhow::Error {
+    match error {
+        accounts::Error::Invalid { field, reason } => {
+            let option = field.trim_start_matches('/').replace('_', "-");
+            anyhow::anyhow!("--{option}: {reason}")
+        }
+        other => other.into(),
+    }
+}
+
 pub(super) async fn tenant(
     config: Option<&Path>,
     command: TenantCommand,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config)?;
-    let store = open_store(&config).await?;
+    let accounts = accounts(config).await?;
     match command {
         TenantCommand::Create { name } => {
-            if name.trim().is_empty() || name.chars().count() > 64 {
-                bail!("a tenant name has 1 to 64 characters");
-            }
-            let tenant = store.create_tenant(&name, Clock::System.now_ms()).await?;
+            let tenant = accounts.create_tenant(&name).await.map_err(refused)?;
             println!("Created tenant {} ({}).", tenant.name, tenant.id);
         }
         TenantCommand::List => {
-            for tenant in store.list_tenants().await? {
+            for tenant in accounts.tenants().await? {
                 println!(
                     "{}\t{}\t{}",
                     tenant.id,
@@ -107,32 +124,28 @@ pub(super) async fn user(config: Option<&Path>, command: UserCommand) -> anyhow:
             "pass --password-stdin and pipe the password in, e.g. `printf '%s' \"$PASSWORD\" | dms user create … --password-stdin`"
         );
     }
-    check_username(&username).map_err(anyhow::Error::msg)?;
     let mut password = String::new();
     std::io::stdin()
         .read_to_string(&mut password)
         .context("cannot read the password from standard input")?;
-    let password = password.trim_end_matches(['\r', '\n']);
-    password::check_new(password).map_err(anyhow::Error::msg)?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
 
-    let config = Config::load(config)?;
-    let store = open_store(&config).await?;
-    let Some(tenant) = store.tenant_by_name(&tenant).await? else {
+    let accounts = accounts(config).await?;
+    let Some(tenant) = accounts.tenant_named(&tenant).await? else {
         bail!("there is no tenant named {tenant:?}; create it with `dms tenant create {tenant}`");
     };
-    let hash = Passwords::new(1).await?.hash(password).await?;
-    let user = store
+    let user = accounts
         .create_user(
             &tenant.id,
-            NewUser {
+            NewAccount {
                 username,
+                password,
                 display_name,
                 role,
-                password_hash: hash,
             },
-            Clock::System.now_ms(),
         )
-        .await?;
+        .await
+        .map_err(refused)?;
     println!(
         "Created {} {} in tenant {} ({}).",
         user.role.as_str(),

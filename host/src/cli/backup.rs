@@ -15,10 +15,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::app::{configured_keyring, open_store_with};
 use crate::config::Config;
 use crate::redis_link::RedisLink;
 use crate::schedule::{self, redis::RedisSchedule};
+use crate::state::{configured_keyring, open_store_with};
 use crate::store::Location;
 use crate::store::backup::{self, Progress, Summary};
 

@@ -78,7 +78,7 @@ pub(super) async fn run(config: Option<&Path>, command: DbCommand) -> anyhow::Re
                 .await
                 .with_context(|| format!("cannot reset {what}"))?;
             // Migrate the empty schema, so the database is ready as `dms migrate` leaves it.
-            let store = crate::app::open_store(&config).await?;
+            let store = crate::state::open_store(&config).await?;
             if let Some(url) = config.redis_url.expose() {
                 let link = crate::redis_link::RedisLink::new(url, &config.redis_prefix)
                     .context("invalid REDIS_URL")?;

@@ -2,20 +2,17 @@
 //! counts per status, what is due in the next minute and hour, what is overdue and since when,
 //! leases held, dead letters — and, with Redis, the size of the schedule index.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use serde::Serialize;
-
-use crate::app::open_store;
-use crate::clock::{Clock, rfc3339};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::message::Status;
 use crate::redis_link::RedisLink;
 use crate::schedule::Schedule;
 use crate::schedule::redis::RedisSchedule;
-use crate::store::QueueCount;
+use crate::state::open_store;
+use crate::use_cases::operations::{self, Queue, QueueReport};
 
 #[derive(Debug, clap::Subcommand)]
 pub(super) enum QueueCommand {
@@ -27,101 +24,29 @@ pub(super) enum QueueCommand {
     },
 }
 
-/// One tenant's line (or the total's).
-#[derive(Debug, Default, Serialize)]
-struct Summary {
-    tenant: String,
-    /// Messages per status (every status, zeros included).
-    statuses: BTreeMap<&'static str, u64>,
-    due_next_minute: u64,
-    due_next_hour: u64,
-    overdue: u64,
-    oldest_overdue: Option<String>,
-    oldest_overdue_ms: Option<u64>,
-    leases_held: u64,
-    dead_letters: u64,
-}
-
-impl Summary {
-    fn new(tenant: String) -> Self {
-        Self {
-            tenant,
-            statuses: Status::ALL
-                .iter()
-                .map(|status| (status.as_str(), 0))
-                .collect(),
-            ..Self::default()
-        }
-    }
-
-    fn add(&mut self, row: &QueueCount) {
-        *self.statuses.entry(row.status.as_str()).or_default() += row.count;
-        self.due_next_minute += row.due_next_minute;
-        self.due_next_hour += row.due_next_hour;
-        self.overdue += row.overdue;
-        self.leases_held += row.leases_held;
-        if row.status == Status::Dead {
-            self.dead_letters += row.count;
-        }
-        if let Some(oldest) = row.oldest_overdue_ms
-            && self.oldest_overdue_ms.is_none_or(|seen| oldest < seen)
-        {
-            self.oldest_overdue_ms = Some(oldest);
-            self.oldest_overdue = Some(rfc3339(oldest));
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct Report {
-    at: String,
-    backend: &'static str,
-    tenants: Vec<Summary>,
-    total: Summary,
-    /// Ids in the Redis schedule index (due or leased); absent without Redis.
-    schedule_index: Option<u64>,
-}
-
 pub(super) async fn run(config: Option<&Path>, command: QueueCommand) -> anyhow::Result<ExitCode> {
     let QueueCommand::Status { json } = command;
     let config = Config::load(config)?;
     let store = open_store(&config).await?;
-    let now = Clock::System.now_ms();
-    let rows = store.queue_counts(now).await?;
-    let mut tenants: BTreeMap<String, Summary> = store
-        .list_tenants()
-        .await?
-        .into_iter()
-        .map(|tenant| (tenant.name.clone(), Summary::new(tenant.name)))
-        .collect();
-    let mut total = Summary::new("(all)".to_owned());
-    for row in &rows {
-        tenants
-            .entry(row.tenant.clone())
-            .or_insert_with(|| Summary::new(row.tenant.clone()))
-            .add(row);
-        total.add(row);
-    }
-    let schedule_index = match config.redis_url.expose() {
-        Some(url) => {
-            let link = RedisLink::new(url, &config.redis_prefix)?;
-            match RedisSchedule::new(link).count().await {
-                Ok(count) => Some(count),
-                Err(error) => {
-                    eprintln!("warning: {error}");
-                    None
-                }
-            }
-        }
+    let index = match config.redis_url.expose() {
+        Some(url) => Some(RedisSchedule::new(RedisLink::new(
+            url,
+            &config.redis_prefix,
+        )?)),
         None => None,
     };
-    let report = Report {
-        at: rfc3339(now),
-        backend: store.backend(),
-        tenants: tenants.into_values().collect(),
-        total,
-        schedule_index,
-    };
+    let Queue {
+        report,
+        index_error,
+    } = operations::queue(
+        store.as_ref(),
+        index.as_ref().map(|index| index as &dyn Schedule),
+        Clock::System.now_ms(),
+    )
+    .await?;
+    if let Some(error) = index_error {
+        eprintln!("warning: {error}");
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -130,7 +55,7 @@ pub(super) async fn run(config: Option<&Path>, command: QueueCommand) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(report: &Report) {
+fn print_table(report: &QueueReport) {
     println!("Queue at {} ({}):", report.at, report.backend);
     let statuses: Vec<&str> = Status::ALL.iter().map(|status| status.as_str()).collect();
     let mut header = vec!["tenant"];

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::app::{self, AppState};
+use crate::app;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::state::AppState;
 
 pub(super) async fn serve(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;

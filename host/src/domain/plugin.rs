@@ -3,12 +3,12 @@
 //! A tenant has four hooks: the `validators` chain, the `delay-policy`, and one per channel
 //! (`channels/inbox`, `channels/webhook`). A hook with no binding uses the built-in default.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use super::ids::{PluginId, TenantId};
 use super::message::Channel;
-use crate::sandbox::{Binding, World};
 
 /// A plugin a tenant uploaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,4 +237,90 @@ mod tests {
         );
         assert!(quota.admit(usage(0, u64::MAX), u64::MAX).is_err());
     }
+}
+
+/// The kind of hook a plugin serves, one per WIT world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum World {
+    /// `world validator`: accepts or rejects a message.
+    Validator,
+    /// `world delay-policy`: plans the first delivery and retries.
+    DelayPolicy,
+    /// `world channel`: delivers a message.
+    Channel,
+}
+
+impl World {
+    /// Every world.
+    pub const ALL: [World; 3] = [Self::Validator, Self::DelayPolicy, Self::Channel];
+
+    /// The world's name in the WIT file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validator => "validator",
+            Self::DelayPolicy => "delay-policy",
+            Self::Channel => "channel",
+        }
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for World {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        World::ALL
+            .into_iter()
+            .find(|world| world.as_str() == value)
+            .ok_or_else(|| {
+                format!("unknown world {value:?}; expected validator, delay-policy or channel")
+            })
+    }
+}
+
+/// How a plugin is bound to a hook: its configuration, its grants and lowered limits.
+///
+/// Deny by default: no configuration, no hosts to reach, the operator's limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// Values the plugin reads with `config(key)`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Hosts a channel may reach through `http-send` (`example.com`, `*.example.com`, `*`).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Limits lower than the operator's.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+/// Lower limits a binding may ask for. Missing values keep the operator's.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// Memory cap in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<usize>,
+    /// Validator and delay-policy deadline in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_deadline_ms: Option<u64>,
+    /// Channel deadline in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_deadline_ms: Option<u64>,
 }

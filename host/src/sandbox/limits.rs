@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::domain::plugin::LimitOverrides;
+
 /// Limits for one plugin call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -51,31 +53,6 @@ impl Limits {
             output_bytes: self.output_bytes,
         }
     }
-}
-
-/// Lower limits a binding may ask for. Missing values keep the operator's.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(deny_unknown_fields)]
-pub struct LimitOverrides {
-    /// Memory cap in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<usize>,
-    /// Validator and delay-policy deadline in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision_deadline_ms: Option<u64>,
-    /// Channel deadline in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel_deadline_ms: Option<u64>,
 }
 
 /// Enforces the memory cap of one call and remembers whether the plugin hit it, so a trap that

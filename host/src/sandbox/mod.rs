@@ -29,7 +29,7 @@ mod state;
 mod stats;
 mod world;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -37,6 +37,7 @@ use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
+pub use crate::domain::plugin::{Binding, LimitOverrides, World};
 pub use bindings::channel_host::{HttpError, HttpRequest, HttpResponse};
 pub use bindings::types::{
     Address, Attempt, DeliveryResult, Message, Rejection, RequestedTime, RetryDecision, RetryLater,
@@ -46,11 +47,10 @@ pub use error::{CallError, FailureKind, LoadError};
 pub use hooks::Delivery;
 pub use imports::http::HttpClient;
 pub use imports::presence::{Presence, Recorder};
-pub use limits::{LimitOverrides, Limits};
+pub use limits::Limits;
 pub use plugin::Plugin;
 pub use state::Published;
 pub use stats::StatsSnapshot;
-pub use world::World;
 
 use crate::clock::Clock;
 use state::HostState;
@@ -93,23 +93,6 @@ impl Default for SandboxConfig {
             clock: Clock::System,
         }
     }
-}
-
-/// How a plugin is bound to a hook: its configuration, its grants and lowered limits.
-///
-/// Deny by default: no configuration, no hosts to reach, the operator's limits.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Binding {
-    /// Values the plugin reads with `config(key)`.
-    #[serde(default)]
-    pub config: BTreeMap<String, String>,
-    /// Hosts a channel may reach through `http-send` (`example.com`, `*.example.com`, `*`).
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
-    /// Limits lower than the operator's.
-    #[serde(default)]
-    pub limits: LimitOverrides,
 }
 
 /// Why the sandbox could not start.

@@ -106,7 +106,7 @@ impl Keyring {
 
     /// A new random key, formatted for [`Keyring::parse`] with `id`.
     pub fn generate_entry(id: &str) -> String {
-        let key = crate::auth::random_bytes::<KEY_BYTES>();
+        let key = crate::random::random_bytes::<KEY_BYTES>();
         format!(
             "{id}:{}",
             base64::engine::general_purpose::STANDARD.encode(key)
@@ -120,7 +120,7 @@ impl Keyring {
     /// Seals `plaintext` for `record` of `tenant` with the sealing key.
     pub fn seal(&self, tenant: &str, record: &str, plaintext: &[u8]) -> Sealed {
         let (key_id, cipher) = &self.keys[0];
-        let nonce = crate::auth::random_bytes::<NONCE_BYTES>();
+        let nonce = crate::random::random_bytes::<NONCE_BYTES>();
         let aad = Self::aad(tenant, record, key_id);
         let ciphertext = cipher
             .encrypt(

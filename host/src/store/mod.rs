@@ -30,11 +30,11 @@ use std::sync::Arc;
 use crate::domain::feed::{FeedEvent, NewFeedEvent};
 use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{Channel, Event, Message, MessageState, Requested, Status};
+use crate::domain::plugin::{Binding, World};
 use crate::domain::plugin::{
     Disabled, Hook, HookBinding, PluginQuota, PluginRecord, QuotaExceeded,
 };
 use crate::domain::user::{Role, Session, Tenant, User};
-use crate::sandbox::{Binding, World};
 use crypto::{CryptoError, Keyring};
 
 /// Why a storage operation failed.

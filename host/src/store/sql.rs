@@ -27,9 +27,9 @@ use super::{
 use crate::domain::feed::{self, FeedEvent, NewFeedEvent};
 use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{Event, Message, MessageState, Status};
+use crate::domain::plugin::Binding;
 use crate::domain::plugin::{Disabled, Hook, HookBinding, PluginQuota, PluginRecord, PluginUsage};
 use crate::domain::user::{Session, Tenant, User};
-use crate::sandbox::Binding;
 
 /// The store over one backend.
 pub(super) struct SqlStore<B: Backend> {
@@ -223,7 +223,7 @@ fn shard<B: Backend>() -> i64 {
     if B::COUNT_SHARDS <= 1 {
         return 0;
     }
-    let [byte] = crate::auth::random_bytes::<1>();
+    let [byte] = crate::random::random_bytes::<1>();
     i64::from(u32::from(byte) % B::COUNT_SHARDS)
 }
 

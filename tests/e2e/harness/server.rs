@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use dms::app::{self, AppState};
+use dms::app;
 use dms::clock::Clock;
 use dms::config::{Config, Secret};
+use dms::state::AppState;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -511,24 +512,22 @@ impl TestServer {
         self.login("admin", ADMIN_PASSWORD).await
     }
 
-    /// Creates tenant `name` with an admin (`{name}-admin`) through the store, as
-    /// `dms tenant create` does, and logs the admin in.
+    /// Creates tenant `name` with an admin (`{name}-admin`) through the account use cases, as
+    /// `dms tenant create` and `dms user create` do, and logs the admin in.
     pub(crate) async fn tenant_admin(&self, name: &str) -> Login {
-        let tenant = self.state.store.create_tenant(name, 0).await.unwrap();
+        let tenant = self.state.accounts.create_tenant(name).await.unwrap();
         let password = format!("{name}-admin-password");
-        let hash = self.state.passwords.hash(&password).await.unwrap();
         let username = format!("{name}-admin");
         self.state
-            .store
+            .accounts
             .create_user(
                 &tenant.id,
-                dms::store::NewUser {
+                dms::use_cases::accounts::NewAccount {
                     username: username.clone(),
+                    password: password.clone(),
                     display_name: None,
                     role: dms::domain::user::Role::Admin,
-                    password_hash: hash,
                 },
-                0,
             )
             .await
             .unwrap();

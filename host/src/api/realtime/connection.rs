@@ -16,11 +16,12 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::api::error::ApiError;
-use crate::app::AppState;
 use crate::domain::feed::FeedEvent;
 use crate::domain::ids::SessionId;
 use crate::domain::user::User;
 use crate::realtime::{Closed, Next, Subscription};
+use crate::state::AppState;
+use crate::use_cases::messages::{self, manage};
 
 /// WebSocket close codes; the table is in the module docs of `api::realtime`.
 pub mod close {
@@ -261,7 +262,12 @@ impl Connection {
             ClientFrame::Ping => vec![Out::Frame(json!({ "type": "pong" }))],
             ClientFrame::Auth { token } => self.refresh(&token).await,
             ClientFrame::Ack { message_id } => {
-                match crate::messages::manage::read(&self.app, &self.user, &message_id).await {
+                let read = match message_id.parse() {
+                    Ok(id) => manage::read(&self.app.messages, &self.user, &id).await,
+                    // A malformed id names no message.
+                    Err(_) => Err(messages::Error::NotFound),
+                };
+                match read {
                     Ok(_) => vec![Out::Frame(
                         json!({ "type": "acked", "message_id": message_id }),
                     )],

@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 use super::connection::{self, Authed, ClientFrame, Connection, Out};
 use super::{MAX_FRAME, check_origin};
 use crate::api::extract::ClientIp;
-use crate::app::AppState;
 use crate::realtime::Unauthenticated;
+use crate::state::AppState;
 
 /// Where Socket.IO is served (socketioxide's default).
 const PATH: &str = "/socket.io/";

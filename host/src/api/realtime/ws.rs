@@ -20,8 +20,8 @@ use super::connection::{self, Authed, ClientFrame, Connection, Out, close};
 use super::{MAX_FRAME, check_origin};
 use crate::api::error::{ApiError, Code};
 use crate::api::extract::{ApiQuery, ClientIp};
-use crate::app::AppState;
 use crate::realtime::{Next, Unauthenticated};
+use crate::state::AppState;
 
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);

@@ -1,4 +1,5 @@
-//! The message use cases, over the store, the schedule and the tenant's policies:
+//! The message use cases, over the store, the schedule and the tenant's policies (all in
+//! [`Messages`]):
 //! - `submit`: validate → plan → store (the commit point) → index;
 //! - `manage`: cancel, reschedule, deliver now, mark read, and who may see a message;
 //! - `dead_letters`: list, replay (one or paced in bulk), delete;
@@ -11,9 +12,51 @@ pub mod manage;
 pub mod submit;
 pub mod view;
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::domain::message::Status;
-use crate::policies::Rejection;
-use crate::store::StoreError;
+use crate::policies::{Policies, Rejection};
+use crate::schedule::Schedule;
+use crate::store::{Store, StoreError};
+
+/// What the message use cases work with. Cheap to clone.
+#[derive(Clone)]
+pub struct Messages {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The schedule index.
+    pub schedule: Arc<dyn Schedule>,
+    /// The tenants' validators and delay policies.
+    pub policies: Policies,
+    /// The clock.
+    pub clock: Clock,
+    /// Commits accepted messages in groups, and indexes them.
+    pub submitter: submit::Submitter,
+    /// Whether webhook endpoints may name loopback and private-network addresses.
+    pub allow_private_networks: bool,
+}
+
+impl Messages {
+    /// The message use cases over these parts; starts the submit committers.
+    pub fn new(
+        store: Arc<dyn Store>,
+        schedule: Arc<dyn Schedule>,
+        policies: Policies,
+        clock: Clock,
+        allow_private_networks: bool,
+    ) -> Self {
+        let submitter = submit::Submitter::start(store.clone(), schedule.clone());
+        Self {
+            store,
+            schedule,
+            policies,
+            clock,
+            submitter,
+            allow_private_networks,
+        }
+    }
+}
 
 /// Why a message operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +64,9 @@ pub enum Error {
     /// No such message visible to the caller.
     #[error("there is no such message in your tenant")]
     NotFound,
+    /// Only an admin of the tenant may do this.
+    #[error("only an admin of your tenant may do this")]
+    AdminRequired,
     /// The caller sees the message but may not do this to it.
     #[error("{0}")]
     Forbidden(&'static str),

@@ -5,8 +5,8 @@
 
 use base64::Engine as _;
 
-use super::Error;
-use crate::app::AppState;
+use super::{Error, Messages};
+
 use crate::domain::user::User;
 
 /// How long a replaced secret keeps signing after a rotation.
@@ -18,7 +18,7 @@ const MAX_URL: usize = 2048;
 pub fn new_secret() -> String {
     format!(
         "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(crate::auth::random_bytes::<24>())
+        base64::engine::general_purpose::STANDARD.encode(crate::random::random_bytes::<24>())
     )
 }
 
@@ -86,27 +86,27 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<(), Error> {
 }
 
 /// Sets the caller's endpoint and returns its new secret.
-pub async fn set(app: &AppState, caller: &User, url: &str) -> Result<String, Error> {
-    check_url(url, app.config.allow_private_networks)?;
+pub async fn set(ctx: &Messages, caller: &User, url: &str) -> Result<String, Error> {
+    check_url(url, ctx.allow_private_networks)?;
     let secret = new_secret();
-    app.store
+    ctx.store
         .set_webhook(
             &caller.tenant_id,
             &caller.id,
             url,
             &secret,
-            app.clock.now_ms(),
+            ctx.clock.now_ms(),
         )
         .await?;
     Ok(secret)
 }
 
 /// Adds a new secret; the current ones sign until the returned time.
-pub async fn rotate(app: &AppState, caller: &User) -> Result<(String, u64), Error> {
+pub async fn rotate(ctx: &Messages, caller: &User) -> Result<(String, u64), Error> {
     let secret = new_secret();
-    let now = app.clock.now_ms();
+    let now = ctx.clock.now_ms();
     let until = now + ROTATION_OVERLAP_MS;
-    if app
+    if ctx
         .store
         .add_webhook_secret(&caller.tenant_id, &caller.id, &secret, now, until)
         .await?

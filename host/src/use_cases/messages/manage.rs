@@ -5,12 +5,12 @@
 //! sees it once it is delivered (a scheduled message is a surprise until then). Anyone else,
 //! including every other tenant, gets "not found".
 
-use super::Error;
-use crate::app::AppState;
+use super::{Error, Messages};
+
 use crate::domain::ids::MessageId;
-use crate::domain::message::{Message, MessageState, Requested, Status};
+use crate::domain::message::{Event, Message, MessageState, Requested, Status};
 use crate::domain::user::{Role, User};
-use crate::store::Change;
+use crate::store::{Change, Mailbox, MessageQuery, Page};
 
 /// Whether `caller` may see the message in `state` (the one visibility rule).
 fn sees(caller: &User, state: &MessageState) -> bool {
@@ -21,11 +21,10 @@ fn sees(caller: &User, state: &MessageState) -> bool {
 }
 
 /// The message, content opened, if `caller` may see it.
-pub async fn visible(app: &AppState, caller: &User, id: &str) -> Result<Message, Error> {
-    let id: MessageId = id.parse().map_err(|_| Error::NotFound)?;
-    let message = app
+pub async fn visible(ctx: &Messages, caller: &User, id: &MessageId) -> Result<Message, Error> {
+    let message = ctx
         .store
-        .message(&caller.tenant_id, &id)
+        .message(&caller.tenant_id, id)
         .await?
         .ok_or(Error::NotFound)?;
     if sees(caller, &MessageState::from(&message)) {
@@ -36,15 +35,69 @@ pub async fn visible(app: &AppState, caller: &User, id: &str) -> Result<Message,
 }
 
 /// Where the message is, if `caller` may see it; its content is not read.
-pub async fn visible_state(app: &AppState, caller: &User, id: &str) -> Result<MessageState, Error> {
-    let id: MessageId = id.parse().map_err(|_| Error::NotFound)?;
-    let state = app
+pub async fn visible_state(
+    ctx: &Messages,
+    caller: &User,
+    id: &MessageId,
+) -> Result<MessageState, Error> {
+    let state = ctx
         .store
-        .message_state(&caller.tenant_id, &id)
+        .message_state(&caller.tenant_id, id)
         .await?
         .filter(|state| sees(caller, state))
         .ok_or(Error::NotFound)?;
     Ok(state)
+}
+
+/// Which of the caller's messages a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxName {
+    /// The messages they sent.
+    Sent,
+    /// The messages they received (delivered ones only are visible; see `sees`).
+    Received,
+    /// The whole tenant's (admins only).
+    All,
+}
+
+/// A page of the messages in `caller`'s `mailbox`, newest first: with `status` only, starting
+/// after `before` (a cursor).
+pub async fn list(
+    ctx: &Messages,
+    caller: &User,
+    mailbox: BoxName,
+    status: Option<Status>,
+    page: Page,
+    before: Option<MessageId>,
+) -> Result<Vec<Message>, Error> {
+    let mailbox = match mailbox {
+        BoxName::Sent => Mailbox::Sent(caller.id.clone()),
+        BoxName::Received => Mailbox::Received(caller.id.clone()),
+        BoxName::All if caller.role == Role::Admin => Mailbox::All,
+        BoxName::All => return Err(Error::AdminRequired),
+    };
+    let query = MessageQuery {
+        mailbox,
+        status,
+        limit: page.limit,
+        offset: page.offset,
+        before,
+    };
+    Ok(ctx.store.list_messages(&caller.tenant_id, &query).await?)
+}
+
+/// A message's history, oldest first: for its sender and admins (a recipient sees the message,
+/// not how it was decided).
+pub async fn history(ctx: &Messages, caller: &User, id: &MessageId) -> Result<Vec<Event>, Error> {
+    let message = visible_state(ctx, caller, id).await?;
+    if message.sender_id != caller.id && caller.role != Role::Admin {
+        return Err(Error::NotFound);
+    }
+    Ok(ctx
+        .store
+        .message_events(&caller.tenant_id, &message.id)
+        .await?)
 }
 
 fn require_sender_or_admin(caller: &User, message: &MessageState) -> Result<(), Error> {
@@ -58,15 +111,15 @@ fn require_sender_or_admin(caller: &User, message: &MessageState) -> Result<(), 
 }
 
 /// Applies `change` or reports the status that prevents it.
-async fn apply(app: &AppState, message: &MessageState, change: Change) -> Result<Message, Error> {
-    let changed = app
+async fn apply(ctx: &Messages, message: &MessageState, change: Change) -> Result<Message, Error> {
+    let changed = ctx
         .store
-        .transition(&message.tenant_id, &message.id, &change, app.clock.now_ms())
+        .transition(&message.tenant_id, &message.id, &change, ctx.clock.now_ms())
         .await?;
     match changed {
         Some(changed) => Ok(changed),
         None => {
-            let current = app
+            let current = ctx
                 .store
                 .message_state(&message.tenant_id, &message.id)
                 .await?
@@ -77,16 +130,16 @@ async fn apply(app: &AppState, message: &MessageState, change: Change) -> Result
 }
 
 /// Cancels a message that is still waiting (sender or admin).
-pub async fn cancel(app: &AppState, caller: &User, id: &str) -> Result<Message, Error> {
-    let message = visible_state(app, caller, id).await?;
+pub async fn cancel(ctx: &Messages, caller: &User, id: &MessageId) -> Result<Message, Error> {
+    let message = visible_state(ctx, caller, id).await?;
     require_sender_or_admin(caller, &message)?;
     let cancelled = apply(
-        app,
+        ctx,
         &message,
         Change::new(&[Status::Scheduled, Status::Retrying], Status::Cancelled),
     )
     .await?;
-    if let Err(error) = app.schedule.remove(&cancelled.id).await {
+    if let Err(error) = ctx.schedule.remove(&cancelled.id).await {
         // The dispatcher skips it anyway: it is no longer pending in the database.
         tracing::warn!(message = "Could not remove a cancelled message from the index.", %error);
     }
@@ -95,58 +148,58 @@ pub async fn cancel(app: &AppState, caller: &User, id: &str) -> Result<Message, 
 
 /// Moves a waiting message to a new time, decided by the delay policy.
 pub async fn reschedule(
-    app: &AppState,
+    ctx: &Messages,
     caller: &User,
-    id: &str,
+    id: &MessageId,
     requested: Requested,
 ) -> Result<Message, Error> {
-    let message = visible(app, caller, id).await?;
+    let message = visible(ctx, caller, id).await?;
     let state = MessageState::from(&message);
     require_sender_or_admin(caller, &state)?;
     if !message.status.is_pending() {
         return Err(Error::NotPending(message.status));
     }
-    let now = app.clock.now_ms();
+    let now = ctx.clock.now_ms();
     let asked = Message {
         requested,
         created_at_ms: now,
         ..message.clone()
     };
-    let hooks = app.policies.hooks(&message.tenant_id).await?;
-    let (planned, events) = app.policies.plan(&hooks, &asked).await;
+    let hooks = ctx.policies.hooks(&message.tenant_id).await?;
+    let (planned, events) = ctx.policies.plan(&hooks, &asked).await;
     let at = planned.map_err(Error::Rejected)?;
     let mut change = Change::new(&[Status::Scheduled, Status::Retrying], Status::Scheduled);
     change.deliver_at_ms = Some(at);
     change.events = events;
-    let changed = apply(app, &state, change).await?;
-    index(app, &changed).await;
+    let changed = apply(ctx, &state, change).await?;
+    index(ctx, &changed).await;
     Ok(changed)
 }
 
 /// Makes a waiting message due now.
-pub async fn deliver_now(app: &AppState, caller: &User, id: &str) -> Result<Message, Error> {
-    let message = visible_state(app, caller, id).await?;
+pub async fn deliver_now(ctx: &Messages, caller: &User, id: &MessageId) -> Result<Message, Error> {
+    let message = visible_state(ctx, caller, id).await?;
     require_sender_or_admin(caller, &message)?;
     let mut change = Change::new(&[Status::Scheduled, Status::Retrying], Status::Scheduled);
-    change.deliver_at_ms = Some(app.clock.now_ms());
-    let changed = apply(app, &message, change).await?;
-    index(app, &changed).await;
+    change.deliver_at_ms = Some(ctx.clock.now_ms());
+    let changed = apply(ctx, &message, change).await?;
+    index(ctx, &changed).await;
     Ok(changed)
 }
 
 /// The recipient marks a delivered message read. Marking it again changes nothing.
-pub async fn read(app: &AppState, caller: &User, id: &str) -> Result<Message, Error> {
-    let message = visible_state(app, caller, id).await?;
+pub async fn read(ctx: &Messages, caller: &User, id: &MessageId) -> Result<Message, Error> {
+    let message = visible_state(ctx, caller, id).await?;
     if message.recipient_id != caller.id {
         return Err(Error::Forbidden(
             "only the recipient may mark a message read",
         ));
     }
     if message.status == Status::Read {
-        return visible(app, caller, id).await;
+        return visible(ctx, caller, id).await;
     }
     apply(
-        app,
+        ctx,
         &message,
         Change::new(&[Status::Delivered], Status::Read),
     )
@@ -154,8 +207,8 @@ pub async fn read(app: &AppState, caller: &User, id: &str) -> Result<Message, Er
 }
 
 /// Puts a message back in the schedule index at its due time.
-pub(super) async fn index(app: &AppState, message: &Message) {
-    if let Err(error) = app.schedule.add(&message.id, message.deliver_at_ms).await {
+pub(super) async fn index(ctx: &Messages, message: &Message) {
+    if let Err(error) = ctx.schedule.add(&message.id, message.deliver_at_ms).await {
         tracing::warn!(
             message = "Message updated but not yet indexed; it will be indexed when the schedule is back.",
             message_id = %message.id,

@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::Error;
 use super::view::MessageView;
-use crate::app::AppState;
+use super::{Error, Messages};
+
 use crate::clock::parse_rfc3339;
 use crate::domain::ids::{MessageId, UserId};
 use crate::domain::message::{Channel, Event, Message, Requested, Status};
@@ -140,28 +140,28 @@ impl Commit for Submits {
 
 /// Submits a message from `sender`.
 pub async fn submit(
-    app: &AppState,
+    ctx: &Messages,
     sender: &User,
     submission: Submission,
     key: Option<Key>,
 ) -> Result<Submitted, Error> {
-    let now = app.clock.now_ms();
+    let now = ctx.clock.now_ms();
     if let Some(key) = &key {
         check_key(&key.key)?;
-        if let Some(replay) = replayed(app, sender, key, now).await? {
+        if let Some(replay) = replayed(ctx, sender, key, now).await? {
             return Ok(replay);
         }
     }
-    let message = draft(app, sender, submission, now).await?;
+    let message = draft(ctx, sender, submission, now).await?;
     // One snapshot of the tenant's hooks decides the whole submission.
-    let hooks = app.policies.hooks(&sender.tenant_id).await?;
-    let (view, new) = decide(app, &hooks, message).await?;
+    let hooks = ctx.policies.hooks(&sender.tenant_id).await?;
+    let (view, new) = decide(ctx, &hooks, message).await?;
     let body = serde_json::to_string(&view).expect("a view is JSON");
     let accepted = Accepted {
         messages: vec![new],
         idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
     };
-    commit(app, sender, key.as_ref(), accepted, body, now).await
+    commit(ctx, sender, key.as_ref(), accepted, body, now).await
 }
 
 /// What became of one item of a batch: its message, or why it was refused.
@@ -174,16 +174,16 @@ pub type ItemOutcome = Result<MessageView, Error>;
 /// body from every item's outcome, in order. With an `Idempotency-Key`, that body is what a
 /// retry gets back. Returns the answer and how many items were accepted.
 pub async fn submit_batch(
-    app: &AppState,
+    ctx: &Messages,
     sender: &User,
     items: Vec<Submission>,
     key: Option<Key>,
     render: impl FnOnce(&[ItemOutcome]) -> String,
 ) -> Result<(Submitted, usize), Error> {
-    let now = app.clock.now_ms();
+    let now = ctx.clock.now_ms();
     if let Some(key) = &key {
         check_key(&key.key)?;
-        if let Some(replay) = replayed(app, sender, key, now).await? {
+        if let Some(replay) = replayed(ctx, sender, key, now).await? {
             return Ok((replay, 0));
         }
     }
@@ -207,13 +207,13 @@ pub async fn submit_batch(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let live = app.store.live_users(&sender.tenant_id, &recipients).await?;
-    let hooks = app.policies.hooks(&sender.tenant_id).await?;
+    let live = ctx.store.live_users(&sender.tenant_id, &recipients).await?;
+    let hooks = ctx.policies.hooks(&sender.tenant_id).await?;
     let mut outcomes = Vec::with_capacity(drafted.len());
     let mut messages = Vec::new();
     for message in drafted {
         let decided = if live.contains(&message.recipient_id) {
-            decide(app, &hooks, message).await
+            decide(ctx, &hooks, message).await
         } else {
             Err(no_such_recipient())
         };
@@ -231,7 +231,7 @@ pub async fn submit_batch(
         messages,
         idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
     };
-    let submitted = commit(app, sender, key.as_ref(), accepted, body, now).await?;
+    let submitted = commit(ctx, sender, key.as_ref(), accepted, body, now).await?;
     let accepted_count = match submitted {
         Submitted::Created(_) => accepted_count,
         Submitted::Replayed(_) => 0,
@@ -242,14 +242,14 @@ pub async fn submit_batch(
 /// Commits `accepted`; a request that lost its idempotency key to a concurrent one answers as
 /// that one did.
 async fn commit(
-    app: &AppState,
+    ctx: &Messages,
     sender: &User,
     key: Option<&Key>,
     accepted: Accepted,
     body: String,
     now: u64,
 ) -> Result<Submitted, Error> {
-    match app.submitter.commit(accepted).await? {
+    match ctx.submitter.commit(accepted).await? {
         Stored::Committed => Ok(Submitted::Created(body)),
         Stored::KeyTaken => {
             let key = key.ok_or_else(|| {
@@ -257,7 +257,7 @@ async fn commit(
                     "an idempotency key without a key".into(),
                 ))
             })?;
-            replayed(app, sender, key, now)
+            replayed(ctx, sender, key, now)
                 .await?
                 .ok_or_else(|| Error::Store(StoreError::Conflict("idempotency key race".into())))
         }
@@ -292,17 +292,17 @@ fn check_key(key: &str) -> Result<(), Error> {
 /// Runs the tenant's validators and delay policy on `message`: the view to answer with, and
 /// the message to store with its history (each decision, then the transition to `scheduled`).
 async fn decide(
-    app: &AppState,
+    ctx: &Messages,
     hooks: &Hooks,
     mut message: Message,
 ) -> Result<(MessageView, NewMessage), Error> {
-    let (validated, mut events) = app.policies.validate(hooks, &message).await;
+    let (validated, mut events) = ctx.policies.validate(hooks, &message).await;
     validated.map_err(Error::Rejected)?;
-    let (planned, planned_events) = app.policies.plan(hooks, &message).await;
+    let (planned, planned_events) = ctx.policies.plan(hooks, &message).await;
     events.extend(planned_events);
     message.deliver_at_ms = planned.map_err(Error::Rejected)?;
     events.push(Event::transition(
-        app.clock.now_ms(),
+        ctx.clock.now_ms(),
         None,
         Status::Scheduled,
         "accepted",
@@ -335,13 +335,13 @@ fn no_such_recipient() -> Error {
 /// Checks a submission and makes the message it asks for, before any plugin has seen it: the
 /// first step of a submit, and the sample of a dry run.
 pub async fn draft(
-    app: &AppState,
+    ctx: &Messages,
     sender: &User,
     submission: Submission,
     now: u64,
 ) -> Result<Message, Error> {
     let message = parse(sender, submission, now)?;
-    if app
+    if ctx
         .store
         .user(&sender.tenant_id, &message.recipient_id)
         .await?
@@ -434,13 +434,13 @@ fn parse(sender: &User, submission: Submission, now: u64) -> Result<Message, Err
 }
 
 async fn replayed(
-    app: &AppState,
+    ctx: &Messages,
     sender: &User,
     key: &Key,
     now: u64,
 ) -> Result<Option<Submitted>, Error> {
     let since = now.saturating_sub(IDEMPOTENCY_TTL_MS);
-    match app
+    match ctx
         .store
         .idempotency(&sender.tenant_id, &sender.id, &key.key, since)
         .await?

@@ -2,13 +2,13 @@
 //! them, replay them (one, or many paced over time so a recovered receiver is not flooded),
 //! or delete them.
 
-use super::Error;
 use super::manage::index;
-use crate::app::AppState;
+use super::{Error, Messages};
+
 use crate::domain::ids::{MessageId, UserId};
 use crate::domain::message::{Channel, Event, Message, Status};
 use crate::domain::user::User;
-use crate::store::{Change, Mailbox, MessageQuery};
+use crate::store::{Change, Mailbox, MessageQuery, Page};
 
 /// The most dead letters one bulk replay takes.
 pub const MAX_BULK: u32 = 10_000;
@@ -38,43 +38,50 @@ pub struct Replayed {
     pub last_due_at: Option<String>,
 }
 
-async fn replay_at(app: &AppState, message: &Message, at: u64) -> Result<Message, Error> {
+async fn replay_at(ctx: &Messages, message: &Message, at: u64) -> Result<Message, Error> {
     let mut change = Change::new(&[Status::Dead], Status::Scheduled);
     change.deliver_at_ms = Some(at);
     change.reset_attempts = true;
     change.events = vec![Event::host_decision(
-        app.clock.now_ms(),
+        ctx.clock.now_ms(),
         None,
         "replayed from the dead letters",
     )];
-    let changed = app
+    let changed = ctx
         .store
-        .transition(&message.tenant_id, &message.id, &change, app.clock.now_ms())
+        .transition(&message.tenant_id, &message.id, &change, ctx.clock.now_ms())
         .await?
         .ok_or(Error::NotFound)?;
-    index(app, &changed).await;
+    index(ctx, &changed).await;
     Ok(changed)
 }
 
-fn dead_letter_id(id: &str) -> Result<MessageId, Error> {
-    id.parse().map_err(|_| Error::NotFound)
+/// A page of the tenant's dead letters, newest first.
+pub async fn list(ctx: &Messages, admin: &User, page: Page) -> Result<Vec<Message>, Error> {
+    let query = MessageQuery {
+        mailbox: Mailbox::All,
+        status: Some(Status::Dead),
+        limit: page.limit,
+        offset: page.offset,
+        before: None,
+    };
+    Ok(ctx.store.list_messages(&admin.tenant_id, &query).await?)
 }
 
 /// Replays one dead letter now.
-pub async fn replay(app: &AppState, admin: &User, id: &str) -> Result<Message, Error> {
-    let id = dead_letter_id(id)?;
-    let message = app
+pub async fn replay(ctx: &Messages, admin: &User, id: &MessageId) -> Result<Message, Error> {
+    let message = ctx
         .store
-        .message(&admin.tenant_id, &id)
+        .message(&admin.tenant_id, id)
         .await?
         .filter(|message| message.status == Status::Dead)
         .ok_or(Error::NotFound)?;
-    replay_at(app, &message, app.clock.now_ms()).await
+    replay_at(ctx, &message, ctx.clock.now_ms()).await
 }
 
 /// Replays the dead letters matching `filter`, spaced at `per_second`.
 pub async fn replay_many(
-    app: &AppState,
+    ctx: &Messages,
     admin: &User,
     filter: &Filter,
     per_second: u32,
@@ -87,12 +94,12 @@ pub async fn replay_many(
         });
     }
     let spacing_ms = 1000 / u64::from(per_second.max(1));
-    let start = app.clock.now_ms();
+    let start = ctx.clock.now_ms();
     let mut replayed = 0u64;
     let mut last_due = None;
     let mut before = None;
     'pages: loop {
-        let page = app
+        let page = ctx
             .store
             .list_messages(
                 &admin.tenant_id,
@@ -119,7 +126,7 @@ pub async fn replay_many(
                 continue;
             }
             let at = start + replayed * spacing_ms;
-            replay_at(app, message, at).await?;
+            replay_at(ctx, message, at).await?;
             last_due = Some(at);
             replayed += 1;
             if replayed >= u64::from(limit) {
@@ -134,11 +141,10 @@ pub async fn replay_many(
 }
 
 /// Deletes a dead letter and its history.
-pub async fn delete(app: &AppState, admin: &User, id: &str) -> Result<(), Error> {
-    let id = dead_letter_id(id)?;
-    if app
+pub async fn delete(ctx: &Messages, admin: &User, id: &MessageId) -> Result<(), Error> {
+    if ctx
         .store
-        .delete_message(&admin.tenant_id, &id, Status::Dead)
+        .delete_message(&admin.tenant_id, id, Status::Dead)
         .await?
     {
         Ok(())

@@ -1,0 +1,12 @@
+//! The use cases: what a user or an operator can ask of DMS, decided once whoever asks. The
+//! HTTP API, the CLI (and the console) parse a request, call one of these, and map its result;
+//! none of them holds a rule of its own.
+//!
+//! Each area is a small struct of exactly what it needs (the store, the policies, the clock,
+//! the schedule), built once at start-up ([`crate::state`]) or by a CLI command:
+//! - [`messages`]: submit (one or a batch), view, cancel, reschedule, deliver now, read, dead
+//!   letters, webhook endpoints.
+
+pub mod accounts;
+pub mod messages;
+pub mod operations;
