@@ -160,6 +160,38 @@ async fn operators_manage_tenants_and_users_from_the_command_line() {
     )
     .await;
     assert!(text(&nowhere.stderr).contains("there is no tenant named \"nope\""));
+    // The command line applies the account rules `POST /users` applies (one use case).
+    let long_name = "n".repeat(201);
+    let named = run(
+        dms(dir.path()),
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "acme",
+            "--username",
+            "frank",
+            "--display-name",
+            &long_name,
+            "--password-stdin",
+        ],
+        Some("frank-password"),
+    )
+    .await;
+    assert_eq!(named.status.code(), Some(1));
+    assert!(
+        text(&named.stderr)
+            .contains("--display-name: the display name must have at most 200 characters"),
+        "{}",
+        text(&named.stderr)
+    );
+    let blank = run(dms(dir.path()), &["tenant", "create", "  "], None).await;
+    assert_eq!(blank.status.code(), Some(1));
+    assert!(
+        text(&blank.stderr).contains("error: a tenant name has 1 to 64 characters, not all blank"),
+        "{}",
+        text(&blank.stderr)
+    );
 
     let served = serve(dms(dir.path())).await;
     let login = Api::new(&served.url)

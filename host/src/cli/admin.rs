@@ -79,6 +79,8 @@ async fn accounts(config: Option<&Path>) -> anyhow::Result<Accounts> {
 /// An account error in the CLI's words: a field is named by its option (`--username`).
 fn refused(error: accounts::Error) -> anyhow::Error {
     match error {
+        // The tenant's name is the command's argument, not an option.
+        accounts::Error::Invalid { field, reason } if field == "/name" => anyhow::anyhow!(reason),
         accounts::Error::Invalid { field, reason } => {
             let option = field.trim_start_matches('/').replace('_', "-");
             anyhow::anyhow!("--{option}: {reason}")
