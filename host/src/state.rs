@@ -35,6 +35,7 @@ use crate::store::{self, Location, Store, StoreError};
 use crate::tls::TlsError;
 use crate::use_cases::accounts::{Accounts, Sessions};
 use crate::use_cases::messages::Messages;
+use crate::use_cases::policies::TenantPolicies;
 
 /// What every request handler can reach.
 pub struct Shared {
@@ -63,6 +64,8 @@ pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     /// The message use cases.
     pub messages: Messages,
+    /// The tenants' plugins, hooks and dry runs.
+    pub tenant_policies: TenantPolicies,
     /// Live connections, events across nodes, and presence.
     pub hub: Arc<Hub>,
     /// The node's Prometheus metrics.
@@ -240,6 +243,8 @@ impl AppState {
             clock.clone(),
             config.allow_private_networks,
         );
+        let tenant_policies =
+            TenantPolicies::new(policies.clone(), store.clone(), messages.clone());
         if let Err(error) = dispatcher.rebuild().await {
             // Redis may be down at start; the dispatcher rebuilds when it is back.
             tracing::warn!(message = "Could not rebuild the schedule index at start.", %error);
@@ -273,6 +278,7 @@ impl AppState {
             schedule,
             dispatcher,
             messages,
+            tenant_policies,
             hub,
             metrics,
             tls,
