@@ -46,3 +46,17 @@ fn the_readme_lists_every_setting_with_its_default() {
         "README lists settings that do not exist"
     );
 }
+
+#[test]
+fn each_setting_has_its_own_description() {
+    let mut seen: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for row in README.lines().filter(|line| line.starts_with("| `DMS_")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let (name, description) = (cells[0], cells[cells.len() - 1]);
+        if let Some(other) = seen.insert(description, name) {
+            panic!(
+                "README describes {name} and {other} alike; say what each one does: {description}"
+            );
+        }
+    }
+}

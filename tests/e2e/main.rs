@@ -12,6 +12,7 @@ mod config_docs;
 mod connection_limits;
 mod containers;
 mod delivery_hardening;
+mod docs;
 mod faults;
 mod input_hardening;
 mod logging;
