@@ -1,7 +1,10 @@
 //! Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `warn,dms=info,tower_http=info`),
-//! as text or, with `DMS_LOG_FORMAT=json`, as one JSON object per line (with the fields of the
-//! request span, such as `request_id`). `DEBUG=dms:*`, the switch of the system DMS replaces
-//! (the `debug` npm package's namespaces), turns DMS's debug logs on as well.
+//! as text or, with `DMS_LOG_FORMAT=json`, as one JSON object per line (with the innermost span
+//! as `span`, and every enclosing span, outermost first, as `spans`: the request's
+//! `request_id`, a message's `message_id` and `tenant_id`, a plugin's name and digest).
+//! `DEBUG=dms:*`, the switch of the system DMS replaces (the `debug` npm package's namespaces),
+//! turns DMS's debug logs on as well, and with them the spans that follow one message from its
+//! submit to its delivery (see docs/OPERATIONS.md).
 
 use std::io::IsTerminal as _;
 
@@ -86,7 +89,7 @@ pub(super) fn init() {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .init(),
     }
     for problem in problems {

@@ -1,5 +1,6 @@
 //! Group commit of delivery outcomes (see [`crate::store::group_commit`]): one transaction for
-//! whatever outcomes have gathered, then one schedule call that ends their leases.
+//! whatever outcomes have gathered, then one schedule call that ends their leases. Each group
+//! is one debug line; each outcome's own line is in its delivery's `dms.commit` span.
 
 use std::sync::Arc;
 
@@ -24,6 +25,11 @@ impl Commit for Deliveries {
 
     async fn commit(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError> {
         let committed = self.store.finish_deliveries(outcomes).await?;
+        tracing::debug!(
+            message = "Delivery outcomes committed together.",
+            outcomes = outcomes.len(),
+            refused = committed.iter().filter(|done| !**done).count(),
+        );
         let releases: Vec<Release> = outcomes
             .iter()
             .zip(&committed)

@@ -23,6 +23,12 @@
 //! [`Dispatcher::run`] is the loop the server runs, waking exactly when the next message is
 //! due. Outcomes are committed in groups ([`commit`]), and an attempt's whole history (its
 //! claim, the channel's attempt, the delay policy's decision, the outcome) is one row.
+//!
+//! Traces (debug level, so the batches cost nothing more at `info`): a claim is a `dms.claim`
+//! span with one line per message claimed (`message_id`, `tenant_id`, `attempt`); each
+//! delivery is a `dms.delivery` span (`message_id`, `tenant_id`, `attempt`) around the
+//! channel's `dms.channel` span, the delay policy's `dms.retry` span when the attempt failed,
+//! and the `dms.commit` span of its outcome (`status`).
 
 mod commit;
 
@@ -30,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::domain::feed;
@@ -173,6 +180,16 @@ impl Dispatcher {
     /// claim's leases alone) and claims again for what the rebuild restored.
     async fn claim(&self, max: usize) -> Result<(String, Vec<Claim>, usize), DispatchError> {
         let token = ulid::Ulid::from(uuid::Uuid::now_v7().as_u128()).to_string();
+        let span = tracing::debug_span!("dms.claim", %token);
+        self.claim_with(max, token).instrument(span).await
+    }
+
+    /// [`Self::claim`] under the claim's `token`.
+    async fn claim_with(
+        &self,
+        max: usize,
+        token: String,
+    ) -> Result<(String, Vec<Claim>, usize), DispatchError> {
         let now = self.clock.now_ms();
         let mut claim = self
             .schedule
@@ -220,14 +237,23 @@ impl Dispatcher {
         let claims = claimed
             .messages
             .into_iter()
-            .map(|(message, previous)| Claim {
-                webhook: match message.channel {
-                    Channel::Webhook => webhooks.get(&message.recipient_id).cloned(),
-                    Channel::Inbox => None,
-                },
-                message,
-                previous,
-                at_ms: now,
+            .map(|(message, previous)| {
+                tracing::debug!(
+                    message = "Message claimed.",
+                    message_id = %message.id,
+                    tenant_id = %message.tenant_id,
+                    attempt = message.attempts,
+                    %previous,
+                );
+                Claim {
+                    webhook: match message.channel {
+                        Channel::Webhook => webhooks.get(&message.recipient_id).cloned(),
+                        Channel::Inbox => None,
+                    },
+                    message,
+                    previous,
+                    at_ms: now,
+                }
             })
             .collect();
         Ok((token, claims, releases.len()))
@@ -283,7 +309,13 @@ impl Dispatcher {
     /// Delivers one claimed message and commits the outcome.
     async fn deliver(&self, claim: Claim, token: &str) -> Result<Done, DispatchError> {
         let late_ms = claim.at_ms.saturating_sub(claim.message.deliver_at_ms);
-        let done = self.attempt(claim, token).await?;
+        let span = tracing::debug_span!(
+            "dms.delivery",
+            message_id = %claim.message.id,
+            tenant_id = %claim.message.tenant_id,
+            attempt = claim.message.attempts,
+        );
+        let done = self.attempt(claim, token).instrument(span).await?;
         self.metrics.attempt(
             match done {
                 Done::Delivered => Attempt::Delivered,
@@ -387,7 +419,13 @@ impl Dispatcher {
             feed: published,
             at_ms: now,
         };
-        let committed = match self.committer.commit(outcome).await {
+        let span = tracing::debug_span!("dms.commit", %status);
+        let committed = match self
+            .committer
+            .commit(outcome)
+            .instrument(span.clone())
+            .await
+        {
             // Committing the same outcome again would fail the same way, and leaving it to the
             // lease would deliver the message again and again without ever counting the
             // attempt. The decision stands; only what the database cannot hold is dropped.
@@ -407,10 +445,14 @@ impl Dispatcher {
                     &why,
                     now,
                 );
-                self.committer.commit(fallback).await?
+                self.committer
+                    .commit(fallback)
+                    .instrument(span.clone())
+                    .await?
             }
             other => other?,
         };
+        span.in_scope(|| tracing::debug!(message = "Outcome committed.", committed));
         if !committed {
             tracing::warn!(
                 message = "Delivery outcome refused: a newer claim holds the message (its lease had expired).",

@@ -18,6 +18,11 @@
 //! `inbox` and `webhook` channels. A tenant plugin that fails `failure_limit` calls in a row
 //! (on one node) is disabled for its tenant: its hooks return to the built-ins, and the history
 //! of the message whose call disabled it, and of every message decided after, says so.
+//!
+//! Each plugin call runs in a debug-level span naming the plugin (`plugin`, `digest`):
+//! `dms.validate`, `dms.plan`, `dms.channel` or `dms.retry`, with one debug line saying what it
+//! decided. The caller's span (`dms.submit`, `dms.delivery`) carries the message's id and
+//! tenant.
 
 mod dry_run;
 mod health;
@@ -26,6 +31,8 @@ mod tenant;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::domain::feed::NewFeedEvent;
@@ -298,11 +305,17 @@ impl Policies {
         let input = plugin_message(message);
         let mut events = Vec::new();
         for bound in &hooks.validators {
+            let span = tracing::debug_span!(
+                "dms.validate",
+                plugin = %bound.name,
+                digest = ?bound.plugin.digest(),
+            );
             events.extend(self.standing_in(bound, None, run));
             let started = Instant::now();
             let outcome = self
                 .sandbox
                 .validate(&bound.plugin, &bound.binding, &input)
+                .instrument(span.clone())
                 .await;
             events.extend(
                 self.observe(
@@ -336,6 +349,7 @@ impl Policies {
                 || "accepted".to_owned(),
                 |r| format!("rejected: {}: {}", r.code, r.reason),
             );
+            span.in_scope(|| log_decision("Validator decided.", &result));
             events.push(self.event(EventKind::Decision, bound, None, duration, result));
             if let Some(rejection) = rejection {
                 return (Err(rejection), events);
@@ -361,11 +375,17 @@ impl Policies {
     ) -> (Result<u64, Rejection>, Vec<Event>) {
         let input = plugin_message(message);
         let bound = &hooks.delay;
+        let span = tracing::debug_span!(
+            "dms.plan",
+            plugin = %bound.name,
+            digest = ?bound.plugin.digest(),
+        );
         let mut events: Vec<Event> = self.standing_in(bound, None, run).into_iter().collect();
         let started = Instant::now();
         let outcome = self
             .sandbox
             .plan_at(&bound.plugin, &bound.binding, &input, run.now())
+            .instrument(span.clone())
             .await;
         events.extend(
             self.observe(
@@ -387,7 +407,7 @@ impl Policies {
                 plugin: bound.name.to_string(),
             }),
             Err(error) => {
-                events.push(self.failure_event(bound, None, duration, &error));
+                events.push(span.in_scope(|| self.failure_event(bound, None, duration, &error)));
                 return self.plan_fallback(&input, events, run).await;
             }
         };
@@ -395,6 +415,7 @@ impl Policies {
             Ok(at) => format!("deliver at {}", crate::clock::rfc3339(*at)),
             Err(r) => format!("rejected: {}: {}", r.code, r.reason),
         };
+        span.in_scope(|| log_decision("Delivery planned.", &result));
         events.push(self.event(EventKind::Decision, bound, None, duration, result));
         (decided, events)
     }
@@ -406,10 +427,16 @@ impl Policies {
         run: Run,
     ) -> (Result<u64, Rejection>, Vec<Event>) {
         let fallback = &self.defaults.delay;
+        let span = tracing::debug_span!(
+            "dms.plan",
+            plugin = %fallback.name,
+            digest = ?fallback.plugin.digest(),
+        );
         let started = Instant::now();
         let outcome = self
             .sandbox
             .plan_at(&fallback.plugin, &fallback.binding, input, run.now())
+            .instrument(span.clone())
             .await;
         let duration = elapsed_ms(started);
         let decided = match outcome {
@@ -420,7 +447,7 @@ impl Policies {
                 plugin: fallback.name.to_string(),
             }),
             Err(error) => {
-                events.push(self.failure_event(fallback, None, duration, &error));
+                events.push(span.in_scope(|| self.failure_event(fallback, None, duration, &error)));
                 let now = run.now().unwrap_or_else(|| self.clock.now_ms());
                 let at = representable(match input.requested {
                     sandbox::RequestedTime::Unspecified => now,
@@ -429,14 +456,12 @@ impl Policies {
                     }
                     sandbox::RequestedTime::DeliverAtMs(at) => at.max(now),
                 });
-                events.push(Event::host_decision(
-                    now,
-                    None,
-                    format!(
-                        "last resort: no delay policy answered; delivering at the requested time {}",
-                        crate::clock::rfc3339(at)
-                    ),
-                ));
+                let result = format!(
+                    "last resort: no delay policy answered; delivering at the requested time {}",
+                    crate::clock::rfc3339(at)
+                );
+                span.in_scope(|| log_decision("Delivery planned.", &result));
+                events.push(Event::host_decision(now, None, result));
                 return (Ok(at), events);
             }
         };
@@ -444,6 +469,7 @@ impl Policies {
             Ok(at) => format!("fallback: deliver at {}", crate::clock::rfc3339(*at)),
             Err(r) => format!("fallback: rejected: {}: {}", r.code, r.reason),
         };
+        span.in_scope(|| log_decision("Delivery planned.", &result));
         events.push(self.event(EventKind::Decision, fallback, None, duration, result));
         (decided, events)
     }
@@ -488,6 +514,11 @@ impl Policies {
             .into_iter()
             .collect();
         for (bound, label) in [(&hooks.delay, ""), (&self.defaults.delay, "fallback: ")] {
+            let span = tracing::debug_span!(
+                "dms.retry",
+                plugin = %bound.name,
+                digest = ?bound.plugin.digest(),
+            );
             let started = Instant::now();
             let outcome = self
                 .sandbox
@@ -498,6 +529,7 @@ impl Policies {
                     &attempt_record,
                     run.now(),
                 )
+                .instrument(span.clone())
                 .await;
             events.extend(
                 self.observe(
@@ -523,6 +555,7 @@ impl Policies {
                             (Retry::GiveUp(reason), result)
                         }
                     };
+                    span.in_scope(|| log_decision("Retry decided.", &result));
                     events.push(self.event(
                         EventKind::Decision,
                         bound,
@@ -532,9 +565,9 @@ impl Policies {
                     ));
                     return (retry, events);
                 }
-                Err(error) => {
-                    events.push(self.failure_event(bound, Some(attempt), duration, &error))
-                }
+                Err(error) => events.push(
+                    span.in_scope(|| self.failure_event(bound, Some(attempt), duration, &error)),
+                ),
             }
         }
         let now = run.now().unwrap_or_else(|| self.clock.now_ms());
@@ -556,6 +589,7 @@ impl Policies {
             ),
             Retry::GiveUp(reason) => format!("last resort: {reason}"),
         };
+        log_decision("Retry decided.", &result);
         events.push(Event::host_decision(now, Some(attempt), result));
         (retry, events)
     }
@@ -569,6 +603,11 @@ impl Policies {
     ) -> Delivered {
         let input = plugin_message(message);
         let bound = hooks.channel(message.channel);
+        let span = tracing::debug_span!(
+            "dms.channel",
+            plugin = %bound.name,
+            digest = ?bound.plugin.digest(),
+        );
         let attempt = Some(message.attempts);
         let mut events: Vec<Event> = self
             .standing_in(bound, attempt, Run::Live)
@@ -578,6 +617,7 @@ impl Policies {
         let outcome = self
             .sandbox
             .deliver_to(&bound.plugin, &bound.binding, &input, address)
+            .instrument(span.clone())
             .await;
         events.extend(
             self.observe(
@@ -643,6 +683,7 @@ impl Policies {
             },
         };
         let result = hide_endpoint(result, url);
+        span.in_scope(|| log_decision("Channel attempted.", &result));
         events.push(self.event(EventKind::Attempt, bound, attempt, duration, result));
         Delivered {
             attempted,
@@ -815,6 +856,12 @@ fn hide_endpoint(text: String, url: Option<&str>) -> String {
 /// the sandbox refuses its output, and the built-in decides instead.)
 fn representable(at: u64) -> u64 {
     at.min(crate::clock::LATEST_MS)
+}
+
+/// The debug line of a plugin's decision (or the host's, when no plugin answered), in the
+/// span of its call: `result` is what the message's history records, made safe to log.
+fn log_decision(what: &'static str, result: &str) {
+    tracing::debug!(message = what, result = %crate::text::clean(result));
 }
 
 fn elapsed_ms(started: Instant) -> u64 {

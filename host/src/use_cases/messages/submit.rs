@@ -11,9 +11,15 @@
 //! If the schedule index is unavailable (Redis down) after the commit, the messages are still
 //! accepted: the reconciler indexes messages stored since its last look, and the dispatcher
 //! rebuilds the index when Redis returns. Nothing is ever half-written.
+//!
+//! Traces (debug level): each message is decided in a `dms.submit` span (`message_id`,
+//! `tenant_id`) around the plugins' spans, and the commit is a `dms.commit` span naming the
+//! messages it writes (`message_ids`); the committer logs each group it writes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+
+use tracing::Instrument as _;
 
 use super::view::MessageView;
 use super::{Error, Messages};
@@ -118,6 +124,14 @@ impl Commit for Submits {
 
     async fn commit(&self, requests: &[Accepted]) -> Result<Vec<Stored>, StoreError> {
         let stored = self.store.insert_messages(requests).await?;
+        tracing::debug!(
+            message = "Submissions committed together.",
+            requests = requests.len(),
+            messages = requests
+                .iter()
+                .map(|request| request.messages.len())
+                .sum::<usize>(),
+        );
         let entries: Vec<(MessageId, u64)> = requests
             .iter()
             .zip(&stored)
@@ -153,15 +167,29 @@ pub async fn submit(
         }
     }
     let message = draft(ctx, sender, submission, now).await?;
+    let span = submit_span(&message);
     // One snapshot of the tenant's hooks decides the whole submission.
     let hooks = ctx.policies.hooks(&sender.tenant_id).await?;
-    let (view, new) = decide(ctx, &hooks, message).await?;
+    let (view, new) = decide(ctx, &hooks, message)
+        .instrument(span.clone())
+        .await?;
     let body = serde_json::to_string(&view).expect("a view is JSON");
     let accepted = Accepted {
         messages: vec![new],
         idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
     };
-    commit(ctx, sender, key.as_ref(), accepted, body, now).await
+    commit(ctx, sender, key.as_ref(), accepted, body, now)
+        .instrument(span)
+        .await
+}
+
+/// The span of one message's submit (debug level: one per item of a batch).
+fn submit_span(message: &Message) -> tracing::Span {
+    tracing::debug_span!(
+        "dms.submit",
+        message_id = %message.id,
+        tenant_id = %message.tenant_id,
+    )
 }
 
 /// What became of one item of a batch: its message, or why it was refused.
@@ -213,7 +241,8 @@ pub async fn submit_batch(
     let mut messages = Vec::new();
     for message in drafted {
         let decided = if live.contains(&message.recipient_id) {
-            decide(ctx, &hooks, message).await
+            let span = submit_span(&message);
+            decide(ctx, &hooks, message).instrument(span).await
         } else {
             Err(no_such_recipient())
         };
@@ -249,7 +278,22 @@ async fn commit(
     body: String,
     now: u64,
 ) -> Result<Submitted, Error> {
-    match ctx.submitter.commit(accepted).await? {
+    let span = tracing::debug_span!(
+        "dms.commit",
+        tenant_id = %sender.tenant_id,
+        message_ids = ?accepted
+            .messages
+            .iter()
+            .map(|message| &message.id)
+            .collect::<Vec<_>>(),
+    );
+    let stored = ctx
+        .submitter
+        .commit(accepted)
+        .instrument(span.clone())
+        .await?;
+    span.in_scope(|| tracing::debug!(message = "Submission committed.", ?stored));
+    match stored {
         Stored::Committed => Ok(Submitted::Created(body)),
         Stored::KeyTaken => {
             let key = key.ok_or_else(|| {
