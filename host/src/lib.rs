@@ -1,29 +1,21 @@
 //! DMS: a delayed messaging server whose every policy decision is a sandboxed WebAssembly
 //! component.
 //!
-//! Layout:
-//! - [`api`]: the HTTP edge — routes, extractors, the error table (problem+json), the OpenAPI
-//!   document (`/openapi.json`);
-//! - [`app`]: start-up, shared state and serving;
-//! - [`connections`]: serving HTTP connections under caps and timeouts;
-//! - [`sandbox`]: everything wasmtime — loading, checking and calling plugins under limits;
-//! - [`domain`]: pure types — prefixed ids, tenants, users, sessions, messages and their
-//!   transition table;
-//! - [`messages`]: the message use cases — submit, manage, dead letters, webhook endpoints;
-//! - [`policies`]: which plugin serves each hook for a tenant, and the fail-safes;
-//! - [`schedule`]: the index of due messages (in process, or Redis) and its rebuild;
-//! - [`dispatch`]: claims due messages, delivers them, commits the outcome;
-//! - [`realtime`]: live events and presence;
-//! - [`metrics`]: the node's Prometheus metrics;
-//! - [`store`]: the database (SQLite or PostgreSQL), the source of truth;
-//! - [`auth`]: passwords, access and refresh tokens, rate limits;
-//! - [`redis_link`]: the shared Redis connection and key prefix;
-//! - [`config`]: settings, layered and validated;
-//! - [`tls`]: TLS 1.3 termination, when configured;
-//! - [`clock`]: the server's clock, manual in tests;
-//! - [`text`]: text from receivers and plugins made safe to store, show and log;
-//! - [`private_files`]: files and directories only the server's user may read;
-//! - [`cli`]: the `dms` command line.
+//! Layout, in the layers of docs/ARCHITECTURE.md (a module uses only those above it in that
+//! table; `tests/e2e/architecture.rs` checks it):
+//! - foundation: [`text`], [`random`], [`private_files`], [`clock`], [`domain`] (pure types:
+//!   ids, tenants, users, sessions, messages and their transition table, plugins and bindings);
+//! - infrastructure: [`redis_link`], [`sandbox`] (wasmtime: loading, checking and calling
+//!   plugins under limits), [`store`] (SQLite or PostgreSQL, the source of truth), [`config`],
+//!   [`auth`] (passwords, tokens, rate limits), [`schedule`] (the index of due messages),
+//!   [`realtime`] (live events and presence), [`metrics`];
+//! - engines: [`policies`] (which plugin serves each hook for a tenant, and the fail-safes),
+//!   [`dispatch`] (claims due messages, delivers them, commits the outcome);
+//! - [`use_cases`]: accounts, messages, policies, operations — the rules, whoever asks;
+//! - serving: [`connections`] (HTTP connections under caps and timeouts), [`tls`], [`state`]
+//!   (the running server's shared state and start-up);
+//! - edge: [`api`] (routes, extractors, the one error table, the OpenAPI document), [`app`]
+//!   (serving and background work), [`cli`] (the `dms` command line).
 
 pub mod api;
 pub mod app;
@@ -34,7 +26,6 @@ pub mod config;
 pub mod connections;
 pub mod dispatch;
 pub mod domain;
-
 pub mod metrics;
 pub mod policies;
 pub mod private_files;
