@@ -10,20 +10,25 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::harness::{Served, dms, serve};
 
-/// Serves with stderr captured, makes two requests, stops, and returns every stderr line.
-async fn logs_of(command: tokio::process::Command, request_id: &str) -> Vec<String> {
-    let mut command = command;
-    command.stderr(Stdio::piped());
-    let mut served: Served = serve(command).await;
+/// Every line the served process writes to stderr, once it ends.
+fn stderr_lines(served: &mut Served) -> tokio::task::JoinHandle<Vec<String>> {
     let stderr = served.child.stderr.take().unwrap();
-    let lines = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         let mut all = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
             all.push(line);
         }
         all
-    });
+    })
+}
+
+/// Serves with stderr captured, makes two requests, stops, and returns every stderr line.
+async fn logs_of(command: tokio::process::Command, request_id: &str) -> Vec<String> {
+    let mut command = command;
+    command.stderr(Stdio::piped());
+    let mut served: Served = serve(command).await;
+    let lines = stderr_lines(&mut served);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let health = http
         .get(format!("{}/health", served.url))
@@ -157,15 +162,7 @@ async fn debug_dms_traces_one_message_from_its_request_to_its_delivery() {
         .env("DEBUG", "dms:*")
         .stderr(Stdio::piped());
     let mut served: Served = serve(command).await;
-    let stderr = served.child.stderr.take().unwrap();
-    let lines = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut all = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            all.push(line);
-        }
-        all
-    });
+    let lines = stderr_lines(&mut served);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = |path: &str| format!("{}{path}", served.url);
     let login: Value = http

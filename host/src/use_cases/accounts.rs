@@ -300,33 +300,28 @@ pub struct FirstAdmin {
 }
 
 fn check_tenant_name(name: &str) -> Result<(), Error> {
-    if name.trim().is_empty() || name.chars().count() > MAX_TENANT_NAME {
-        return Err(invalid(
-            "/name",
-            format!("a tenant name has 1 to {MAX_TENANT_NAME} characters, not all blank"),
-        ));
+    if name.trim().is_empty() {
+        return Err(invalid("/name", "a tenant name may not be blank"));
     }
-    if name.contains('\0') {
-        return Err(invalid(
-            "/name",
-            "a tenant name may not contain NUL characters",
-        ));
-    }
-    Ok(())
+    check_text("/name", "a tenant name", name, MAX_TENANT_NAME)
 }
 
 fn check_display_name(name: &str) -> Result<(), Error> {
-    if name.chars().count() > MAX_DISPLAY_NAME {
+    check_text("/display_name", "the display name", name, MAX_DISPLAY_NAME)
+}
+
+/// Text kept as given: at most `max` characters, and no NUL (PostgreSQL text cannot hold one).
+fn check_text(field: &'static str, what: &str, text: &str, max: usize) -> Result<(), Error> {
+    if text.chars().count() > max {
         return Err(invalid(
-            "/display_name",
-            format!("the display name must have at most {MAX_DISPLAY_NAME} characters"),
+            field,
+            format!("{what} must have at most {max} characters"),
         ));
     }
-    // Anything else is kept verbatim, but PostgreSQL text cannot hold a NUL.
-    if name.contains('\0') {
+    if text.contains('\0') {
         return Err(invalid(
-            "/display_name",
-            "the display name may not contain NUL characters",
+            field,
+            format!("{what} may not contain NUL characters"),
         ));
     }
     Ok(())
@@ -476,48 +471,52 @@ impl Sessions {
     }
 
     /// Logs `user` out of `session`: its tokens stop working and its live connections close.
+    /// A session that already ended (a concurrent logout) is logged out all the same.
     pub async fn logout(&self, user: &User, session: &SessionId) -> Result<(), Error> {
-        // Already ended (a concurrent logout) is logged out all the same.
-        self.store
-            .revoke_session(
-                &user.tenant_id,
-                &user.id,
-                session,
-                "logged out",
-                self.clock.now_ms(),
-            )
+        self.revoke(user, session, "logged out", "the session logged out")
             .await?;
-        self.hub.revoke(
-            &user.tenant_id,
-            &user.id,
-            Revoke::Session(session.clone()),
-            "the session logged out",
-        );
         Ok(())
     }
 
     /// Ends one of `user`'s sessions (another's is not found) and closes its live connections.
     pub async fn end(&self, user: &User, id: &SessionId) -> Result<(), Error> {
-        let revoked = self
-            .store
-            .revoke_session(
-                &user.tenant_id,
-                &user.id,
+        if self
+            .revoke(
+                user,
                 id,
                 "ended by its user",
-                self.clock.now_ms(),
+                "the session was ended by its user",
             )
-            .await?;
-        if !revoked {
-            return Err(Error::NotFound("session"));
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound("session"))
         }
-        self.hub.revoke(
-            &user.tenant_id,
-            &user.id,
-            Revoke::Session(id.clone()),
-            "the session was ended by its user",
-        );
-        Ok(())
+    }
+
+    /// Revokes `user`'s session `id` with `reason` (stored) and closes its live connections
+    /// with `notice`; `false` when it was not a live session of theirs.
+    async fn revoke(
+        &self,
+        user: &User,
+        id: &SessionId,
+        reason: &str,
+        notice: &str,
+    ) -> Result<bool, Error> {
+        let revoked = self
+            .store
+            .revoke_session(&user.tenant_id, &user.id, id, reason, self.clock.now_ms())
+            .await?;
+        if revoked {
+            self.hub.revoke(
+                &user.tenant_id,
+                &user.id,
+                Revoke::Session(id.clone()),
+                notice,
+            );
+        }
+        Ok(revoked)
     }
 
     /// `user`'s live sessions, newest first.
@@ -550,7 +549,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tenant_names_have_one_to_64_characters() {
+    fn tenant_names_have_one_to_64_characters_not_all_blank() {
         assert!(check_tenant_name("acme").is_ok());
         assert!(check_tenant_name(&"é".repeat(64)).is_ok());
         for bad in ["", "   ", &"x".repeat(65), "a\0b"] {
