@@ -187,7 +187,10 @@ async fn debug_dms_traces_one_message_from_its_request_to_its_delivery() {
         .json()
         .await
         .unwrap();
-    let (user_id, tenant_id) = (me["id"].as_str().unwrap(), me["tenant_id"].as_str().unwrap());
+    let (user_id, tenant_id) = (
+        me["id"].as_str().unwrap(),
+        me["tenant_id"].as_str().unwrap(),
+    );
     // A second's delay: the dispatcher claims it only after the submit has answered, so the
     // log's order is the message's.
     let submitted = http
@@ -283,7 +286,15 @@ async fn debug_dms_traces_one_message_from_its_request_to_its_delivery() {
         ],
         "one message's path, in order: {path:#?}"
     );
-    let [validated, planned_line, committed, claimed, channel, outcome] = path[..] else {
+    let [
+        validated,
+        planned_line,
+        committed,
+        claimed,
+        channel,
+        outcome,
+    ] = path[..]
+    else {
         unreachable!()
     };
 

@@ -565,11 +565,9 @@ impl Policies {
                     ));
                     return (retry, events);
                 }
-                Err(error) => {
-                    events.push(span.in_scope(|| {
-                        self.failure_event(bound, Some(attempt), duration, &error)
-                    }))
-                }
+                Err(error) => events.push(
+                    span.in_scope(|| self.failure_event(bound, Some(attempt), duration, &error)),
+                ),
             }
         }
         let now = run.now().unwrap_or_else(|| self.clock.now_ms());
