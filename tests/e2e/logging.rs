@@ -188,13 +188,13 @@ async fn debug_dms_traces_one_message_from_its_request_to_its_delivery() {
         me["id"].as_str().unwrap(),
         me["tenant_id"].as_str().unwrap(),
     );
-    // A second's delay: the dispatcher claims it only after the submit has answered, so the
-    // log's order is the message's.
+    // Two seconds' delay: the dispatcher claims it only after the submit has answered (with
+    // room for a slow machine), so the log's order is the message's.
     let submitted = http
         .post(url("/messages"))
         .bearer_auth(&token)
         .header("x-request-id", "req-trace-1")
-        .json(&json!({ "recipient_id": user_id, "content": "follow me", "delay_seconds": 1 }))
+        .json(&json!({ "recipient_id": user_id, "content": "follow me", "delay_seconds": 2 }))
         .send()
         .await
         .unwrap();

@@ -420,12 +420,8 @@ impl Dispatcher {
             at_ms: now,
         };
         let span = tracing::debug_span!("dms.commit", %status);
-        let committed = match self
-            .committer
-            .commit(outcome)
-            .instrument(span.clone())
-            .await
-        {
+        let commit = self.committer.commit(outcome).instrument(span.clone());
+        let committed = match commit.await {
             // Committing the same outcome again would fail the same way, and leaving it to the
             // lease would deliver the message again and again without ever counting the
             // attempt. The decision stands; only what the database cannot hold is dropped.
