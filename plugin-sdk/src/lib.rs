@@ -34,15 +34,34 @@
 //! host imports ([`log`], [`now_ms`], [`config`], [`http`], [`realtime`]) work natively too:
 //! outside WebAssembly they talk to a fake host that a test sets up with
 //! [`testing::FakeHost`].
+//!
+//! # The message payload
+//!
+//! [`payload::MessagePayload`] is the one shape of a message that DMS hands out: the HTTP API
+//! shows it, the `inbox` channel publishes it, the `webhook` channel POSTs it. Send it from a
+//! channel of your own too.
+//!
+//! # Features
+//!
+//! - `guest` (default): the bindings, the host imports and the export macros, for plugins.
+//! - `schema`: `utoipa::ToSchema` on the [`payload`] types (the host's OpenAPI document).
+//!
+//! Without `guest` the crate is only [`payload`], which needs nothing but serde: that is how the
+//! host depends on it.
 
 #![deny(missing_docs)]
 
 // The generated export macros name this crate by its path, which inside the crate itself only
 // resolves through this alias.
+#[cfg(feature = "guest")]
 extern crate self as dms_plugin_sdk;
 
+pub mod payload;
+
+#[cfg(feature = "guest")]
 pub use wit_bindgen;
 
+#[cfg(feature = "guest")]
 /// Bindings of the `validator` world: implement [`validator::Guest`] and call
 /// [`export_validator!`].
 #[allow(
@@ -61,6 +80,7 @@ pub mod validator {
     });
 }
 
+#[cfg(feature = "guest")]
 /// Bindings of the `delay-policy` world: implement [`delay_policy::Guest`] and call
 /// [`export_delay_policy!`].
 #[allow(
@@ -82,6 +102,7 @@ pub mod delay_policy {
     });
 }
 
+#[cfg(feature = "guest")]
 /// Bindings of the `channel` world: implement [`channel::Guest`] and call
 /// [`export_channel!`].
 #[allow(
@@ -104,20 +125,27 @@ pub mod channel {
     });
 }
 
+#[cfg(feature = "guest")]
 pub use validator::dms::plugin::host::Level;
+#[cfg(feature = "guest")]
 pub use validator::dms::plugin::types::{
     Address, Attempt, DeliveryResult, Message, Rejection, RequestedTime, RetryDecision, RetryLater,
 };
 
+#[cfg(feature = "guest")]
 mod helpers;
+#[cfg(feature = "guest")]
 pub use helpers::{config, log, now_ms};
 
+#[cfg(feature = "guest")]
 pub mod http;
+#[cfg(feature = "guest")]
 pub mod realtime;
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "guest", not(target_arch = "wasm32")))]
 pub mod testing;
 
+#[cfg(feature = "guest")]
 /// Exports a type that implements [`validator::Guest`] as this component's validator.
 ///
 /// Outside WebAssembly the macro expands to nothing, so the crate still builds and tests
@@ -130,6 +158,7 @@ macro_rules! export_validator {
     };
 }
 
+#[cfg(feature = "guest")]
 /// Exports a type that implements [`delay_policy::Guest`] as this component's delay policy.
 ///
 /// Outside WebAssembly the macro expands to nothing, so the crate still builds and tests
@@ -142,6 +171,7 @@ macro_rules! export_delay_policy {
     };
 }
 
+#[cfg(feature = "guest")]
 /// Exports a type that implements [`channel::Guest`] as this component's channel.
 ///
 /// Outside WebAssembly the macro expands to nothing, so the crate still builds and tests
@@ -154,6 +184,7 @@ macro_rules! export_channel {
     };
 }
 
+#[cfg(feature = "guest")]
 impl Rejection {
     /// A rejection with a stable `code` (snake_case) and a `reason` a person can act on.
     pub fn new(code: impl Into<String>, reason: impl Into<String>) -> Self {
@@ -164,6 +195,7 @@ impl Rejection {
     }
 }
 
+#[cfg(feature = "guest")]
 impl Message {
     /// The content as text, when it is valid UTF-8.
     pub fn text(&self) -> Option<&str> {

@@ -7,11 +7,13 @@
 //! never shown: the client gets a generic 500 with the request id, and [`problem_details`]
 //! logs the cause once, with that id.
 
+use std::collections::BTreeMap;
+
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::store::StoreError;
 
@@ -99,15 +101,15 @@ codes! {
 /// An API error: a code from the table and the details of this occurrence. Boxed, so a
 /// `Result<_, ApiError>` stays small on the happy path.
 #[derive(Debug, Clone)]
-pub struct ApiError(Box<Problem>);
+pub struct ApiError(Box<Inner>);
 
 #[derive(Debug, Clone)]
-struct Problem {
+struct Inner {
     code: Code,
     detail: String,
     field: Option<String>,
     /// Extra members of the problem body.
-    extra: serde_json::Map<String, serde_json::Value>,
+    extra: BTreeMap<String, serde_json::Value>,
     retry_after_seconds: Option<u64>,
     allow: Option<String>,
     /// The cause, for the log only.
@@ -117,11 +119,11 @@ struct Problem {
 impl ApiError {
     /// An error with `code` and a `detail` sentence.
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        Self(Box::new(Problem {
+        Self(Box::new(Inner {
             code,
             detail: detail.into(),
             field: None,
-            extra: serde_json::Map::new(),
+            extra: BTreeMap::new(),
             retry_after_seconds: None,
             allow: None,
             internal: None,
@@ -224,30 +226,57 @@ impl ApiError {
 
     /// The problem body without a request id: for answers written before any request was
     /// read (a connection over a cap).
-    pub fn problem(&self) -> serde_json::Value {
+    pub fn problem(&self) -> Problem {
         self.body(None)
     }
 
-    fn body(&self, request_id: Option<&str>) -> serde_json::Value {
+    fn body(&self, request_id: Option<&str>) -> Problem {
         let problem = &self.0;
-        let mut body = json!({
-            "type": format!("/problems/{}", problem.code.as_str()),
-            "title": problem.code.title(),
-            "status": problem.code.status().as_u16(),
-            "detail": problem.detail,
-            "code": problem.code.as_str(),
-        });
-        if let Some(field) = &problem.field {
-            body["field"] = json!(field);
+        Problem {
+            r#type: format!("/problems/{}", problem.code.as_str()),
+            title: problem.code.title(),
+            status: problem.code.status().as_u16(),
+            detail: problem.detail.clone(),
+            code: problem.code.as_str(),
+            field: problem.field.clone(),
+            extra: problem.extra.clone(),
+            request_id: request_id.map(str::to_owned),
         }
-        for (name, value) in &problem.extra {
-            body[name] = value.clone();
-        }
-        if let Some(request_id) = request_id {
-            body["request_id"] = json!(request_id);
-        }
-        body
     }
+}
+
+/// An RFC 9457 problem: the body of every error answer (`application/problem+json`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `/problems/<code>`: `GET` it for what the code means.
+    #[schema(example = "/problems/not_found")]
+    r#type: String,
+    /// The code's short title; it never changes for a code.
+    #[schema(example = "Not found")]
+    title: &'static str,
+    /// The HTTP status.
+    #[schema(example = 404)]
+    status: u16,
+    /// What went wrong this time, in a sentence a person can act on.
+    #[schema(example = "there is no such message in your tenant")]
+    detail: String,
+    /// The stable error code clients match on (the table is in `GET /problems/{code}`).
+    #[schema(example = "not_found")]
+    code: &'static str,
+    /// For `invalid_field` and `invalid_query`: the field (a JSON pointer such as
+    /// `/recipient_id`) or the query parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    field: Option<String>,
+    /// Some codes add members: `reason_code` and `plugin` (`rejected`), `message_status`
+    /// (`conflict` on a message), `hooks` (`conflict` on a bound plugin), `size` and `limit`
+    /// (`component_too_large`), `import` and `world` (`import_not_granted`).
+    #[serde(flatten)]
+    extra: BTreeMap<String, serde_json::Value>,
+    /// The request id, also in the `x-request-id` header; quote it when reporting a problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    request_id: Option<String>,
 }
 
 impl From<StoreError> for ApiError {
@@ -446,21 +475,20 @@ pub async fn problem_details(request: Request, next: Next) -> Response {
     response
 }
 
-/// What a problem type means (`GET /problems/{code}`, built with `json!`).
-#[derive(utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `describe` builds; never constructed"
-)]
+/// What a problem type means: `GET /problems/{code}`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct ProblemType {
+    /// The code, as in a problem's `code`.
     #[schema(example = "not_found")]
-    code: String,
+    code: &'static str,
+    /// The HTTP status it comes with.
     #[schema(example = 404)]
     status: u16,
+    /// Its short title.
     #[schema(example = "Not found")]
-    title: String,
+    title: &'static str,
     /// What it means and what to do about it.
-    description: String,
+    description: &'static str,
 }
 
 /// `GET /problems/{code}`: what a problem `type` means.
@@ -477,12 +505,12 @@ pub(super) struct ProblemType {
 )]
 pub async fn describe(axum::extract::Path(code): axum::extract::Path<String>) -> Response {
     match Code::parse(&code) {
-        Some(code) => axum::Json(json!({
-            "code": code.as_str(),
-            "status": code.status().as_u16(),
-            "title": code.title(),
-            "description": code.description(),
-        }))
+        Some(code) => axum::Json(ProblemType {
+            code: code.as_str(),
+            status: code.status().as_u16(),
+            title: code.title(),
+            description: code.description(),
+        })
         .into_response(),
         None => ApiError::new(Code::NotFound, format!("there is no problem type {code:?}"))
             .into_response(),

@@ -5,58 +5,54 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, Code};
 use super::openapi::{PROBLEM, Problem};
 
-/// `GET /health` (built with `json!`).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `health` builds; never constructed"
-)]
+/// `GET /health`: the process is up.
+#[derive(Serialize, ToSchema)]
 pub(super) struct Health {
+    /// Always `ok`.
     #[schema(example = "ok")]
-    status: String,
+    status: &'static str,
     /// The server's version.
-    version: String,
+    #[schema(example = "0.1.0")]
+    version: &'static str,
+    /// Seconds since the process started.
     uptime_seconds: u64,
     /// `sqlite` or `postgres`.
     #[schema(example = "sqlite")]
-    storage: String,
+    storage: &'static str,
 }
 
-/// `GET /health/db` (built with `json!`).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `db` builds; never constructed"
-)]
+/// `GET /health/db`: the database answers.
+#[derive(Serialize, ToSchema)]
 pub(super) struct DbHealth {
+    /// Always `ok` (a database that does not answer is a 503).
     #[schema(example = "ok")]
-    status: String,
+    status: &'static str,
     /// `sqlite` or `postgres`.
-    backend: String,
-    /// The round trip of a trivial query.
+    #[schema(example = "sqlite")]
+    backend: &'static str,
+    /// The round trip of a trivial query, in milliseconds.
     latency_ms: f64,
 }
 
-/// `GET /health/redis` (built with `json!`): `ok` with the round trip, or `disabled` (no
-/// `latency_ms`) when Redis is not configured.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `redis` builds; never constructed"
-)]
+/// `GET /health/redis`: `ok` with the round trip, or `disabled` (no `latency_ms`) when Redis is
+/// not configured.
+#[derive(Serialize, ToSchema)]
 pub(super) struct RedisHealth {
     /// `ok` or `disabled`.
     #[schema(example = "ok")]
-    status: String,
-    /// The round trip of a PING (absent when `disabled`).
+    status: &'static str,
+    /// The round trip of a PING, in milliseconds (absent when `disabled`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     latency_ms: Option<f64>,
 }
+
 use crate::state::AppState;
 
 /// `GET /health`: the process is up.
@@ -67,13 +63,13 @@ use crate::state::AppState;
     summary = "The process is up",
     responses((status = 200, description = "Up.", body = Health)),
 )]
-pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "storage": state.store.backend(),
-    }))
+pub(super) async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        storage: state.store.backend(),
+    })
 }
 
 fn latency_ms(started: Instant) -> f64 {
@@ -91,14 +87,14 @@ fn latency_ms(started: Instant) -> f64 {
         (status = 503, description = "`service_unavailable`: the database does not answer.", body = Problem, content_type = PROBLEM),
     ),
 )]
-pub(super) async fn db(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn db(State(state): State<AppState>) -> Result<Json<DbHealth>, ApiError> {
     let started = Instant::now();
     match state.store.ping().await {
-        Ok(()) => Ok(Json(json!({
-            "status": "ok",
-            "backend": state.store.backend(),
-            "latency_ms": latency_ms(started),
-        }))),
+        Ok(()) => Ok(Json(DbHealth {
+            status: "ok",
+            backend: state.store.backend(),
+            latency_ms: latency_ms(started),
+        })),
         Err(error) => {
             tracing::warn!(message = "Database health check failed.", %error);
             Err(ApiError::new(
@@ -121,15 +117,18 @@ pub(super) async fn db(State(state): State<AppState>) -> Result<Json<Value>, Api
         (status = 503, description = "`service_unavailable`: Redis does not answer.", body = Problem, content_type = PROBLEM),
     ),
 )]
-pub(super) async fn redis(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn redis(State(state): State<AppState>) -> Result<Json<RedisHealth>, ApiError> {
     let Some(redis) = &state.redis else {
-        return Ok(Json(json!({ "status": "disabled" })));
+        return Ok(Json(RedisHealth {
+            status: "disabled",
+            latency_ms: None,
+        }));
     };
     match redis.ping().await {
-        Ok(latency) => Ok(Json(json!({
-            "status": "ok",
-            "latency_ms": (latency.as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
-        }))),
+        Ok(latency) => Ok(Json(RedisHealth {
+            status: "ok",
+            latency_ms: Some((latency.as_secs_f64() * 1000.0 * 100.0).round() / 100.0),
+        })),
         Err(error) => {
             tracing::warn!(message = "Redis health check failed.", %error);
             Err(ApiError::new(Code::Unavailable, "Redis is unavailable"))

@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
@@ -15,7 +15,9 @@ use crate::clock::rfc3339;
 use crate::domain::ids::{MessageId, PluginId};
 use crate::domain::message::Channel;
 use crate::domain::plugin::Hook;
-use crate::policies::{BindingRequest, Bound, Hooks, Retry, Simulation, Source};
+use crate::policies::{
+    BindingRequest, Bound, Hooks, Rejection, Retry, RetryStep, Simulation, Source,
+};
 use crate::sandbox::LimitOverrides;
 use crate::state::AppState;
 use crate::use_cases::messages::submit::{Submission, draft};
@@ -36,12 +38,8 @@ pub(super) struct ValidatorsBody {
     plugins: Vec<BindingRequest>,
 }
 
-/// What serves one hook (built with `json!` by `bound_view`).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `bound_view` builds; never constructed"
-)]
+/// What serves one hook.
+#[derive(Serialize, ToSchema)]
 pub(super) struct BoundHook {
     /// The plugin's name (a built-in's, or the tenant plugin's).
     name: String,
@@ -55,34 +53,30 @@ pub(super) struct BoundHook {
     config: BTreeMap<String, String>,
     /// For channels: hosts `http-send` may reach.
     allowed_hosts: Vec<String>,
+    /// Limits lower than the operator's.
     limits: LimitOverrides,
     /// Why a built-in stands in for the tenant's plugin (it is disabled), if it does.
     standing_in_because: Option<String>,
 }
 
 /// The channel hooks.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `hooks_view` builds; never constructed"
-)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct ChannelHooks {
+    /// Delivers to the recipient's inbox and live connections.
     inbox: BoundHook,
+    /// POSTs to the recipient's webhook endpoint.
     webhook: BoundHook,
 }
 
-/// What serves each hook now (built with `json!` by `hooks_view`).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `hooks_view` builds; never constructed"
-)]
+/// What serves each hook now.
+#[derive(Serialize, ToSchema)]
 pub(super) struct HooksView {
     /// Run in order; each may refuse a message.
     validators: Vec<BoundHook>,
     /// Plans delivery times and retries.
-    #[schema(rename = "delay-policy")]
+    #[serde(rename = "delay-policy")]
     delay_policy: BoundHook,
+    /// Deliver messages, one plugin per channel.
     channels: ChannelHooks,
 }
 
@@ -93,32 +87,36 @@ fn channel_hook(name: &str) -> Result<Hook, ApiError> {
     Ok(Hook::Channel(channel))
 }
 
-fn bound_view(bound: &Bound) -> Value {
-    let (builtin, plugin_id) = match &bound.source {
-        Source::Builtin => (true, None),
-        Source::Tenant(id) => (false, Some(id)),
-    };
-    json!({
-        "name": &*bound.name,
-        "digest": format!("sha256:{}", bound.plugin.digest()),
-        "builtin": builtin,
-        "plugin_id": plugin_id,
-        "config": bound.binding.config,
-        "allowed_hosts": bound.binding.allowed_hosts,
-        "limits": bound.binding.limits,
-        "standing_in_because": bound.standing_in.as_deref(),
-    })
+impl From<&Bound> for BoundHook {
+    fn from(bound: &Bound) -> Self {
+        let plugin_id = match &bound.source {
+            Source::Builtin => None,
+            Source::Tenant(id) => Some(id.clone()),
+        };
+        Self {
+            name: bound.name.to_string(),
+            digest: format!("sha256:{}", bound.plugin.digest()),
+            builtin: plugin_id.is_none(),
+            plugin_id,
+            config: bound.binding.config.clone(),
+            allowed_hosts: bound.binding.allowed_hosts.clone(),
+            limits: bound.binding.limits,
+            standing_in_because: bound.standing_in.as_deref().map(str::to_owned),
+        }
+    }
 }
 
-fn hooks_view(hooks: &Hooks) -> Value {
-    json!({
-        "validators": hooks.validators.iter().map(bound_view).collect::<Vec<_>>(),
-        "delay-policy": bound_view(&hooks.delay),
-        "channels": {
-            "inbox": bound_view(&hooks.inbox),
-            "webhook": bound_view(&hooks.webhook),
-        },
-    })
+impl From<&Hooks> for HooksView {
+    fn from(hooks: &Hooks) -> Self {
+        Self {
+            validators: hooks.validators.iter().map(BoundHook::from).collect(),
+            delay_policy: BoundHook::from(&hooks.delay),
+            channels: ChannelHooks {
+                inbox: BoundHook::from(&hooks.inbox),
+                webhook: BoundHook::from(&hooks.webhook),
+            },
+        }
+    }
 }
 
 /// `GET /hooks`: what serves each hook now (the tenant's plugins, or the built-ins).
@@ -136,10 +134,10 @@ fn hooks_view(hooks: &Hooks) -> Value {
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HooksView>, ApiError> {
     caller.require_admin()?;
     let hooks = state.policies.hooks(caller.tenant()).await?;
-    Ok(Json(hooks_view(&hooks)))
+    Ok(Json(HooksView::from(&*hooks)))
 }
 
 async fn bind(
@@ -147,14 +145,18 @@ async fn bind(
     caller: &Caller,
     hook: Hook,
     requests: &[BindingRequest],
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HooksView>, ApiError> {
     caller.require_admin()?;
     state.policies.bind(caller.tenant(), hook, requests).await?;
     let hooks = state.policies.hooks(caller.tenant()).await?;
-    Ok(Json(hooks_view(&hooks)))
+    Ok(Json(HooksView::from(&*hooks)))
 }
 
-async fn unbind(state: &AppState, caller: &Caller, hook: Hook) -> Result<Json<Value>, ApiError> {
+async fn unbind(
+    state: &AppState,
+    caller: &Caller,
+    hook: Hook,
+) -> Result<Json<HooksView>, ApiError> {
     bind(state, caller, hook, &[]).await
 }
 
@@ -177,7 +179,7 @@ pub(super) async fn put_validators(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<ValidatorsBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HooksView>, ApiError> {
     if body.plugins.is_empty() {
         return Err(ApiError::field(
             "/plugins",
@@ -202,7 +204,7 @@ pub(super) async fn put_validators(
 pub(super) async fn delete_validators(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HooksView>, ApiError> {
     unbind(&state, &caller, Hook::Validators).await
 }
 
@@ -224,7 +226,7 @@ pub(super) async fn put_delay_policy(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<BindingRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HooksView>, ApiError> {
     bind(&state, &caller, Hook::DelayPolicy, &[body]).await
 }
 
@@ -243,7 +245,7 @@ pub(super) async fn put_delay_policy(
 pub(super) async fn delete_delay_policy(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HooksView>, ApiError> {
     unbind(&state, &caller, Hook::DelayPolicy).await
 }
 
@@ -269,7 +271,7 @@ pub(super) async fn put_channel(
     caller: Caller,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BindingRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HooksView>, ApiError> {
     let hook = channel_hook(&name)?;
     bind(&state, &caller, hook, &[body]).await
 }
@@ -292,7 +294,7 @@ pub(super) async fn delete_channel(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HooksView>, ApiError> {
     let hook = channel_hook(&name)?;
     unbind(&state, &caller, hook).await
 }
@@ -337,76 +339,112 @@ pub(super) struct ProposedHooks {
 }
 
 /// A refusal in a dry run.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `dry_run` builds; never constructed"
-)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct DryRunRejection {
     /// The plugin's reason code.
     code: String,
+    /// Its reason, a sentence a person can act on.
     reason: String,
     /// The plugin that refused.
     plugin: String,
 }
 
+impl From<&Rejection> for DryRunRejection {
+    fn from(rejection: &Rejection) -> Self {
+        Self {
+            code: rejection.code.clone(),
+            reason: rejection.reason.clone(),
+            plugin: rejection.plugin.clone(),
+        }
+    }
+}
+
 /// The validators' verdict in a dry run.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `dry_run` builds; never constructed"
-)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct DryRunValidation {
+    /// Whether every validator accepted the message.
     accepted: bool,
-    /// When not accepted.
+    /// Why not, when not accepted (absent when accepted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     rejection: Option<DryRunRejection>,
 }
 
-/// The delay policy's plan in a dry run: a time, or a refusal.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `dry_run` builds; never constructed"
-)]
+/// The delay policy's plan in a dry run: a time (`deliver_at` and `deliver_at_ms`), or a
+/// refusal (`rejection`).
+#[derive(Serialize, ToSchema)]
 pub(super) struct DryRunDelivery {
-    #[schema(format = DateTime)]
+    /// When the first delivery is planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
     deliver_at: Option<String>,
     /// `deliver_at` in Unix milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     deliver_at_ms: Option<u64>,
+    /// Why the delay policy refused the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     rejection: Option<DryRunRejection>,
 }
 
-/// One simulated failure and the delay policy's answer: a retry time, or giving up.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `dry_run` builds; never constructed"
-)]
+/// One simulated failure and the delay policy's answer: a retry time (`retry_at` and
+/// `wait_ms`), or giving up (`give_up`).
+#[derive(Serialize, ToSchema)]
 pub(super) struct DryRunRetry {
+    /// The attempt that failed: 1 for the first delivery.
     attempt: u32,
+    /// When it failed (the time it was due).
     #[schema(format = DateTime)]
     failed_at: String,
-    #[schema(format = DateTime)]
+    /// When the policy would try again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
     retry_at: Option<String>,
+    /// From the failure to the retry, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     wait_ms: Option<u64>,
     /// Why the policy gave up (the message would be dead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     give_up: Option<String>,
 }
 
-/// What a dry run decided (built with `json!`). Nothing is stored or sent.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `dry_run` builds; never constructed"
-)]
+impl From<&RetryStep> for DryRunRetry {
+    fn from(step: &RetryStep) -> Self {
+        let (retry_at, wait_ms, give_up) = match &step.decision {
+            Retry::At(at) => (
+                Some(rfc3339(*at)),
+                Some(at.saturating_sub(step.failed_at_ms)),
+                None,
+            ),
+            Retry::GiveUp(reason) => (None, None, Some(reason.clone())),
+        };
+        Self {
+            attempt: step.attempt,
+            failed_at: rfc3339(step.failed_at_ms),
+            retry_at,
+            wait_ms,
+            give_up,
+        }
+    }
+}
+
+/// What a dry run decided. Nothing is stored or sent.
+#[derive(Serialize, ToSchema)]
 pub(super) struct DryRunResult {
     /// The sample's (new, unstored) id, or the stored message's.
     message_id: MessageId,
+    /// The hooks that decided: the tenant's, or the proposed ones.
     hooks: HooksView,
+    /// The validators' verdict.
     validation: DryRunValidation,
-    /// Absent (`null`) when validation refused the message.
+    /// The delay policy's plan; `null` when validation refused the message.
     delivery: Option<DryRunDelivery>,
+    /// The retry schedule for the simulated failures.
     retries: Vec<DryRunRetry>,
+    /// Every decision, as a message's history records it.
     events: Vec<EventView>,
     /// Always `false`.
     stored: bool,
@@ -433,7 +471,7 @@ pub(super) async fn dry_run(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<DryRunBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DryRunResult>, ApiError> {
     caller.require_admin()?;
     let attempts = body.attempts.unwrap_or(DEFAULT_ATTEMPTS);
     if attempts > MAX_ATTEMPTS {
@@ -518,44 +556,33 @@ pub(super) async fn dry_run(
         retry_after_ms: body.retry_after_ms,
     };
     let run = state.policies.dry_run(&hooks, &message, &simulation).await;
-    let rejection = |rejection: &crate::policies::Rejection| {
-        json!({
-            "code": rejection.code,
-            "reason": rejection.reason,
-            "plugin": rejection.plugin,
-        })
-    };
-    let retries: Vec<Value> = run
-        .retries
-        .iter()
-        .map(|step| match &step.decision {
-            Retry::At(at) => json!({
-                "attempt": step.attempt,
-                "failed_at": rfc3339(step.failed_at_ms),
-                "retry_at": rfc3339(*at),
-                "wait_ms": at.saturating_sub(step.failed_at_ms),
-            }),
-            Retry::GiveUp(reason) => json!({
-                "attempt": step.attempt,
-                "failed_at": rfc3339(step.failed_at_ms),
-                "give_up": reason,
-            }),
-        })
-        .collect();
-    Ok(Json(json!({
-        "message_id": message.id,
-        "hooks": hooks_view(&hooks),
-        "validation": match &run.validation {
-            Ok(()) => json!({ "accepted": true }),
-            Err(refused) => json!({ "accepted": false, "rejection": rejection(refused) }),
+    Ok(Json(DryRunResult {
+        message_id: message.id,
+        hooks: HooksView::from(&*hooks),
+        validation: match &run.validation {
+            Ok(()) => DryRunValidation {
+                accepted: true,
+                rejection: None,
+            },
+            Err(refused) => DryRunValidation {
+                accepted: false,
+                rejection: Some(DryRunRejection::from(refused)),
+            },
         },
-        "delivery": match &run.delivery {
-            None => Value::Null,
-            Some(Ok(at)) => json!({ "deliver_at": rfc3339(*at), "deliver_at_ms": at }),
-            Some(Err(refused)) => json!({ "rejection": rejection(refused) }),
-        },
-        "retries": retries,
-        "events": run.events.into_iter().map(EventView::from).collect::<Vec<_>>(),
-        "stored": false,
-    })))
+        delivery: run.delivery.as_ref().map(|planned| match planned {
+            Ok(at) => DryRunDelivery {
+                deliver_at: Some(rfc3339(*at)),
+                deliver_at_ms: Some(*at),
+                rejection: None,
+            },
+            Err(refused) => DryRunDelivery {
+                deliver_at: None,
+                deliver_at_ms: None,
+                rejection: Some(DryRunRejection::from(refused)),
+            },
+        }),
+        retries: run.retries.iter().map(DryRunRetry::from).collect(),
+        events: run.events.into_iter().map(EventView::from).collect(),
+        stored: false,
+    }))
 }

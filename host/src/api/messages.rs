@@ -125,12 +125,13 @@ pub(super) struct BatchItem {
     status: u16,
     /// The accepted message.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     message: Option<MessageView>,
     /// Why the item was refused: a problem as any endpoint answers it (`field` is a JSON
     /// pointer within the item).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Problem>)]
-    problem: Option<serde_json::Value>,
+    #[schema(nullable = false)]
+    problem: Option<Problem>,
 }
 
 /// The answer to a batch: every item in order.

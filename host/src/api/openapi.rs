@@ -20,13 +20,11 @@
 //! Regenerate the committed copy with `DMS_UPDATE_OPENAPI=1 cargo test -p dms --test e2e
 //! openapi`.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response};
-use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
+use utoipa::{Modify, OpenApi, ToResponse};
 
 use super::error::Code;
 
@@ -149,39 +147,8 @@ struct ApiDoc;
 /// The content type of problem responses, for `content_type = PROBLEM` in handlers.
 pub(super) const PROBLEM: &str = "application/problem+json";
 
-/// An RFC 9457 problem, as `api::error` writes it (`application/problem+json`).
-#[derive(serde::Serialize, ToSchema)]
-#[allow(
-    dead_code,
-    reason = "describes the body ApiError writes; never constructed"
-)]
-pub(super) struct Problem {
-    /// `/problems/<code>`: `GET` it for what the code means.
-    #[schema(example = "/problems/not_found")]
-    r#type: String,
-    /// The code's short title; it never changes for a code.
-    #[schema(example = "Not found")]
-    title: String,
-    /// The HTTP status.
-    #[schema(example = 404)]
-    status: u16,
-    /// What went wrong this time, in a sentence a person can act on.
-    #[schema(example = "there is no such message in your tenant")]
-    detail: String,
-    /// The stable error code clients match on (the table is in `GET /problems/{code}`).
-    #[schema(example = "not_found")]
-    code: String,
-    /// The request id, also in the `x-request-id` header; quote it when reporting a problem.
-    request_id: Option<String>,
-    /// For `invalid_field` and `invalid_query`: the field (a JSON pointer such as
-    /// `/recipient_id`) or the query parameter.
-    field: Option<String>,
-    /// Some codes add members: `reason_code` and `plugin` (`rejected`), `message_status`
-    /// (`conflict` on a message), `hooks` (`conflict` on a bound plugin), `size` and `limit`
-    /// (`component_too_large`), `import` and `world` (`import_not_granted`).
-    #[serde(flatten)]
-    extra: BTreeMap<String, serde_json::Value>,
-}
+/// The problem body every error answer carries, as `api::error` writes it.
+pub(super) use super::error::Problem;
 
 /// The request is malformed: its JSON body does not parse, or a query parameter is invalid.
 #[derive(ToResponse)]

@@ -5,8 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Code};
@@ -32,23 +31,22 @@ pub(super) struct UploadQuery {
     version: Option<String>,
 }
 
-/// A plugin as the API shows it (built with `json!` by `view`).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `view` builds; never constructed"
-)]
+/// A plugin as the API shows it.
+#[derive(Serialize, ToSchema)]
 pub(super) struct Plugin {
     id: PluginId,
+    /// The name it was uploaded with (or its world and the start of its digest).
     name: String,
+    /// The version it was uploaded with.
     version: Option<String>,
     /// The DMS world it exports: `validator`, `delay-policy` or `channel`.
     #[schema(example = "validator")]
-    world: String,
+    world: &'static str,
     /// `sha256:` and the hex SHA-256 of the component.
     digest: String,
     /// The component's size in bytes.
     size: u64,
+    /// When it was uploaded.
     #[schema(format = DateTime)]
     created_at: String,
     /// Set when the host stopped using it (it kept failing); POST /plugins/{id}/enable serves
@@ -61,51 +59,48 @@ pub(super) struct Plugin {
 }
 
 /// Why and when a plugin was disabled.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `view` builds; never constructed"
-)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct PluginDisabled {
+    /// When the host disabled it.
     #[schema(format = DateTime)]
     at: String,
+    /// Why: the failures that made the host stop using it.
     reason: String,
 }
 
-/// The tenant's plugins (built with `json!`).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `list` builds; never constructed"
-)]
+/// The tenant's plugins.
+#[derive(Serialize, ToSchema)]
 pub(super) struct PluginList {
+    /// Oldest first.
     items: Vec<Plugin>,
 }
 
-/// A plugin as the API shows it.
-fn view(state: &AppState, plugin: &PluginRecord, bindings: &[HookBinding]) -> Value {
-    let bound_to: Vec<String> = bindings
-        .iter()
-        .filter(|binding| binding.plugin_id == plugin.id)
-        .map(|binding| binding.hook.to_string())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    json!({
-        "id": plugin.id,
-        "name": plugin.name,
-        "version": plugin.version,
-        "world": plugin.world.as_str(),
-        "digest": format!("sha256:{}", plugin.digest),
-        "size": plugin.size,
-        "created_at": rfc3339(plugin.created_at_ms),
-        "disabled": plugin.disabled.as_ref().map(|disabled| json!({
-            "at": rfc3339(disabled.at_ms),
-            "reason": disabled.reason,
-        })),
-        "bound_to": bound_to,
-        "stats": state.policies.counters(&plugin.tenant_id, &plugin.id),
-    })
+impl Plugin {
+    /// `plugin` as the API shows it, with the hooks among `bindings` it serves.
+    fn new(state: &AppState, plugin: &PluginRecord, bindings: &[HookBinding]) -> Self {
+        let bound_to: Vec<String> = bindings
+            .iter()
+            .filter(|binding| binding.plugin_id == plugin.id)
+            .map(|binding| binding.hook.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Self {
+            id: plugin.id.clone(),
+            name: plugin.name.clone(),
+            version: plugin.version.clone(),
+            world: plugin.world.as_str(),
+            digest: format!("sha256:{}", plugin.digest),
+            size: plugin.size,
+            created_at: rfc3339(plugin.created_at_ms),
+            disabled: plugin.disabled.as_ref().map(|disabled| PluginDisabled {
+                at: rfc3339(disabled.at_ms),
+                reason: disabled.reason.clone(),
+            }),
+            bound_to,
+            stats: state.policies.counters(&plugin.tenant_id, &plugin.id),
+        }
+    }
 }
 
 fn parse_id(id: &str) -> Result<PluginId, ApiError> {
@@ -138,7 +133,7 @@ pub(super) async fn upload(
     caller: Caller,
     ApiQuery(query): ApiQuery<UploadQuery>,
     request: Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Plugin>), ApiError> {
     caller.require_admin()?;
     let content_type = request
         .headers()
@@ -196,7 +191,7 @@ pub(super) async fn upload(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view(&state, &plugin, &bindings))))
+    Ok((status, Json(Plugin::new(&state, &plugin, &bindings))))
 }
 
 /// `GET /plugins`: the tenant's plugins, oldest first.
@@ -214,15 +209,15 @@ pub(super) async fn upload(
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PluginList>, ApiError> {
     caller.require_admin()?;
     let plugins = state.store.plugins(caller.tenant()).await?;
     let bindings = state.store.hook_bindings(caller.tenant()).await?;
-    let items: Vec<Value> = plugins
+    let items = plugins
         .iter()
-        .map(|plugin| view(&state, plugin, &bindings))
+        .map(|plugin| Plugin::new(&state, plugin, &bindings))
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(PluginList { items }))
 }
 
 /// `GET /plugins/{id}`.
@@ -243,7 +238,7 @@ pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Plugin>, ApiError> {
     caller.require_admin()?;
     let id = parse_id(&id)?;
     let plugin = state
@@ -252,7 +247,7 @@ pub(super) async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found("plugin"))?;
     let bindings = state.store.hook_bindings(caller.tenant()).await?;
-    Ok(Json(view(&state, &plugin, &bindings)))
+    Ok(Json(Plugin::new(&state, &plugin, &bindings)))
 }
 
 /// `POST /plugins/{id}/enable`: serves its hooks again after it was disabled.
@@ -273,12 +268,12 @@ pub(super) async fn enable(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Plugin>, ApiError> {
     caller.require_admin()?;
     let id = parse_id(&id)?;
     let plugin = state.policies.enable_plugin(caller.tenant(), &id).await?;
     let bindings = state.store.hook_bindings(caller.tenant()).await?;
-    Ok(Json(view(&state, &plugin, &bindings)))
+    Ok(Json(Plugin::new(&state, &plugin, &bindings)))
 }
 
 /// `DELETE /plugins/{id}`: 204, or 409 while a hook uses it.

@@ -3,8 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
@@ -23,42 +22,36 @@ pub(super) struct SetWebhook {
     url: String,
 }
 
-/// The endpoint, as `GET /users/me/webhook` shows it (built with `json!`).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `get` builds; never constructed"
-)]
+/// The endpoint, as `GET /users/me/webhook` shows it: without its secrets.
+#[derive(Serialize, ToSchema)]
 pub(super) struct Webhook {
+    /// Where deliveries are POSTed.
+    #[schema(example = "https://example.com/dms-webhook")]
     url: String,
+    /// When it was set.
     #[schema(format = DateTime)]
     created_at: String,
     /// Secrets that sign deliveries now: more than one for 24 hours after a rotation.
-    active_secrets: u64,
+    active_secrets: usize,
     /// Why deliveries to it stopped, if they did.
     disabled_reason: Option<String>,
 }
 
-/// The endpoint and its new secret, shown once (built with `json!`).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `set` builds; never constructed"
-)]
+/// The endpoint and its new secret, shown once.
+#[derive(Serialize, ToSchema)]
 pub(super) struct WebhookSet {
+    /// Where deliveries are POSTed.
+    #[schema(example = "https://example.com/dms-webhook")]
     url: String,
     /// The signing secret (`whsec_…`, Standard Webhooks); it is not shown again.
     secret: String,
+    /// When it was set.
     #[schema(format = DateTime)]
     created_at: String,
 }
 
-/// A new secret, shown once (built with `json!`).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the JSON `rotate` builds; never constructed"
-)]
+/// A new secret, shown once.
+#[derive(Serialize, ToSchema)]
 pub(super) struct WebhookRotated {
     /// The new signing secret; it is not shown again.
     secret: String,
@@ -82,18 +75,18 @@ pub(super) struct WebhookRotated {
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Webhook>, ApiError> {
     let webhook = state
         .store
         .webhook(caller.tenant(), &caller.user.id, state.clock.now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
-    Ok(Json(json!({
-        "url": webhook.url,
-        "created_at": rfc3339(webhook.created_at_ms),
-        "active_secrets": webhook.secrets.len(),
-        "disabled_reason": webhook.disabled,
-    })))
+    Ok(Json(Webhook {
+        url: webhook.url,
+        created_at: rfc3339(webhook.created_at_ms),
+        active_secrets: webhook.secrets.len(),
+        disabled_reason: webhook.disabled,
+    }))
 }
 
 /// `PUT /users/me/webhook`: sets the endpoint and returns its new secret, once.
@@ -111,13 +104,13 @@ pub(super) async fn set(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<SetWebhook>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookSet>, ApiError> {
     let secret = endpoint::set(&state.messages, &caller.user, &body.url).await?;
-    Ok(Json(json!({
-        "url": body.url,
-        "secret": secret,
-        "created_at": rfc3339(state.clock.now_ms()),
-    })))
+    Ok(Json(WebhookSet {
+        url: body.url,
+        secret,
+        created_at: rfc3339(state.clock.now_ms()),
+    }))
 }
 
 /// `POST /users/me/webhook/rotate`: a new secret; the old ones sign for 24 more hours.
@@ -136,17 +129,17 @@ pub(super) async fn set(
 pub(super) async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookRotated>, ApiError> {
     let (secret, until) = endpoint::rotate(&state.messages, &caller.user)
         .await
         .map_err(|error| match error {
             messages::Error::NotFound => ApiError::not_found("webhook"),
             other => other.into(),
         })?;
-    Ok(Json(json!({
-        "secret": secret,
-        "previous_secrets_valid_until": rfc3339(until),
-    })))
+    Ok(Json(WebhookRotated {
+        secret,
+        previous_secrets_valid_until: rfc3339(until),
+    }))
 }
 
 /// `DELETE /users/me/webhook`.

@@ -7,9 +7,8 @@
 //! changed status) and `read` (its recipient read it). A channel plugin may publish other
 //! kinds; the event's `type` field names the kind.
 
+use dms_plugin_sdk::payload::MessagePayload;
 use serde_json::{Value, json};
-
-use base64::Engine as _;
 
 use super::ids::{MessageId, TenantId, UserId};
 use super::message::{Message, Status};
@@ -115,16 +114,15 @@ pub fn for_sender(
     }
 }
 
-/// How a `message` event carries content: text as itself (`utf8`), anything else as standard
-/// base64 (`base64`), as the `inbox` channel writes it.
-fn encoded(content: &[u8]) -> (Value, &'static str) {
-    match std::str::from_utf8(content) {
-        Ok(text) => (Value::from(text), "utf8"),
-        Err(_) => (
-            Value::from(base64::engine::general_purpose::STANDARD.encode(content)),
-            "base64",
-        ),
-    }
+/// How a `message` event carries content: as the SDK's [`MessagePayload`] does (the text
+/// itself, or standard base64 with `content_encoding: base64`), since the `inbox` channel
+/// publishes that payload. `content_encoding` is `None` when the event has none.
+fn encoded(content: &[u8]) -> (Value, Option<Value>) {
+    let (content, encoding) = MessagePayload::encode_content(content);
+    let encoding = encoding.map(|encoding| {
+        serde_json::to_value(encoding).expect("an encoding serialises to a string")
+    });
+    (Value::from(content), encoding)
 }
 
 /// Whether `body` is a `message` event about `message` that carries its content exactly as
@@ -138,7 +136,7 @@ pub fn embeds(body: &Value, message: &Message) -> bool {
     kind_of(body) == "message"
         && inner.get("id").and_then(Value::as_str) == Some(message.id.as_str())
         && inner.get("content") == Some(&content)
-        && inner.get("content_encoding").and_then(Value::as_str) == Some(encoding)
+        && inner.get("content_encoding") == encoding.as_ref()
 }
 
 /// `body` without the content [`embeds`] found in it.
@@ -156,7 +154,9 @@ pub fn embed_content(body: &mut Value, content: &[u8]) {
     if let Some(inner) = body.get_mut("message").and_then(Value::as_object_mut) {
         let (content, encoding) = encoded(content);
         inner.insert("content".to_owned(), content);
-        inner.insert("content_encoding".to_owned(), Value::from(encoding));
+        if let Some(encoding) = encoding {
+            inner.insert("content_encoding".to_owned(), encoding);
+        }
     }
 }
 
@@ -214,6 +214,11 @@ mod tests {
         let mut other = body.clone();
         other["message"]["content_encoding"] = json!("utf8");
         assert!(!embeds(&other, &message));
+        other["message"]
+            .as_object_mut()
+            .unwrap()
+            .remove("content_encoding");
+        assert!(!embeds(&other, &message));
         other = body.clone();
         other["message"]["id"] = json!("msg_other");
         assert!(!embeds(&other, &message));
@@ -221,5 +226,17 @@ mod tests {
             &json!({ "type": "status", "message": body["message"] }),
             &message
         ));
+        // Text travels as itself, with no encoding, as the SDK's payload carries it.
+        let text = Message {
+            content: b"hello".to_vec(),
+            ..message
+        };
+        let body = json!({ "type": "message", "message": {
+            "id": text.id, "content": "hello", "metadata": {}
+        }});
+        assert!(embeds(&body, &text));
+        let mut read = without_content(&body);
+        embed_content(&mut read, &text.content);
+        assert_eq!(read, body);
     }
 }

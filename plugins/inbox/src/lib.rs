@@ -7,41 +7,22 @@
 //! commit and then pushes it. When the host refuses the event, it asks for a retry in
 //! `publish_retry_after` (default 1s) rather than report a delivery nobody can see.
 //!
-//! Content that is valid UTF-8 travels as a string (`"content_encoding": "utf8"`); anything
-//! else as standard base64 (`"content_encoding": "base64"`).
+//! The event is `{"type": "message", "message": {…}}`, where the message is the SDK's
+//! [`MessagePayload`], the shape the HTTP API and the webhook channel use too: content that is
+//! valid UTF-8 travels as itself, anything else as standard base64 with
+//! `"content_encoding": "base64"`.
 
-use base64::Engine as _;
+use dms_plugin_sdk::payload::MessagePayload;
 use dms_plugin_sdk::{
     Address, DeliveryResult, Message, RetryLater, channel::Guest, config, realtime,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// The real-time event for `message`, as a JSON object.
 pub fn event(message: &Message) -> Value {
-    let (content, encoding) = match std::str::from_utf8(&message.content) {
-        Ok(text) => (text.to_owned(), "utf8"),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(&message.content),
-            "base64",
-        ),
-    };
-    let metadata: Map<String, Value> = message
-        .metadata
-        .iter()
-        .map(|(key, value)| (key.clone(), Value::String(value.clone())))
-        .collect();
     json!({
         "type": "message",
-        "message": {
-            "id": message.id,
-            "sender_id": message.sender_id,
-            "recipient_id": message.recipient_id,
-            "content": content,
-            "content_encoding": encoding,
-            "content_type": message.content_type,
-            "metadata": metadata,
-            "created_at_ms": message.created_at_ms,
-        }
+        "message": MessagePayload::from(message),
     })
 }
 
@@ -108,8 +89,9 @@ mod tests {
         assert_eq!(event["type"], "message");
         assert_eq!(event["message"]["id"], "msg_1");
         assert_eq!(event["message"]["content"], "hello");
-        assert_eq!(event["message"]["content_encoding"], "utf8");
+        assert_eq!(event["message"].get("content_encoding"), None);
         assert_eq!(event["message"]["metadata"]["subject"], "hi");
+        assert_eq!(event["message"]["created_at"], "1970-01-01T00:00:00.042Z");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `webhook`: the default HTTP channel, signed per the Standard Webhooks specification.
 //!
-//! POSTs the message as JSON to the recipient's endpoint through the host's `http-send`, with
-//! the headers `webhook-id` (the message id, for de-duplication), `webhook-timestamp` (Unix
-//! seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one per
-//! secret, space-separated while a secret rotates). Any Standard Webhooks library verifies it.
+//! POSTs the message as JSON (see [`payload`]: the SDK's [`MessagePayload`] as `data`) to the
+//! recipient's endpoint through the host's `http-send`, with the headers `webhook-id` (the
+//! message id, for de-duplication), `webhook-timestamp` (Unix seconds) and `webhook-signature`
+//! (`v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one per secret, space-separated while a
+//! secret rotates). Any Standard Webhooks library verifies it.
 //!
 //! The endpoint and secrets come from the recipient's address (set with
 //! `PUT /users/me/webhook`); the binding configuration may supply them instead (`url`, and
@@ -20,11 +21,12 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use dms_plugin_sdk::payload::MessagePayload;
 use dms_plugin_sdk::{
     Address, DeliveryResult, Message, RetryLater, channel::Guest, config, http, now_ms,
 };
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use sha2::Sha256;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -60,34 +62,16 @@ pub fn signature_header(keys: &[Vec<u8>], id: &str, timestamp: u64, body: &[u8])
         .join(" ")
 }
 
-/// The JSON body posted for `message`.
+/// The JSON body posted for `message`: `{"type": "message", "timestamp": …, "data": {…}}`,
+/// where `data` is the SDK's [`MessagePayload`], the shape the HTTP API and the inbox event use
+/// too.
 pub fn payload(message: &Message, now_ms: u64) -> Vec<u8> {
-    let (content, encoding) = match std::str::from_utf8(&message.content) {
-        Ok(text) => (text.to_owned(), "utf8"),
-        Err(_) => (BASE64.encode(&message.content), "base64"),
-    };
-    let metadata: Map<String, Value> = message
-        .metadata
-        .iter()
-        .map(|(key, value)| (key.clone(), Value::String(value.clone())))
-        .collect();
-    let rfc3339 = |ms: u64| {
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-    };
+    let timestamp =
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(now_ms)).to_string();
     json!({
         "type": "message",
-        "timestamp": rfc3339(now_ms),
-        "data": {
-            "id": message.id,
-            "tenant_id": message.tenant_id,
-            "sender_id": message.sender_id,
-            "recipient_id": message.recipient_id,
-            "content": content,
-            "content_encoding": encoding,
-            "content_type": message.content_type,
-            "metadata": metadata,
-            "created_at": rfc3339(message.created_at_ms),
-        }
+        "timestamp": timestamp,
+        "data": MessagePayload::from(message),
     })
     .to_string()
     .into_bytes()
@@ -246,6 +230,7 @@ dms_plugin_sdk::export_channel!(Webhook);
 mod tests {
     use super::*;
     use dms_plugin_sdk::{RequestedTime, testing};
+    use serde_json::Value;
 
     const NOW: u64 = 1_700_000_000_000;
 
@@ -337,6 +322,8 @@ mod tests {
         assert_eq!(body["type"], "message");
         assert_eq!(body["timestamp"], "2023-11-14T22:13:20.000Z");
         assert_eq!(body["data"]["content"], "hello");
+        assert_eq!(body["data"].get("content_encoding"), None);
+        assert_eq!(body["data"]["id"], "msg_p5jXN8AQM9LWM0D4loKWxJek");
     }
 
     #[test]

@@ -1,56 +1,58 @@
 //! Messages, their status and their history, as the API shows them.
 
-use std::collections::BTreeMap;
-
-use base64::Engine as _;
+use dms_plugin_sdk::payload::MessagePayload;
 use serde::Serialize;
 
 use crate::clock::rfc3339;
-use crate::domain::ids::{MessageId, UserId};
+use crate::domain::ids::MessageId;
 use crate::domain::message::{Channel, Event, EventKind, Message, MessageState, PluginRef, Status};
 
-/// A message.
+/// A message: what the sender wrote and who it is between (the payload that the inbox event and
+/// the webhook body carry too, `MessagePayload` of the plugin SDK), and where it stands.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
-    pub(crate) id: MessageId,
-    pub(crate) sender_id: UserId,
-    pub(crate) recipient_id: UserId,
+    #[serde(flatten)]
+    pub(crate) message: MessagePayload,
+    /// The channel that delivers it.
     pub(crate) channel: Channel,
     pub(crate) status: Status,
-    pub(crate) content: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) content_encoding: Option<&'static str>,
-    pub(crate) content_type: String,
-    pub(crate) metadata: BTreeMap<String, String>,
+    /// When it is (or was) due: the time planned for the next delivery attempt.
+    #[schema(format = DateTime)]
     pub(crate) deliver_at: String,
-    pub(crate) created_at: String,
+    /// Delivery attempts made so far.
     pub(crate) attempts: u32,
+    /// What the channel reported when the last attempt failed.
     pub(crate) last_error: Option<String>,
+    /// When it was delivered.
+    #[schema(format = DateTime)]
     pub(crate) delivered_at: Option<String>,
+    /// When its recipient read it.
+    #[schema(format = DateTime)]
     pub(crate) read_at: Option<String>,
+}
+
+/// The payload of a stored message.
+pub fn payload(message: &Message) -> MessagePayload {
+    let (content, content_encoding) = MessagePayload::encode_content(&message.content);
+    MessagePayload {
+        id: message.id.to_string(),
+        sender_id: message.sender_id.to_string(),
+        recipient_id: message.recipient_id.to_string(),
+        content,
+        content_encoding,
+        content_type: message.content_type.clone(),
+        metadata: message.metadata.clone(),
+        created_at: rfc3339(message.created_at_ms),
+    }
 }
 
 impl From<&Message> for MessageView {
     fn from(message: &Message) -> Self {
-        let (content, content_encoding) = match std::str::from_utf8(&message.content) {
-            Ok(text) => (text.to_owned(), None),
-            Err(_) => (
-                base64::engine::general_purpose::STANDARD.encode(&message.content),
-                Some("base64"),
-            ),
-        };
         Self {
-            id: message.id.clone(),
-            sender_id: message.sender_id.clone(),
-            recipient_id: message.recipient_id.clone(),
+            message: payload(message),
             channel: message.channel,
             status: message.status,
-            content,
-            content_encoding,
-            content_type: message.content_type.clone(),
-            metadata: message.metadata.clone(),
             deliver_at: rfc3339(message.deliver_at_ms),
-            created_at: rfc3339(message.created_at_ms),
             attempts: message.attempts,
             last_error: message.last_error.clone(),
             delivered_at: message.delivered_at_ms.map(rfc3339),
@@ -92,15 +94,20 @@ pub struct EventView {
     #[serde(rename = "type")]
     pub(crate) kind: EventKind,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub(crate) from: Option<Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub(crate) to: Option<Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub(crate) attempt: Option<u32>,
     pub(crate) result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub(crate) duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub(crate) plugin: Option<PluginRef>,
 }
 
