@@ -337,6 +337,16 @@ impl From<&crate::use_cases::messages::Error> for ApiError {
     }
 }
 
+impl From<crate::use_cases::policies::DryRunError> for ApiError {
+    fn from(error: crate::use_cases::policies::DryRunError) -> Self {
+        use crate::use_cases::policies::DryRunError;
+        match error {
+            DryRunError::Binding(error) => error.into(),
+            DryRunError::Message(error) => error.into(),
+        }
+    }
+}
+
 impl From<crate::use_cases::accounts::Error> for ApiError {
     fn from(error: crate::use_cases::accounts::Error) -> Self {
         use crate::use_cases::accounts::Error;

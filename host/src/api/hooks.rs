@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, Code};
-use super::extract::{ApiJson, Caller, from_json_value};
+use super::extract::{Admin, ApiJson, from_json_value};
 use super::openapi::{PROBLEM, Problem};
 use crate::clock::rfc3339;
 use crate::domain::ids::{MessageId, PluginId};
@@ -20,8 +20,9 @@ use crate::policies::{
 };
 use crate::sandbox::LimitOverrides;
 use crate::state::AppState;
-use crate::use_cases::messages::submit::{Submission, draft};
+use crate::use_cases::messages::submit::Submission;
 use crate::use_cases::messages::view::EventView;
+use crate::use_cases::policies::{DryRunOutcome, Sample, within_message};
 
 /// Simulated attempts when a dry run does not say.
 const DEFAULT_ATTEMPTS: u32 = 10;
@@ -133,31 +134,27 @@ impl From<&Hooks> for HooksView {
 )]
 pub(super) async fn get(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
 ) -> Result<Json<HooksView>, ApiError> {
-    caller.require_admin()?;
-    let hooks = state.policies.hooks(caller.tenant()).await?;
+    let hooks = state.tenant_policies.hooks(admin.tenant()).await?;
     Ok(Json(HooksView::from(&*hooks)))
 }
 
 async fn bind(
     state: &AppState,
-    caller: &Caller,
+    admin: &Admin,
     hook: Hook,
     requests: &[BindingRequest],
 ) -> Result<Json<HooksView>, ApiError> {
-    caller.require_admin()?;
-    state.policies.bind(caller.tenant(), hook, requests).await?;
-    let hooks = state.policies.hooks(caller.tenant()).await?;
+    let hooks = state
+        .tenant_policies
+        .bind(admin.tenant(), hook, requests)
+        .await?;
     Ok(Json(HooksView::from(&*hooks)))
 }
 
-async fn unbind(
-    state: &AppState,
-    caller: &Caller,
-    hook: Hook,
-) -> Result<Json<HooksView>, ApiError> {
-    bind(state, caller, hook, &[]).await
+async fn unbind(state: &AppState, admin: &Admin, hook: Hook) -> Result<Json<HooksView>, ApiError> {
+    bind(state, admin, hook, &[]).await
 }
 
 /// `PUT /hooks/validators`: `{"plugins": [binding, ...]}`, run in order (`[]`: none).
@@ -177,7 +174,7 @@ async fn unbind(
 )]
 pub(super) async fn put_validators(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
     ApiJson(body): ApiJson<ValidatorsBody>,
 ) -> Result<Json<HooksView>, ApiError> {
     if body.plugins.is_empty() {
@@ -186,7 +183,7 @@ pub(super) async fn put_validators(
             "/plugins: bind at least one validator, or DELETE /hooks/validators to return to the built-in",
         ));
     }
-    bind(&state, &caller, Hook::Validators, &body.plugins).await
+    bind(&state, &admin, Hook::Validators, &body.plugins).await
 }
 
 /// `DELETE /hooks/validators`: back to the built-in validator.
@@ -203,9 +200,9 @@ pub(super) async fn put_validators(
 )]
 pub(super) async fn delete_validators(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
 ) -> Result<Json<HooksView>, ApiError> {
-    unbind(&state, &caller, Hook::Validators).await
+    unbind(&state, &admin, Hook::Validators).await
 }
 
 /// `PUT /hooks/delay-policy`: one binding.
@@ -224,10 +221,10 @@ pub(super) async fn delete_validators(
 )]
 pub(super) async fn put_delay_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
     ApiJson(body): ApiJson<BindingRequest>,
 ) -> Result<Json<HooksView>, ApiError> {
-    bind(&state, &caller, Hook::DelayPolicy, &[body]).await
+    bind(&state, &admin, Hook::DelayPolicy, &[body]).await
 }
 
 /// `DELETE /hooks/delay-policy`: back to the built-in.
@@ -244,9 +241,9 @@ pub(super) async fn put_delay_policy(
 )]
 pub(super) async fn delete_delay_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
 ) -> Result<Json<HooksView>, ApiError> {
-    unbind(&state, &caller, Hook::DelayPolicy).await
+    unbind(&state, &admin, Hook::DelayPolicy).await
 }
 
 /// `PUT /hooks/channels/{name}`: one binding, with its HTTP allow-list.
@@ -268,12 +265,12 @@ pub(super) async fn delete_delay_policy(
 )]
 pub(super) async fn put_channel(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BindingRequest>,
 ) -> Result<Json<HooksView>, ApiError> {
     let hook = channel_hook(&name)?;
-    bind(&state, &caller, hook, &[body]).await
+    bind(&state, &admin, hook, &[body]).await
 }
 
 /// `DELETE /hooks/channels/{name}`: back to the built-in.
@@ -292,11 +289,11 @@ pub(super) async fn put_channel(
 )]
 pub(super) async fn delete_channel(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<HooksView>, ApiError> {
     let hook = channel_hook(&name)?;
-    unbind(&state, &caller, hook).await
+    unbind(&state, &admin, hook).await
 }
 
 /// What to dry-run: `message` or `message_id`, and the simulated failures.
@@ -469,10 +466,9 @@ pub(super) struct DryRunResult {
 )]
 pub(super) async fn dry_run(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
     ApiJson(body): ApiJson<DryRunBody>,
 ) -> Result<Json<DryRunResult>, ApiError> {
-    caller.require_admin()?;
     let attempts = body.attempts.unwrap_or(DEFAULT_ATTEMPTS);
     if attempts > MAX_ATTEMPTS {
         return Err(ApiError::field(
@@ -491,7 +487,7 @@ pub(super) async fn dry_run(
             ),
         ));
     }
-    let message = match (body.message, body.message_id) {
+    let sample = match (body.message, body.message_id) {
         (Some(_), Some(_)) => {
             return Err(ApiError::field(
                 "/message_id",
@@ -506,58 +502,41 @@ pub(super) async fn dry_run(
         }
         (Some(sample), None) => {
             // The sample's errors name its fields inside the body: `/message/content`.
-            let within = |field: &str, detail: &str| {
-                let inner = if field == "/" { "" } else { field };
-                let reason = detail.strip_prefix(&format!("{field}: ")).unwrap_or(detail);
-                let field = format!("/message{inner}");
+            let submission: Submission = from_json_value(sample).map_err(|error| {
+                let inner = error.field_name().unwrap_or("/");
+                let detail = error.detail();
+                let reason = detail.strip_prefix(&format!("{inner}: ")).unwrap_or(detail);
+                let field = within_message(inner);
                 ApiError::field(field.clone(), format!("{field}: {reason}"))
-            };
-            let submission: Submission = from_json_value(sample)
-                .map_err(|error| within(error.field_name().unwrap_or("/"), error.detail()))?;
-            draft(
-                &state.messages,
-                &caller.user,
-                submission,
-                state.clock.now_ms(),
-            )
-            .await
-            .map_err(|error| match error {
-                crate::use_cases::messages::Error::Invalid { field, reason } => {
-                    within(&field, &reason)
-                }
-                other => other.into(),
-            })?
+            })?;
+            Sample::New(submission)
         }
-        (None, Some(id)) => {
-            let id: MessageId = id.parse().map_err(|_| ApiError::not_found("message"))?;
-            state
-                .store
-                .message(caller.tenant(), &id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("message"))?
-        }
+        (None, Some(id)) => Sample::Stored(id.parse().map_err(|_| ApiError::not_found("message"))?),
     };
-    let hooks = match body.hooks {
-        None => state.policies.hooks(caller.tenant()).await?,
-        Some(proposed) => {
-            let mut proposals = Vec::new();
-            if let Some(validators) = proposed.validators {
-                proposals.push((Hook::Validators, validators.plugins));
-            }
-            if let Some(delay) = proposed.delay_policy {
-                proposals.push((Hook::DelayPolicy, vec![delay]));
-            }
-            std::sync::Arc::new(state.policies.proposed(caller.tenant(), &proposals).await?)
+    let mut proposals = Vec::new();
+    if let Some(proposed) = body.hooks {
+        if let Some(validators) = proposed.validators {
+            proposals.push((Hook::Validators, validators.plugins));
         }
-    };
+        if let Some(delay) = proposed.delay_policy {
+            proposals.push((Hook::DelayPolicy, vec![delay]));
+        }
+    }
     let simulation = Simulation {
         attempts,
         error: body.error.unwrap_or_else(|| "simulated failure".into()),
         retry_after_ms: body.retry_after_ms,
     };
-    let run = state.policies.dry_run(&hooks, &message, &simulation).await;
+    let DryRunOutcome {
+        message_id,
+        hooks,
+        run,
+    } = state
+        .tenant_policies
+        .dry_run(&admin.user, sample, &proposals, &simulation)
+        .await?;
     Ok(Json(DryRunResult {
-        message_id: message.id,
+        message_id,
         hooks: HooksView::from(&*hooks),
         validation: match &run.validation {
             Ok(()) => DryRunValidation {

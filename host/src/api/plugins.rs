@@ -3,19 +3,19 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Code};
-use super::extract::{ApiQuery, Caller};
+use super::extract::{Admin, ApiQuery, Id};
 use super::openapi::{PROBLEM, Problem};
 use crate::clock::rfc3339;
 use crate::domain::ids::PluginId;
-use crate::domain::plugin::{HookBinding, PluginRecord};
 use crate::policies::{Counters, Upload};
 use crate::state::AppState;
+use crate::use_cases::policies::PluginDetails;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -75,36 +75,25 @@ pub(super) struct PluginList {
     items: Vec<Plugin>,
 }
 
-impl Plugin {
-    /// `plugin` as the API shows it, with the hooks among `bindings` it serves.
-    fn new(state: &AppState, plugin: &PluginRecord, bindings: &[HookBinding]) -> Self {
-        let bound_to: Vec<String> = bindings
-            .iter()
-            .filter(|binding| binding.plugin_id == plugin.id)
-            .map(|binding| binding.hook.to_string())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+impl From<PluginDetails> for Plugin {
+    fn from(details: PluginDetails) -> Self {
+        let plugin = details.record;
         Self {
-            id: plugin.id.clone(),
-            name: plugin.name.clone(),
-            version: plugin.version.clone(),
+            id: plugin.id,
+            name: plugin.name,
+            version: plugin.version,
             world: plugin.world.as_str(),
             digest: format!("sha256:{}", plugin.digest),
             size: plugin.size,
             created_at: rfc3339(plugin.created_at_ms),
-            disabled: plugin.disabled.as_ref().map(|disabled| PluginDisabled {
+            disabled: plugin.disabled.map(|disabled| PluginDisabled {
                 at: rfc3339(disabled.at_ms),
-                reason: disabled.reason.clone(),
+                reason: disabled.reason,
             }),
-            bound_to,
-            stats: state.policies.counters(&plugin.tenant_id, &plugin.id),
+            bound_to: details.bound_to,
+            stats: details.stats,
         }
     }
-}
-
-fn parse_id(id: &str) -> Result<PluginId, ApiError> {
-    id.parse().map_err(|_| ApiError::not_found("plugin"))
 }
 
 /// `POST /plugins`: the body is the component (`application/wasm`); `?name=&version=`.
@@ -130,11 +119,10 @@ fn parse_id(id: &str) -> Result<PluginId, ApiError> {
 )]
 pub(super) async fn upload(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
     ApiQuery(query): ApiQuery<UploadQuery>,
     request: Request,
 ) -> Result<(StatusCode, Json<Plugin>), ApiError> {
-    caller.require_admin()?;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -155,8 +143,8 @@ pub(super) async fn upload(
         ));
     }
     // The tenant's turn first, so its queued uploads wait with their bodies unread.
-    let turn = state.policies.upload_turn(caller.tenant()).await;
-    let limit = state.policies.sandbox().max_component_bytes();
+    let turn = state.tenant_policies.upload_turn(admin.tenant()).await;
+    let limit = state.tenant_policies.max_upload_bytes();
     let bytes = Bytes::from_request(request, &state)
         .await
         .map_err(|rejection| {
@@ -173,25 +161,21 @@ pub(super) async fn upload(
                 )
             }
         })?;
+    let upload = Upload {
+        name: query.name,
+        version: query.version,
+        bytes: bytes.to_vec(),
+    };
     let (plugin, created) = state
-        .policies
-        .upload(
-            &turn,
-            Upload {
-                name: query.name,
-                version: query.version,
-                bytes: bytes.to_vec(),
-            },
-        )
+        .tenant_policies
+        .upload(turn, admin.tenant(), upload)
         .await?;
-    drop(turn);
-    let bindings = state.store.hook_bindings(caller.tenant()).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(Plugin::new(&state, &plugin, &bindings))))
+    Ok((status, Json(plugin.into())))
 }
 
 /// `GET /plugins`: the tenant's plugins, oldest first.
@@ -208,15 +192,10 @@ pub(super) async fn upload(
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: Admin,
 ) -> Result<Json<PluginList>, ApiError> {
-    caller.require_admin()?;
-    let plugins = state.store.plugins(caller.tenant()).await?;
-    let bindings = state.store.hook_bindings(caller.tenant()).await?;
-    let items = plugins
-        .iter()
-        .map(|plugin| Plugin::new(&state, plugin, &bindings))
-        .collect();
+    let plugins = state.tenant_policies.plugins(admin.tenant()).await?;
+    let items = plugins.into_iter().map(Plugin::from).collect();
     Ok(Json(PluginList { items }))
 }
 
@@ -236,18 +215,11 @@ pub(super) async fn list(
 )]
 pub(super) async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    admin: Admin,
+    Id(id): Id<PluginId>,
 ) -> Result<Json<Plugin>, ApiError> {
-    caller.require_admin()?;
-    let id = parse_id(&id)?;
-    let plugin = state
-        .store
-        .plugin(caller.tenant(), &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin"))?;
-    let bindings = state.store.hook_bindings(caller.tenant()).await?;
-    Ok(Json(Plugin::new(&state, &plugin, &bindings)))
+    let plugin = state.tenant_policies.plugin(admin.tenant(), &id).await?;
+    Ok(Json(plugin.into()))
 }
 
 /// `POST /plugins/{id}/enable`: serves its hooks again after it was disabled.
@@ -266,14 +238,11 @@ pub(super) async fn get(
 )]
 pub(super) async fn enable(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    admin: Admin,
+    Id(id): Id<PluginId>,
 ) -> Result<Json<Plugin>, ApiError> {
-    caller.require_admin()?;
-    let id = parse_id(&id)?;
-    let plugin = state.policies.enable_plugin(caller.tenant(), &id).await?;
-    let bindings = state.store.hook_bindings(caller.tenant()).await?;
-    Ok(Json(Plugin::new(&state, &plugin, &bindings)))
+    let plugin = state.tenant_policies.enable(admin.tenant(), &id).await?;
+    Ok(Json(plugin.into()))
 }
 
 /// `DELETE /plugins/{id}`: 204, or 409 while a hook uses it.
@@ -293,11 +262,9 @@ pub(super) async fn enable(
 )]
 pub(super) async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    admin: Admin,
+    Id(id): Id<PluginId>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
-    let id = parse_id(&id)?;
-    state.policies.delete_plugin(caller.tenant(), &id).await?;
+    state.tenant_policies.delete(admin.tenant(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -76,11 +76,9 @@ pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Webhook>, ApiError> {
-    let webhook = state
-        .store
-        .webhook(caller.tenant(), &caller.user.id, state.clock.now_ms())
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let webhook = endpoint::get(&state.messages, &caller.user)
+        .await
+        .map_err(about_the_webhook)?;
     Ok(Json(Webhook {
         url: webhook.url,
         created_at: rfc3339(webhook.created_at_ms),
@@ -132,10 +130,7 @@ pub(super) async fn rotate(
 ) -> Result<Json<WebhookRotated>, ApiError> {
     let (secret, until) = endpoint::rotate(&state.messages, &caller.user)
         .await
-        .map_err(|error| match error {
-            messages::Error::NotFound => ApiError::not_found("webhook"),
-            other => other.into(),
-        })?;
+        .map_err(about_the_webhook)?;
     Ok(Json(WebhookRotated {
         secret,
         previous_secrets_valid_until: rfc3339(until),
@@ -158,13 +153,16 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    if state
-        .store
-        .delete_webhook(caller.tenant(), &caller.user.id)
-        .await?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("webhook"))
+    endpoint::delete(&state.messages, &caller.user)
+        .await
+        .map_err(about_the_webhook)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An endpoint use case's error: "not found" is about the caller's webhook endpoint.
+fn about_the_webhook(error: messages::Error) -> ApiError {
+    match error {
+        messages::Error::NotFound => ApiError::not_found("webhook"),
+        other => other.into(),
     }
 }

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use super::{Error, Messages};
 
 use crate::domain::user::User;
+use crate::store::Webhook;
 
 /// How long a replaced secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP_MS: u64 = 24 * 3_600_000;
@@ -83,6 +84,27 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The caller's endpoint ([`Error::NotFound`] when they have none).
+pub async fn get(ctx: &Messages, caller: &User) -> Result<Webhook, Error> {
+    ctx.store
+        .webhook(&caller.tenant_id, &caller.id, ctx.clock.now_ms())
+        .await?
+        .ok_or(Error::NotFound)
+}
+
+/// Removes the caller's endpoint ([`Error::NotFound`] when they have none).
+pub async fn delete(ctx: &Messages, caller: &User) -> Result<(), Error> {
+    if ctx
+        .store
+        .delete_webhook(&caller.tenant_id, &caller.id)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(Error::NotFound)
+    }
 }
 
 /// Sets the caller's endpoint and returns its new secret.
