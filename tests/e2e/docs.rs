@@ -1,8 +1,8 @@
 //! The Markdown documents (README.md and docs/*.md) stay true to the repository: every link
 //! stays inside it and names a file or folder that exists (and, for a heading anchor, a heading
 //! that exists), no code span sends the reader outside it (`../…`), every `host/src/…` path
-//! they name exists, and every `Type::member` they name is declared in host/src. Read at run
-//! time, so a new document is checked too.
+//! they name exists, and every `Type::member` they name is declared in host/src or
+//! plugin-sdk/src. Read at run time, so a new document is checked too.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -29,11 +29,12 @@ fn documents() -> Vec<PathBuf> {
     documents
 }
 
-/// Every Rust source file under host/src, concatenated.
+/// Every Rust source file under host/src and plugin-sdk/src (the SDK's types, such as
+/// `MessagePayload`, are named in the plugin guide), concatenated.
 fn host_sources() -> String {
     fn walk(folder: &Path, text: &mut String) {
-        for entry in std::fs::read_dir(folder).expect("host/src is readable") {
-            let path = entry.expect("a host/src entry").path();
+        for entry in std::fs::read_dir(folder).expect("the sources are readable") {
+            let path = entry.expect("a source entry").path();
             if path.is_dir() {
                 walk(&path, text);
             } else if path.extension().is_some_and(|ext| ext == "rs") {
@@ -44,6 +45,7 @@ fn host_sources() -> String {
     }
     let mut text = String::new();
     walk(&root().join("host/src"), &mut text);
+    walk(&root().join("plugin-sdk/src"), &mut text);
     text
 }
 
@@ -87,7 +89,9 @@ fn check_member(span: &str, sources: &str) -> Option<String> {
         .iter()
         .any(|kind| declared(sources, kind, ty));
     if !type_declared {
-        return Some(format!("`{span}`: no type {ty} is declared in host/src"));
+        return Some(format!(
+            "`{span}`: no type {ty} is declared in host/src or plugin-sdk/src"
+        ));
     }
     // A method (`fn name`), or a variant of an enum (`Name,` `Name(` `Name {`).
     let member_declared = if member.starts_with(|c: char| c.is_ascii_uppercase()) {
@@ -95,7 +99,8 @@ fn check_member(span: &str, sources: &str) -> Option<String> {
     } else {
         declared(sources, "fn ", member)
     };
-    (!member_declared).then(|| format!("`{span}`: no {member} is declared in host/src"))
+    (!member_declared)
+        .then(|| format!("`{span}`: no {member} is declared in host/src or plugin-sdk/src"))
 }
 
 /// One line of prose (outside fenced code blocks), with its number.
