@@ -43,7 +43,6 @@ pub struct Shared {
     pub config: Config,
     /// The database.
     pub store: Arc<dyn Store>,
-    /// Password hashing.
     /// Rate limits.
     pub limits: Arc<RateLimits>,
     /// Tenants, users and passwords.
@@ -114,7 +113,7 @@ pub enum StartError {
     #[error(transparent)]
     Hash(#[from] HashError),
     /// The first tenant and admin could not be created.
-    #[error("could not create the first admin: {0}")]
+    #[error("could not create the first admin (DMS_ADMIN_PASSWORD): {0}")]
     FirstRun(#[from] crate::use_cases::accounts::Error),
     /// The encryption keys are unusable.
     #[error(transparent)]
