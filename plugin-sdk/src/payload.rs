@@ -109,9 +109,10 @@ impl MessagePayload {
     }
 }
 
-/// RFC 3339 in UTC with milliseconds, as the host writes times.
+/// `ms` (Unix milliseconds) as RFC 3339 in UTC with milliseconds, as the host writes times
+/// (`2026-12-05T16:00:00.000Z`).
 #[cfg(feature = "guest")]
-fn rfc3339(ms: u64) -> String {
+pub fn rfc3339(ms: u64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(at).to_string()
 }

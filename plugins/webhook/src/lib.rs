@@ -21,14 +21,14 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use dms_plugin_sdk::payload::MessagePayload;
+use dms_plugin_sdk::payload::{MessagePayload, rfc3339};
 use dms_plugin_sdk::{
     Address, DeliveryResult, Message, RetryLater, channel::Guest, config, http, now_ms,
 };
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// The prefix of Standard Webhooks secrets.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -66,11 +66,9 @@ pub fn signature_header(keys: &[Vec<u8>], id: &str, timestamp: u64, body: &[u8])
 /// where `data` is the SDK's [`MessagePayload`], the shape the HTTP API and the inbox event use
 /// too.
 pub fn payload(message: &Message, now_ms: u64) -> Vec<u8> {
-    let timestamp =
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(now_ms)).to_string();
     json!({
         "type": "message",
-        "timestamp": timestamp,
+        "timestamp": rfc3339(now_ms),
         "data": MessagePayload::from(message),
     })
     .to_string()
