@@ -166,10 +166,7 @@ pub(super) async fn upload(
         version: query.version,
         bytes: bytes.to_vec(),
     };
-    let (plugin, created) = state
-        .tenant_policies
-        .upload(turn, admin.tenant(), upload)
-        .await?;
+    let (plugin, created) = state.tenant_policies.upload(turn, upload).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

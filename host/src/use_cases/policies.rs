@@ -134,12 +134,11 @@ impl TenantPolicies {
     pub async fn upload(
         &self,
         turn: UploadTurn,
-        tenant: &TenantId,
         upload: Upload,
     ) -> Result<(PluginDetails, bool), ManageError> {
         let (plugin, created) = self.policies.upload(&turn, upload).await?;
         drop(turn);
-        let bindings = self.store.hook_bindings(tenant).await?;
+        let bindings = self.store.hook_bindings(&plugin.tenant_id).await?;
         Ok((self.details(plugin, &bindings), created))
     }
 
