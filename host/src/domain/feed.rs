@@ -193,6 +193,7 @@ mod tests {
             content_type: "application/octet-stream".into(),
             metadata: Default::default(),
             requested: crate::domain::message::Requested::Unspecified,
+            flow_key: None,
             status: Status::Delivering,
             deliver_at_ms: 0,
             attempts: 1,

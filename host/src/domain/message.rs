@@ -193,6 +193,8 @@ pub struct Message {
     pub metadata: BTreeMap<String, String>,
     /// What the sender asked for.
     pub requested: Requested,
+    /// Its own flow key, if the sender gave one (see `domain::flow`).
+    pub flow_key: Option<String>,
     /// Where it is in its life.
     pub status: Status,
     /// When it is (or was) due, Unix ms: the planned delivery, or the next retry.

@@ -2,6 +2,7 @@
 //! in these.
 
 pub mod feed;
+pub mod flow;
 pub mod ids;
 pub mod message;
 pub mod plugin;

@@ -10,8 +10,8 @@
 use sqlx::{Pool, Transaction};
 
 use super::rows::{
-    ClaimRow, CountDelta, FeedInsertRow, IdempotencyKeyRow, MessageRow, NewMessageRow, SecretRow,
-    StepRow, WebhookRow,
+    ClaimRow, CountDelta, FeedInsertRow, FlowRouteRow, IdempotencyKeyRow, MessageRow,
+    NewMessageRow, SecretRow, StepRow, WebhookRow,
 };
 use crate::domain::ids::{MessageId, TenantId, UserId};
 
@@ -122,6 +122,10 @@ pub(super) trait Backend: sqlx::Database {
         users: &[&str],
         now_ms: i64,
     ) -> Result<(Vec<WebhookRow>, Vec<SecretRow>), sqlx::Error>;
+
+    /// The flow routes of these messages (see `Store::flow_routes`).
+    async fn flow_routes(pool: &Pool<Self>, ids: &[&str])
+    -> Result<Vec<FlowRouteRow>, sqlx::Error>;
 
     /// Which of `ids` are live users of `tenant`.
     async fn live_users(

@@ -127,6 +127,7 @@ pub const TABLES: &[Table] = &[
     table("feed_events", 20261125000002),
     table("plugins", 20261125000003),
     table("hook_bindings", 20261125000003),
+    table("flow_limits", 20261215000003),
 ];
 
 /// The tables of a database, or a backup, at `migrations`, in [`TABLES`] order.

@@ -28,6 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::domain::feed::{FeedEvent, NewFeedEvent};
+use crate::domain::flow::{FlowLimit, Limits};
 use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{Channel, Event, Message, MessageState, Requested, Status};
 use crate::domain::plugin::{Binding, World};
@@ -225,6 +226,8 @@ pub struct NewMessage {
     pub metadata: BTreeMap<String, String>,
     /// What the sender asked for.
     pub requested: Requested,
+    /// Its own flow key, if the sender gave one.
+    pub flow_key: Option<String>,
     /// The planned delivery time.
     pub deliver_at_ms: u64,
     /// Now.
@@ -750,6 +753,27 @@ pub trait Store: Send + Sync + 'static {
         disabled: Option<&Disabled>,
     ) -> Result<bool, StoreError>;
 
+    /// The tenant's flow limits, by pattern.
+    async fn flow_limits(&self, tenant: &TenantId) -> Result<Vec<FlowLimit>, StoreError>;
+
+    /// Sets the limits of one of the tenant's patterns (created or replaced); returns it as
+    /// stored.
+    async fn put_flow_limit(
+        &self,
+        tenant: &TenantId,
+        pattern: &str,
+        limits: Limits,
+        now_ms: u64,
+    ) -> Result<FlowLimit, StoreError>;
+
+    /// Removes one of the tenant's patterns; false when it had no such pattern.
+    async fn delete_flow_limit(&self, tenant: &TenantId, pattern: &str)
+    -> Result<bool, StoreError>;
+
+    /// The flow key, tenant and due time of each of these messages (for the flow limiter,
+    /// between the schedule's claim and the database's); unknown ids are left out.
+    async fn flow_routes(&self, ids: &[MessageId]) -> Result<Vec<FlowRoute>, StoreError>;
+
     /// The tenant's hook bindings, by hook and position.
     async fn hook_bindings(&self, tenant: &TenantId) -> Result<Vec<HookBinding>, StoreError>;
 
@@ -761,6 +785,19 @@ pub trait Store: Send + Sync + 'static {
         plugins: &[(PluginId, Binding)],
         now_ms: u64,
     ) -> Result<(), StoreError>;
+}
+
+/// What the flow limiter needs of a claimed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRoute {
+    /// The message.
+    pub id: MessageId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Its flow key (its own, or derived: see `domain::flow::key_of`).
+    pub key: String,
+    /// When it is due, Unix ms.
+    pub due_ms: u64,
 }
 
 /// How many of a tenant's messages are in a status.

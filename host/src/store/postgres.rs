@@ -12,8 +12,8 @@ use super::StoreError;
 use super::backend::{Backend, FinishRow};
 use super::crypto::Keyring;
 use super::rows::{
-    ClaimRow, CountDelta, FeedInsertRow, IdempotencyKeyRow, MESSAGE_COLUMNS, MessageRow,
-    NewMessageRow, SecretRow, StepRow, WebhookRow,
+    ClaimRow, CountDelta, FeedInsertRow, FlowRouteRow, IdempotencyKeyRow, MESSAGE_COLUMNS,
+    MessageRow, NewMessageRow, SecretRow, StepRow, WebhookRow,
 };
 use super::sql::SqlStore;
 use crate::domain::ids::{MessageId, TenantId, UserId};
@@ -59,10 +59,10 @@ impl SqlStore<Postgres> {
 
 const INSERT_MESSAGES: &str = "INSERT INTO messages (id, tenant_id, sender_id, recipient_id, \
      channel, content_type, metadata, key_id, nonce, content, requested_kind, requested_ms, \
-     created_at_ms) \
+     created_at_ms, flow_key) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[], $11::text[], $12::bigint[], \
-     $13::bigint[])";
+     $13::bigint[], $14::text[])";
 const INSERT_STATES: &str = "INSERT INTO message_states \
      (message_id, tenant_id, status, deliver_at_ms, attempts, updated_at_ms) \
      SELECT id, tenant_id, 'scheduled', due, 0, $4 \
@@ -132,6 +132,10 @@ const WEBHOOKS: &str = "SELECT user_id, tenant_id, url, created_at_ms, disabled_
 const WEBHOOK_SECRETS: &str = "SELECT user_id, id, key_id, nonce, secret FROM webhook_secrets \
      WHERE user_id = ANY($1) AND (expires_at_ms IS NULL OR expires_at_ms > $2) \
      ORDER BY user_id, created_at_ms DESC, id DESC";
+const FLOW_ROUTES: &str = "SELECT m.id, m.tenant_id, m.recipient_id, m.channel, m.flow_key, w.url, s.deliver_at_ms \
+     FROM messages m JOIN message_states s ON s.message_id = m.id \
+     LEFT JOIN webhooks w ON w.user_id = m.recipient_id AND w.tenant_id = m.tenant_id \
+     AND m.channel = 'webhook' WHERE m.id = ANY($1)";
 const LIVE_USERS: &str = "SELECT id FROM users \
      WHERE tenant_id = $1 AND deleted_at_ms IS NULL AND id = ANY($2)";
 const DELETE_EVENTS: &str = "DELETE FROM message_events WHERE message_id = ANY($1)";
@@ -175,6 +179,7 @@ impl Backend for Postgres {
             .bind(column(rows, |row| row.requested_kind))
             .bind(column(rows, |row| row.requested_ms))
             .bind(column(rows, |row| row.created_at_ms))
+            .bind(column(rows, |row| row.flow_key))
             .execute(conn)
             .await?;
         Ok(())
@@ -348,6 +353,13 @@ impl Backend for Postgres {
             .fetch_all(pool)
             .await?;
         Ok((webhooks, secrets))
+    }
+
+    async fn flow_routes(
+        pool: &Pool<Self>,
+        ids: &[&str],
+    ) -> Result<Vec<FlowRouteRow>, sqlx::Error> {
+        sqlx::query_as(FLOW_ROUTES).bind(ids).fetch_all(pool).await
     }
 
     async fn live_users(

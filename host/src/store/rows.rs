@@ -119,7 +119,7 @@ impl From<SessionRow> for Session {
 /// `s` is `message_states`.
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.tenant_id, m.sender_id, m.recipient_id, \
      m.channel, m.content_type, m.metadata, m.key_id, m.nonce, m.content, m.requested_kind, \
-     m.requested_ms, m.created_at_ms, s.status, s.deliver_at_ms, s.attempts, s.last_error, \
+     m.requested_ms, m.flow_key, m.created_at_ms, s.status, s.deliver_at_ms, s.attempts, s.last_error, \
      s.delivered_at_ms, s.read_at_ms";
 
 /// A message and its state, content still sealed.
@@ -138,6 +138,7 @@ pub(super) struct MessageRow {
     content: Vec<u8>,
     requested_kind: String,
     requested_ms: Option<i64>,
+    flow_key: Option<String>,
     created_at_ms: i64,
     #[sqlx(try_from = "String")]
     status: Status,
@@ -194,6 +195,7 @@ impl MessageRow {
             content_type: self.content_type,
             metadata,
             requested,
+            flow_key: self.flow_key,
             status: self.status,
             deliver_at_ms: from_ms(self.deliver_at_ms),
             attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
@@ -267,6 +269,7 @@ pub(super) struct NewMessageRow<'a> {
     pub(super) requested_ms: Option<i64>,
     pub(super) created_at_ms: i64,
     pub(super) deliver_at_ms: i64,
+    pub(super) flow_key: Option<&'a str>,
 }
 
 impl<'a> NewMessageRow<'a> {
@@ -293,6 +296,7 @@ impl<'a> NewMessageRow<'a> {
             requested_ms,
             created_at_ms: ms(message.created_at_ms),
             deliver_at_ms: ms(message.deliver_at_ms),
+            flow_key: message.flow_key.as_deref(),
         }
     }
 }
@@ -850,5 +854,71 @@ impl TryFrom<HookRow> for HookBinding {
             plugin_id: row.plugin_id,
             binding,
         })
+    }
+}
+
+/// A stored flow limit.
+#[derive(sqlx::FromRow)]
+pub(super) struct FlowLimitRow {
+    pattern: String,
+    rate: Option<i64>,
+    period_seconds: Option<i64>,
+    parallelism: Option<i64>,
+    ordering: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl From<FlowLimitRow> for crate::domain::flow::FlowLimit {
+    fn from(row: FlowLimitRow) -> Self {
+        use crate::domain::flow::{Limits, Rate};
+        let rate = row.rate.map(|count| Rate {
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+            period_seconds: row
+                .period_seconds
+                .and_then(|period| u32::try_from(period).ok())
+                .unwrap_or(1),
+        });
+        Self {
+            pattern: row.pattern,
+            limits: Limits {
+                rate,
+                parallelism: row
+                    .parallelism
+                    .map(|cap| u32::try_from(cap).unwrap_or(u32::MAX)),
+                fifo: row.ordering == "fifo",
+            },
+            created_at_ms: from_ms(row.created_at_ms),
+            updated_at_ms: from_ms(row.updated_at_ms),
+        }
+    }
+}
+
+/// What the flow limiter needs of a claimed message.
+#[derive(sqlx::FromRow)]
+pub(super) struct FlowRouteRow {
+    id: MessageId,
+    tenant_id: TenantId,
+    recipient_id: UserId,
+    #[sqlx(try_from = "String")]
+    channel: Channel,
+    flow_key: Option<String>,
+    url: Option<String>,
+    deliver_at_ms: i64,
+}
+
+impl From<FlowRouteRow> for super::FlowRoute {
+    fn from(row: FlowRouteRow) -> Self {
+        Self {
+            key: crate::domain::flow::key_of(
+                row.flow_key.as_deref(),
+                row.channel,
+                &row.recipient_id,
+                row.url.as_deref(),
+            ),
+            id: row.id,
+            tenant_id: row.tenant_id,
+            due_ms: from_ms(row.deliver_at_ms),
+        }
     }
 }

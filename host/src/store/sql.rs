@@ -15,16 +15,17 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use super::backend::{Backend, FinishRow};
 use super::crypto::Keyring;
 use super::rows::{
-    self, ClaimRow, CredentialsRow, EventRow, FeedInsertRow, FeedRow, HookRow, IdempotencyKeyRow,
-    IdempotencyRow, MessageRow, NewMessageRow, PendingGroupRow, PendingRow, PluginRow, SessionRow,
-    StateRow, StepKind, StepRow, TenantRow, UserRow, from_ms, ms,
+    self, ClaimRow, CredentialsRow, EventRow, FeedInsertRow, FeedRow, FlowLimitRow, HookRow,
+    IdempotencyKeyRow, IdempotencyRow, MessageRow, NewMessageRow, PendingGroupRow, PendingRow,
+    PluginRow, SessionRow, StateRow, StepKind, StepRow, TenantRow, UserRow, from_ms, ms,
 };
 use super::{
-    Accepted, Change, Claimed, FeedNotifier, FeedPage, Mailbox, MessageQuery, NewPlugin,
+    Accepted, Change, Claimed, FeedNotifier, FeedPage, FlowRoute, Mailbox, MessageQuery, NewPlugin,
     NewSession, NewUser, Outcome, Page, PluginDeletion, PluginInsert, QueueCount, Rotation,
     StatusCount, Store, StoreError, Stored, Webhook,
 };
 use crate::domain::feed::{self, FeedEvent, NewFeedEvent};
+use crate::domain::flow::{FlowLimit, Limits};
 use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{Event, Message, MessageState, Status};
 use crate::domain::plugin::Binding;
@@ -189,6 +190,17 @@ const INSERT_WEBHOOK_SECRET: &str = "INSERT INTO webhook_secrets \
 const TOUCH_WEBHOOK: &str = "UPDATE webhooks SET url = url WHERE user_id = $1 AND tenant_id = $2";
 const RETIRE_WEBHOOK_SECRETS: &str = "UPDATE webhook_secrets SET expires_at_ms = $2 \
      WHERE user_id = $1 AND (expires_at_ms IS NULL OR expires_at_ms > $2)";
+const FLOW_LIMITS: &str = "SELECT pattern, rate, period_seconds, parallelism, ordering, \
+     created_at_ms, updated_at_ms FROM flow_limits WHERE tenant_id = $1 ORDER BY pattern";
+const PUT_FLOW_LIMIT: &str = "INSERT INTO flow_limits (tenant_id, pattern, rate, period_seconds, \
+     parallelism, ordering, created_at_ms, updated_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $7, $6, $6) \
+     ON CONFLICT (tenant_id, pattern) DO UPDATE SET rate = excluded.rate, \
+     period_seconds = excluded.period_seconds, parallelism = excluded.parallelism, \
+     ordering = excluded.ordering, updated_at_ms = excluded.updated_at_ms \
+     RETURNING pattern, rate, period_seconds, parallelism, ordering, created_at_ms, \
+     updated_at_ms";
+const DELETE_FLOW_LIMIT: &str = "DELETE FROM flow_limits WHERE tenant_id = $1 AND pattern = $2";
 const DELETE_WEBHOOK: &str = "DELETE FROM webhooks WHERE user_id = $1 AND tenant_id = $2";
 const DISABLE_WEBHOOK: &str = "UPDATE webhooks SET disabled_at_ms = $3, disabled_reason = $4 \
      WHERE user_id = $1 AND tenant_id = $2";
@@ -1495,6 +1507,56 @@ where
         };
         let result = query.execute(&self.writer).await?;
         Ok(B::rows_affected(&result) == 1)
+    }
+
+    async fn flow_limits(&self, tenant: &TenantId) -> Result<Vec<FlowLimit>, StoreError> {
+        let rows = sqlx::query_as::<B, FlowLimitRow>(FLOW_LIMITS)
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(FlowLimit::from).collect())
+    }
+
+    async fn put_flow_limit(
+        &self,
+        tenant: &TenantId,
+        pattern: &str,
+        limits: Limits,
+        now_ms: u64,
+    ) -> Result<FlowLimit, StoreError> {
+        let row = sqlx::query_as::<B, FlowLimitRow>(PUT_FLOW_LIMIT)
+            .bind(tenant)
+            .bind(pattern)
+            .bind(limits.rate.map(|rate| i64::from(rate.count)))
+            .bind(limits.rate.map(|rate| i64::from(rate.period_seconds)))
+            .bind(limits.parallelism.map(i64::from))
+            .bind(ms(now_ms))
+            .bind(if limits.fifo { "fifo" } else { "any" })
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(FlowLimit::from(row))
+    }
+
+    async fn delete_flow_limit(
+        &self,
+        tenant: &TenantId,
+        pattern: &str,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query::<B>(DELETE_FLOW_LIMIT)
+            .bind(tenant)
+            .bind(pattern)
+            .execute(&self.writer)
+            .await?;
+        Ok(B::rows_affected(&result) == 1)
+    }
+
+    async fn flow_routes(&self, ids: &[MessageId]) -> Result<Vec<FlowRoute>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<&str> = ids.iter().map(MessageId::as_str).collect();
+        let rows = B::flow_routes(&self.pool, &wanted).await?;
+        Ok(rows.into_iter().map(FlowRoute::from).collect())
     }
 
     async fn hook_bindings(&self, tenant: &TenantId) -> Result<Vec<HookBinding>, StoreError> {

@@ -25,8 +25,8 @@ use super::StoreError;
 use super::backend::{Backend, FinishRow};
 use super::crypto::Keyring;
 use super::rows::{
-    self, ClaimRow, CountDelta, FeedInsertRow, IdempotencyKeyRow, MESSAGE_COLUMNS, MessageRow,
-    NewMessageRow, SecretRow, StepRow, WebhookRow,
+    self, ClaimRow, CountDelta, FeedInsertRow, FlowRouteRow, IdempotencyKeyRow, MESSAGE_COLUMNS,
+    MessageRow, NewMessageRow, SecretRow, StepRow, WebhookRow,
 };
 use super::sql::SqlStore;
 use crate::domain::ids::{MessageId, TenantId, UserId};
@@ -92,10 +92,10 @@ pub(super) fn connect_options(path: &Path) -> Result<SqliteConnectOptions, Store
 
 const INSERT_MESSAGES: &str = "INSERT INTO messages (id, tenant_id, sender_id, recipient_id, \
      channel, content_type, metadata, key_id, nonce, content, requested_kind, requested_ms, \
-     created_at_ms) \
+     created_at_ms, flow_key) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
      value ->> 6, value ->> 7, unhex(value ->> 8), unhex(value ->> 9), value ->> 10, \
-     value ->> 11, value ->> 12 FROM json_each($1)";
+     value ->> 11, value ->> 12, value ->> 13 FROM json_each($1)";
 const INSERT_STATES: &str = "INSERT INTO message_states \
      (message_id, tenant_id, status, deliver_at_ms, attempts, updated_at_ms) \
      SELECT value ->> 0, value ->> 1, 'scheduled', value ->> 2, 0, $2 FROM json_each($1)";
@@ -147,6 +147,10 @@ const WEBHOOK_SECRETS: &str = "SELECT user_id, id, key_id, nonce, secret FROM we
      WHERE user_id IN (SELECT value FROM json_each($1)) \
      AND (expires_at_ms IS NULL OR expires_at_ms > $2) \
      ORDER BY user_id, created_at_ms DESC, id DESC";
+const FLOW_ROUTES: &str = "SELECT m.id, m.tenant_id, m.recipient_id, m.channel, m.flow_key, w.url, s.deliver_at_ms \
+     FROM messages m JOIN message_states s ON s.message_id = m.id \
+     LEFT JOIN webhooks w ON w.user_id = m.recipient_id AND w.tenant_id = m.tenant_id \
+     AND m.channel = 'webhook' WHERE m.id IN (SELECT value FROM json_each($1))";
 const LIVE_USERS: &str = "SELECT id FROM users \
      WHERE tenant_id = $1 AND deleted_at_ms IS NULL AND id IN (SELECT value FROM json_each($2))";
 const DELETE_EVENTS: &str =
@@ -220,6 +224,7 @@ impl Backend for Sqlite {
                 row.requested_kind,
                 row.requested_ms,
                 row.created_at_ms,
+                row.flow_key,
             ])
         });
         sqlx::query(INSERT_MESSAGES)
@@ -433,6 +438,16 @@ impl Backend for Sqlite {
             .fetch_all(pool)
             .await?;
         Ok((webhooks, secrets))
+    }
+
+    async fn flow_routes(
+        pool: &Pool<Self>,
+        ids: &[&str],
+    ) -> Result<Vec<FlowRouteRow>, sqlx::Error> {
+        sqlx::query_as(FLOW_ROUTES)
+            .bind(json_ids(ids.iter().copied()))
+            .fetch_all(pool)
+            .await
     }
 
     async fn live_users(

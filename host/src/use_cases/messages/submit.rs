@@ -72,6 +72,10 @@ pub struct Submission {
     /// Free-form string pairs, at most 16 KiB.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The flow-control key (1 to 128 bytes, no `*`); without one, the key is the recipient's
+    /// webhook endpoint (webhook channel) or the recipient.
+    #[serde(default)]
+    pub flow_key: Option<String>,
 }
 
 /// A request's `Idempotency-Key` and the hash of its body.
@@ -362,6 +366,7 @@ async fn decide(
         content_type: message.content_type,
         metadata: message.metadata,
         requested: message.requested,
+        flow_key: message.flow_key,
         deliver_at_ms: message.deliver_at_ms,
         created_at_ms: message.created_at_ms,
         history: events,
@@ -456,6 +461,12 @@ fn parse(sender: &User, submission: Submission, now: u64) -> Result<Message, Err
         });
     }
     check_metadata(&submission.metadata)?;
+    if let Some(key) = &submission.flow_key {
+        crate::domain::flow::check_key(key, "/flow_key").map_err(|refused| Error::Invalid {
+            field: refused.field.into(),
+            reason: refused.reason,
+        })?;
+    }
 
     Ok(Message {
         id: MessageId::new(),
@@ -467,6 +478,7 @@ fn parse(sender: &User, submission: Submission, now: u64) -> Result<Message, Err
         content_type,
         metadata: submission.metadata,
         requested,
+        flow_key: submission.flow_key,
         status: Status::Scheduled,
         deliver_at_ms: now,
         attempts: 0,

@@ -15,6 +15,9 @@ pub struct MessageView {
     pub(crate) message: MessagePayload,
     /// The channel that delivers it.
     pub(crate) channel: Channel,
+    /// Its own flow-control key, when the sender gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) flow_key: Option<String>,
     pub(crate) status: Status,
     /// When it is (or was) due: the time planned for the next delivery attempt.
     #[schema(format = DateTime)]
@@ -51,6 +54,7 @@ impl From<&Message> for MessageView {
         Self {
             message: payload(message),
             channel: message.channel,
+            flow_key: message.flow_key.clone(),
             status: message.status,
             deliver_at: rfc3339(message.deliver_at_ms),
             attempts: message.attempts,
