@@ -8,10 +8,10 @@
 //! - infrastructure: [`redis_link`], [`sandbox`] (wasmtime: loading, checking and calling
 //!   plugins under limits), [`store`] (SQLite or PostgreSQL, the source of truth), [`config`],
 //!   [`auth`] (passwords, tokens, rate limits), [`schedule`] (the index of due messages),
-//!   [`realtime`] (live events and presence), [`metrics`];
+//!   [`flow`] (flow control per key: the limiter), [`realtime`] (live events and presence), [`metrics`];
 //! - engines: [`policies`] (which plugin serves each hook for a tenant, and the fail-safes),
 //!   [`dispatch`] (claims due messages, delivers them, commits the outcome);
-//! - [`use_cases`]: accounts, messages, policies, operations — the rules, whoever asks;
+//! - [`use_cases`]: accounts, messages, policies, flow-control limits, operations — the rules, whoever asks;
 //! - serving: [`connections`] (HTTP connections under caps and timeouts), [`tls`], [`state`]
 //!   (the running server's shared state and start-up);
 //! - edge: [`api`] (routes, extractors, the one error table, the OpenAPI document), [`app`]
@@ -26,6 +26,7 @@ pub mod config;
 pub mod connections;
 pub mod dispatch;
 pub mod domain;
+pub mod flow;
 pub mod metrics;
 pub mod policies;
 pub mod private_files;

@@ -60,6 +60,16 @@ struct StatusLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowKeyLabels {
+    tenant: String,
+    key: String,
+}
+
+/// The flow keys `/metrics` names one by one: the ones with the most waiting messages. The
+/// rest are in the total only, so a tenant with a million keys adds ten series, not a million.
+pub const FLOW_KEYS_SHOWN: usize = 10;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
     plugin: String,
     digest: String,
@@ -110,6 +120,9 @@ pub struct Snapshot {
     pub index: Option<IndexStats>,
     /// Live real-time connections on this node.
     pub connections: usize,
+    /// Messages waiting for their flow key: the keys with the most (`(tenant, key, count)`,
+    /// at most [`FLOW_KEYS_SHOWN`]) and the total; `None` when the limiter cannot be read.
+    pub flow_waiting: Option<(Vec<(String, String, u64)>, u64)>,
 }
 
 /// The node's metrics. Cheap to share (`Arc`); every method takes `&self`.
@@ -127,6 +140,8 @@ pub struct Metrics {
     leases: Gauge,
     dead_letters: Gauge,
     schedule_depth: Gauge,
+    flow_waiting: Gauge,
+    flow_waiting_by_key: Family<FlowKeyLabels, Gauge>,
     connections: Gauge,
     /// Serializes renders: the state gauges are set, then encoded, as one step.
     render: Mutex<()>,
@@ -210,6 +225,18 @@ impl Metrics {
             "Ids in the schedule index (due or leased); -1 when the index cannot be read",
             schedule_depth.clone(),
         );
+        let flow_waiting = Gauge::default();
+        registry.register(
+            "dms_flow_waiting_messages",
+            "Messages held back by their flow key's limit or pause, all keys; -1 when the limiter cannot be read",
+            flow_waiting.clone(),
+        );
+        let flow_waiting_by_key = Family::<FlowKeyLabels, Gauge>::default();
+        registry.register(
+            "dms_flow_waiting_by_key",
+            "Messages held back per flow key, for the ten keys with the most",
+            flow_waiting_by_key.clone(),
+        );
         let connections = Gauge::default();
         registry.register(
             "dms_realtime_connections",
@@ -230,6 +257,8 @@ impl Metrics {
             leases,
             dead_letters,
             schedule_depth,
+            flow_waiting,
+            flow_waiting_by_key,
             connections,
             render: Mutex::new(()),
         }
@@ -306,6 +335,23 @@ impl Metrics {
             }
             None => {
                 self.schedule_depth.set(-1);
+            }
+        }
+        self.flow_waiting_by_key.clear();
+        match &snapshot.flow_waiting {
+            Some((top, total)) => {
+                self.flow_waiting.set(gauge(*total));
+                for (tenant, key, count) in top {
+                    self.flow_waiting_by_key
+                        .get_or_create(&FlowKeyLabels {
+                            tenant: tenant.clone(),
+                            key: key.clone(),
+                        })
+                        .set(gauge(*count));
+                }
+            }
+            None => {
+                self.flow_waiting.set(-1);
             }
         }
         self.connections

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::connections::{self, Admission};
 use crate::dispatch::{self, Dispatcher};
+use crate::flow::{FlowControl, Limiter, local::LocalLimiter, redis::RedisLimiter};
 use crate::metrics::Metrics;
 use crate::policies::Policies;
 use crate::random::random_bytes;
@@ -34,6 +35,7 @@ use crate::store::crypto::{CryptoError, Keyring};
 use crate::store::{self, Location, Store, StoreError};
 use crate::tls::TlsError;
 use crate::use_cases::accounts::{Accounts, Sessions};
+use crate::use_cases::flow::FlowLimits;
 use crate::use_cases::messages::Messages;
 use crate::use_cases::policies::TenantPolicies;
 
@@ -59,6 +61,10 @@ pub struct Shared {
     pub policies: Policies,
     /// The schedule index.
     pub schedule: Arc<dyn Schedule>,
+    /// Flow control per key: the tenants' limits and the limiter.
+    pub flow: Arc<FlowControl>,
+    /// Flow-control limits as tenant admins set them.
+    pub flow_limits: FlowLimits,
     /// The dispatcher (running only on worker nodes; tests drive it by hand).
     pub dispatcher: Arc<Dispatcher>,
     /// The message use cases.
@@ -217,9 +223,15 @@ impl AppState {
             Some(link) => Arc::new(RedisSchedule::new(link.clone())),
             None => Arc::new(LocalSchedule::new()),
         };
+        let limiter: Arc<dyn Limiter> = match &redis {
+            Some(link) => Arc::new(RedisLimiter::new(link.clone())),
+            None => Arc::new(LocalLimiter::new()),
+        };
+        let flow = Arc::new(FlowControl::new(store.clone(), limiter));
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             schedule.clone(),
+            flow.clone(),
             policies.clone(),
             clock.clone(),
             metrics.clone(),
@@ -263,6 +275,7 @@ impl AppState {
             clock.clone(),
             config.session_ttl_days,
         );
+        let flow_limits = FlowLimits::new(store.clone(), flow.clone(), clock.clone());
         let first_run = first_run(&accounts, &config).await?;
         let state = Self(Arc::new(Shared {
             config,
@@ -275,6 +288,8 @@ impl AppState {
             started: Instant::now(),
             policies,
             schedule,
+            flow_limits,
+            flow,
             dispatcher,
             messages,
             tenant_policies,

@@ -337,6 +337,19 @@ impl From<&crate::use_cases::messages::Error> for ApiError {
     }
 }
 
+impl From<crate::use_cases::flow::Error> for ApiError {
+    fn from(error: crate::use_cases::flow::Error) -> Self {
+        use crate::use_cases::flow::Error;
+        match error {
+            Error::NotFound => Self::not_found("flow-control key"),
+            Error::Invalid { field, reason } => {
+                Self::field(field.to_owned(), format!("{field}: {reason}"))
+            }
+            Error::Store(store) => store.into(),
+        }
+    }
+}
+
 impl From<crate::use_cases::policies::DryRunError> for ApiError {
     fn from(error: crate::use_cases::policies::DryRunError) -> Self {
         use crate::use_cases::policies::DryRunError;

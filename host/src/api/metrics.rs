@@ -34,9 +34,27 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
             None
         }
     };
+    let flow_waiting = match state
+        .flow
+        .limiter()
+        .waiting(state.clock.now_ms(), crate::metrics::FLOW_KEYS_SHOWN)
+        .await
+    {
+        Ok((top, total)) => Some((
+            top.into_iter()
+                .map(|(key, count)| (key.tenant.to_string(), key.key, count))
+                .collect(),
+            total,
+        )),
+        Err(error) => {
+            tracing::warn!(message = "Metrics: cannot read the flow limiter.", %error);
+            None
+        }
+    };
     let snapshot = Snapshot {
         counts,
         index,
+        flow_waiting,
         connections: state.hub.connections(),
     };
     (

@@ -12,6 +12,7 @@ mod json;
 mod auth;
 mod bodies;
 mod dead_letters;
+mod flow_control;
 mod health;
 mod hooks;
 mod messages;
@@ -80,6 +81,13 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters/replay", post(dead_letters::replay_many))
         .route("/dead-letters/{id}/replay", post(dead_letters::replay))
         .route("/dead-letters/{id}", delete(dead_letters::delete))
+        .route("/flow-control", get(flow_control::list))
+        .route(
+            "/flow-control/{key}",
+            put(flow_control::put)
+                .get(flow_control::get)
+                .delete(flow_control::delete),
+        )
         .route(
             "/plugins",
             post(plugins::upload)

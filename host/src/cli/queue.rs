@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::message::Status;
+use crate::flow::Limiter;
+use crate::flow::redis::RedisLimiter;
 use crate::redis_link::RedisLink;
 use crate::schedule::Schedule;
 use crate::schedule::redis::RedisSchedule;
@@ -28,12 +30,15 @@ pub(super) async fn run(config: Option<&Path>, command: QueueCommand) -> anyhow:
     let QueueCommand::Status { json } = command;
     let config = Config::load(config)?;
     let store = open_store(&config).await?;
-    let index = match config.redis_url.expose() {
-        Some(url) => Some(RedisSchedule::new(RedisLink::new(
-            url,
-            &config.redis_prefix,
-        )?)),
-        None => None,
+    let (index, flow) = match config.redis_url.expose() {
+        Some(url) => {
+            let link = RedisLink::new(url, &config.redis_prefix)?;
+            (
+                Some(RedisSchedule::new(link.clone())),
+                Some(RedisLimiter::new(link)),
+            )
+        }
+        None => (None, None),
     };
     let Queue {
         report,
@@ -41,6 +46,7 @@ pub(super) async fn run(config: Option<&Path>, command: QueueCommand) -> anyhow:
     } = operations::queue(
         store.as_ref(),
         index.as_ref().map(|index| index as &dyn Schedule),
+        flow.as_ref().map(|flow| flow as &dyn Limiter),
         Clock::System.now_ms(),
     )
     .await?;
@@ -106,5 +112,11 @@ fn print_table(report: &QueueReport) {
     println!("dead letters: {}", report.total.dead_letters);
     if let Some(entries) = report.schedule_index {
         println!("schedule index (Redis): {entries} messages due or leased");
+    }
+    if let Some(flow) = &report.flow_waiting {
+        println!("waiting for their flow key (Redis): {}", flow.total);
+        for key in &flow.keys {
+            println!("  {} {:?}: {}", key.tenant, key.key, key.waiting);
+        }
     }
 }

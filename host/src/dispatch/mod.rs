@@ -40,7 +40,9 @@ use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::domain::feed;
+use crate::domain::ids::MessageId;
 use crate::domain::message::{Channel, Event, Message, Status};
+use crate::flow::{FlowControl, FlowControlError, FlowKey, Ticket};
 use crate::metrics::{Attempt, Metrics};
 use crate::policies::{Attempted, Delivered, Policies, Retry};
 use crate::sandbox;
@@ -63,6 +65,9 @@ pub enum DispatchError {
     /// Rebuilding the index failed.
     #[error(transparent)]
     Rebuild(#[from] schedule::RebuildError),
+    /// Flow control failed.
+    #[error(transparent)]
+    Flow(#[from] FlowControlError),
 }
 
 /// What a round did.
@@ -80,6 +85,8 @@ pub struct Report {
     pub skipped: usize,
     /// Outcomes refused because a newer claim took the message over.
     pub stale: usize,
+    /// Claimed ids put back to wait for their flow key (counted in `claimed` too).
+    pub waiting: usize,
 }
 
 impl Report {
@@ -90,6 +97,7 @@ impl Report {
         self.dead += other.dead;
         self.skipped += other.skipped;
         self.stale += other.stale;
+        self.waiting += other.waiting;
     }
 }
 
@@ -110,6 +118,7 @@ pub struct Settings {
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     schedule: Arc<dyn Schedule>,
+    flow: Arc<FlowControl>,
     policies: Policies,
     clock: Clock,
     metrics: Arc<Metrics>,
@@ -127,6 +136,28 @@ struct Claim {
     at_ms: u64,
     /// The recipient's webhook, looked up with the whole claim (webhook channel only).
     webhook: Option<Webhook>,
+    /// Its flow key and what it holds of it.
+    flow: Option<Ticket>,
+}
+
+/// What one claim took: the messages to deliver under its token, and how many ids went back
+/// to the index (no longer deliverable, not due yet, or waiting for their flow key).
+struct Claimed {
+    token: String,
+    claims: Vec<Claim>,
+    skipped: usize,
+    waiting: usize,
+}
+
+impl Claimed {
+    fn none(token: String) -> Self {
+        Self {
+            token,
+            claims: Vec::new(),
+            skipped: 0,
+            waiting: 0,
+        }
+    }
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -149,6 +180,7 @@ impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
         schedule: Arc<dyn Schedule>,
+        flow: Arc<FlowControl>,
         policies: Policies,
         clock: Clock,
         metrics: Arc<Metrics>,
@@ -163,6 +195,7 @@ impl Dispatcher {
             committer: Committer::start(deliveries, store.writers(), commit::MAX_BATCH),
             store,
             schedule,
+            flow,
             policies,
             clock,
             metrics,
@@ -178,18 +211,14 @@ impl Dispatcher {
     /// due yet go back to the index at their time; those no longer deliverable leave it. When
     /// the claim reports that the index lost entries, rebuilds it first (which leaves this
     /// claim's leases alone) and claims again for what the rebuild restored.
-    async fn claim(&self, max: usize) -> Result<(String, Vec<Claim>, usize), DispatchError> {
+    async fn claim(&self, max: usize) -> Result<Claimed, DispatchError> {
         let token = ulid::Ulid::from(uuid::Uuid::now_v7().as_u128()).to_string();
         let span = tracing::debug_span!("dms.claim", %token);
         self.claim_with(max, token).instrument(span).await
     }
 
     /// [`Self::claim`] under the claim's `token`.
-    async fn claim_with(
-        &self,
-        max: usize,
-        token: String,
-    ) -> Result<(String, Vec<Claim>, usize), DispatchError> {
+    async fn claim_with(&self, max: usize, token: String) -> Result<Claimed, DispatchError> {
         let now = self.clock.now_ms();
         let mut claim = self
             .schedule
@@ -206,14 +235,55 @@ impl Dispatcher {
                 claim.ids.extend(more.ids);
             }
         }
-        let ids = claim.ids;
+        if claim.ids.is_empty() {
+            return Ok(Claimed::none(token));
+        }
+        // Flow control: a message over its key's limit goes back to the index, at the time
+        // its key frees for it, untouched in the database (not an attempt).
+        let mut admitted = self.flow.admit(&claim.ids, now, self.lease_ms()).await?;
+        if !admitted.waiting.is_empty() {
+            let waiting: Vec<Release> = admitted
+                .waiting
+                .iter()
+                .map(|(id, until)| Release {
+                    id: id.clone(),
+                    token: token.clone(),
+                    due_ms: Some(*until),
+                })
+                .collect();
+            self.schedule.release_many(&waiting).await?;
+        }
+        let waiting = admitted.waiting.len();
+        let ids = admitted.go;
         if ids.is_empty() {
-            return Ok((token, Vec::new(), 0));
+            return Ok(Claimed {
+                waiting,
+                ..Claimed::none(token)
+            });
         }
         let claimed = self
             .store
             .begin_deliveries(&ids, &token, now, now + self.lease_ms())
             .await?;
+        // Slots taken for ids the database did not hand over are free again at once.
+        let taken: std::collections::HashSet<&MessageId> = claimed
+            .messages
+            .iter()
+            .map(|(message, _)| &message.id)
+            .collect();
+        let unused: Vec<(FlowKey, MessageId, bool)> = ids
+            .iter()
+            .filter(|id| !taken.contains(id))
+            .filter_map(|id| match admitted.tickets.remove(id) {
+                Some(Ticket {
+                    key,
+                    slot: true,
+                    fifo,
+                }) => Some((key, id.clone(), fifo)),
+                _ => None,
+            })
+            .collect();
+        self.finish_flow(&unused).await;
         // Back to the index: at its real time what was not due yet; out of it what is done.
         let releases: Vec<Release> = claimed
             .not_due
@@ -246,6 +316,7 @@ impl Dispatcher {
                     %previous,
                 );
                 Claim {
+                    flow: admitted.tickets.remove(&message.id),
                     webhook: match message.channel {
                         Channel::Webhook => webhooks.get(&message.recipient_id).cloned(),
                         Channel::Inbox => None,
@@ -256,17 +327,28 @@ impl Dispatcher {
                 }
             })
             .collect();
-        Ok((token, claims, releases.len()))
+        Ok(Claimed {
+            token,
+            claims,
+            skipped: releases.len(),
+            waiting,
+        })
     }
 
     /// One round: claims what is due (up to the free delivery slots), delivers it, and waits
     /// for every delivery of the round to be committed.
     pub async fn dispatch_once(&self) -> Result<Report, DispatchError> {
         let free = self.permits.available_permits();
-        let (token, messages, skipped) = self.claim(free).await?;
-        let mut report = Report {
-            claimed: messages.len() + skipped,
+        let Claimed {
+            token,
+            claims: messages,
             skipped,
+            waiting,
+        } = self.claim(free).await?;
+        let mut report = Report {
+            claimed: messages.len() + skipped + waiting,
+            skipped,
+            waiting,
             ..Report::default()
         };
         let deliveries = messages
@@ -306,6 +388,30 @@ impl Dispatcher {
         Ok(count)
     }
 
+    /// Frees finished deliveries' parallelism slots and puts the first message waiting for
+    /// each back in the index now. A failure only delays those messages: their slot comes
+    /// back when its lease ends, and they wake at the time they were put back for.
+    async fn finish_flow(&self, done: &[(FlowKey, MessageId, bool)]) {
+        if done.is_empty() {
+            return;
+        }
+        let woken = match self.flow.limiter().finish(done).await {
+            Ok(woken) => woken,
+            Err(error) => {
+                tracing::warn!(message = "Could not free flow-control slots; they come back when their leases end.", %error);
+                return;
+            }
+        };
+        if woken.is_empty() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let entries: Vec<(MessageId, u64)> = woken.into_iter().map(|id| (id, now)).collect();
+        if let Err(error) = self.schedule.add_many(&entries).await {
+            tracing::warn!(message = "Could not wake messages waiting for a flow-control slot; they wake at their fallback time.", %error);
+        }
+    }
+
     /// Delivers one claimed message and commits the outcome.
     async fn deliver(&self, claim: Claim, token: &str) -> Result<Done, DispatchError> {
         let late_ms = claim.at_ms.saturating_sub(claim.message.deliver_at_ms);
@@ -335,6 +441,7 @@ impl Dispatcher {
             previous,
             at_ms: claimed_at,
             webhook,
+            flow,
         } = claim;
         let mut events = vec![Event::transition(
             claimed_at,
@@ -374,6 +481,9 @@ impl Dispatcher {
                 reason,
                 retry_after_ms,
             } => {
+                if let (Some(after), Some(ticket)) = (retry_after_ms, &flow) {
+                    events.push(self.pause(&ticket.key, after, message.attempts).await);
+                }
                 let (decision, decided) = self
                     .policies
                     .retry(&hooks, &message, message.attempts, &reason, retry_after_ms)
@@ -449,6 +559,29 @@ impl Dispatcher {
             other => other?,
         };
         span.in_scope(|| tracing::debug!(message = "Outcome committed.", committed));
+        match (flow, retry_at) {
+            // A FIFO key's message that will retry keeps the key until it is done.
+            (Some(ticket), Some(at)) if ticket.fifo => {
+                let until = at.saturating_add(self.lease_ms());
+                if let Err(error) = self
+                    .flow
+                    .limiter()
+                    .hold(&ticket.key, &message.id, until)
+                    .await
+                {
+                    tracing::warn!(message = "Could not keep a FIFO key for its retrying message; the key frees when the lease ends.", %error);
+                }
+            }
+            (
+                Some(Ticket {
+                    key,
+                    slot: true,
+                    fifo,
+                }),
+                _,
+            ) => self.finish_flow(&[(key, message.id.clone(), fifo)]).await,
+            _ => {}
+        }
         if !committed {
             tracing::warn!(
                 message = "Delivery outcome refused: a newer claim holds the message (its lease had expired).",
@@ -477,6 +610,25 @@ impl Dispatcher {
             Status::Retrying => Done::Retried,
             _ => Done::Dead,
         })
+    }
+
+    /// Pauses `key` for `after_ms` (its receiver's `Retry-After`): every message of the key
+    /// waits until then. Returns the history entry that says so.
+    async fn pause(&self, key: &FlowKey, after_ms: u64, attempt: u32) -> Event {
+        let now = self.clock.now_ms();
+        let until = now.saturating_add(after_ms);
+        let note = match self.flow.limiter().pause(key, now, until).await {
+            Ok(()) => format!(
+                "flow key {:?} paused until {}: the receiver asked to wait (Retry-After); its other messages wait too",
+                key.key,
+                crate::clock::rfc3339(until)
+            ),
+            Err(error) => format!(
+                "flow key {:?} could not be paused ({error}); only this message waits",
+                key.key
+            ),
+        };
+        Event::host_decision(now, Some(attempt), note)
     }
 
     /// The loop the server runs until `shutdown` resolves: claims as slots free up, and
@@ -526,7 +678,11 @@ impl Dispatcher {
         if let Ok(more) = self.permits.clone().try_acquire_many_owned(available) {
             permits.merge(more);
         }
-        let (token, messages, _) = self.claim(permits.num_permits()).await?;
+        let Claimed {
+            token,
+            claims: messages,
+            ..
+        } = self.claim(permits.num_permits()).await?;
         if messages.is_empty() {
             drop(permits);
             let now = self.clock.now_ms();

@@ -8,9 +8,11 @@
 //! - [`messages`]: submit (one or a batch), list, view, history, cancel, reschedule, deliver
 //!   now, read, dead letters, webhook endpoints;
 //! - [`policies`]: a tenant's plugins, hooks and dry runs;
+//! - [`flow`]: flow-control limits per key pattern;
 //! - [`operations`]: the queue report and retention.
 
 pub mod accounts;
+pub mod flow;
 pub mod messages;
 pub mod operations;
 pub mod policies;

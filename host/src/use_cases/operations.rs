@@ -4,12 +4,14 @@
 //!   overdue, leases, dead letters, and the Redis index's size;
 //! - retention ([`prune`]): feed events, ended messages and idempotency keys past their time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use crate::clock::rfc3339;
+use crate::domain::ids::TenantId;
 use crate::domain::message::Status;
+use crate::flow::Limiter;
 use crate::schedule::Schedule;
 use crate::store::{IDEMPOTENCY_TTL_MS, QueueCount, Store, StoreError};
 
@@ -80,6 +82,30 @@ pub struct QueueReport {
     /// Ids in the schedule index (due or leased), when asked for; absent when it could not be
     /// read (see [`Queue::index_error`]).
     pub schedule_index: Option<u64>,
+    /// Messages held back by their flow key, when the limiter was given (Redis) and could be
+    /// read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_waiting: Option<FlowWaiting>,
+}
+
+/// Messages held back by their flow key's limit or pause.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowWaiting {
+    /// All of them.
+    pub total: u64,
+    /// The keys with the most, most first (at most ten).
+    pub keys: Vec<FlowKeyWaiting>,
+}
+
+/// One key's waiting messages.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowKeyWaiting {
+    /// The tenant's name.
+    pub tenant: String,
+    /// The key.
+    pub key: String,
+    /// How many wait.
+    pub waiting: u64,
 }
 
 /// A queue report and, if the index could not be counted, why.
@@ -96,12 +122,16 @@ pub struct Queue {
 pub async fn queue(
     store: &dyn Store,
     index: Option<&dyn Schedule>,
+    flow: Option<&dyn Limiter>,
     now_ms: u64,
 ) -> Result<Queue, StoreError> {
     let rows = store.queue_counts(now_ms).await?;
-    let mut tenants: BTreeMap<String, QueueSummary> = store
-        .list_tenants()
-        .await?
+    let known = store.list_tenants().await?;
+    let names: HashMap<TenantId, String> = known
+        .iter()
+        .map(|tenant| (tenant.id.clone(), tenant.name.clone()))
+        .collect();
+    let mut tenants: BTreeMap<String, QueueSummary> = known
         .into_iter()
         .map(|tenant| (tenant.name.clone(), QueueSummary::new(tenant.name)))
         .collect();
@@ -120,6 +150,29 @@ pub async fn queue(
         },
         None => (None, None),
     };
+    let (flow_waiting, index_error) = match flow {
+        Some(flow) => match flow.waiting(now_ms, 10).await {
+            Ok((keys, total)) => (
+                Some(FlowWaiting {
+                    total,
+                    keys: keys
+                        .into_iter()
+                        .map(|(key, waiting)| FlowKeyWaiting {
+                            tenant: names
+                                .get(&key.tenant)
+                                .cloned()
+                                .unwrap_or_else(|| key.tenant.to_string()),
+                            key: key.key,
+                            waiting,
+                        })
+                        .collect(),
+                }),
+                index_error,
+            ),
+            Err(error) => (None, index_error.or(Some(error.to_string()))),
+        },
+        None => (None, index_error),
+    };
     Ok(Queue {
         report: QueueReport {
             at: rfc3339(now_ms),
@@ -127,6 +180,7 @@ pub async fn queue(
             tenants: tenants.into_values().collect(),
             total,
             schedule_index,
+            flow_waiting,
         },
         index_error,
     })
