@@ -108,6 +108,10 @@ impl Attempt {
     }
 }
 
+/// Messages waiting for their flow key: the keys with the most, as `(tenant, key, count)`,
+/// and the total.
+pub type FlowWaiting = (Vec<(String, String, u64)>, u64);
+
 /// The state read at scrape time; see [`Metrics::render`].
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -122,7 +126,7 @@ pub struct Snapshot {
     pub connections: usize,
     /// Messages waiting for their flow key: the keys with the most (`(tenant, key, count)`,
     /// at most [`FLOW_KEYS_SHOWN`]) and the total; `None` when the limiter cannot be read.
-    pub flow_waiting: Option<(Vec<(String, String, u64)>, u64)>,
+    pub flow_waiting: Option<FlowWaiting>,
 }
 
 /// The node's metrics. Cheap to share (`Arc`); every method takes `&self`.

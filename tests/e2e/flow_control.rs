@@ -703,18 +703,21 @@ async fn conformance(name: &str, limiter: &dyn Limiter) {
         .unwrap();
     assert_eq!(
         woken,
-        [b.id.clone()],
+        std::slice::from_ref(&b.id),
         "{name}: the first in due order is woken"
     );
     assert_eq!(
-        limiter.admit(NOW, LEASE, &[b.clone()]).await.unwrap(),
+        limiter
+            .admit(NOW, LEASE, std::slice::from_ref(&b))
+            .await
+            .unwrap(),
         [Verdict::Go],
         "{name}"
     );
     // A holder that never finishes loses its slot when its lease ends.
     assert_eq!(
         limiter
-            .admit(NOW + LEASE, LEASE, &[c.clone()])
+            .admit(NOW + LEASE, LEASE, std::slice::from_ref(&c))
             .await
             .unwrap(),
         [Verdict::Go],
@@ -744,7 +747,7 @@ async fn conformance(name: &str, limiter: &dyn Limiter) {
         .finish(&[(x.key.clone(), x.id.clone(), true)])
         .await
         .unwrap();
-    assert_eq!(woken, [y.id.clone()], "{name}");
+    assert_eq!(woken, std::slice::from_ref(&y.id), "{name}");
     assert_eq!(
         limiter
             .admit(NOW, LEASE, &[z.clone(), y.clone()])
@@ -756,7 +759,7 @@ async fn conformance(name: &str, limiter: &dyn Limiter) {
     limiter.hold(&y.key, &y.id, NOW + 10 * LEASE).await.unwrap();
     assert_eq!(
         limiter
-            .admit(NOW + 2 * LEASE, LEASE, &[z.clone()])
+            .admit(NOW + 2 * LEASE, LEASE, std::slice::from_ref(&z))
             .await
             .unwrap(),
         [Verdict::Wait(NOW + 3 * LEASE)],
@@ -764,7 +767,7 @@ async fn conformance(name: &str, limiter: &dyn Limiter) {
     );
     assert_eq!(
         limiter
-            .admit(NOW + 2 * LEASE, LEASE, &[y.clone()])
+            .admit(NOW + 2 * LEASE, LEASE, std::slice::from_ref(&y))
             .await
             .unwrap(),
         [Verdict::Go],
@@ -774,7 +777,7 @@ async fn conformance(name: &str, limiter: &dyn Limiter) {
         .finish(&[(y.key.clone(), y.id.clone(), true)])
         .await
         .unwrap();
-    assert_eq!(woken, [z.id.clone()], "{name}");
+    assert_eq!(woken, std::slice::from_ref(&z.id), "{name}");
     assert_eq!(
         limiter.admit(NOW + 2 * LEASE, LEASE, &[z]).await.unwrap(),
         [Verdict::Go],

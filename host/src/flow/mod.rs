@@ -139,13 +139,16 @@ pub trait Limiter: Send + Sync + 'static {
 /// The tenants' limits as this node last read them, and how long that stays fresh.
 const LIMITS_FRESH: Duration = Duration::from_secs(1);
 
+/// A tenant's limits and when this node read them.
+type Cached = (Instant, Arc<Vec<FlowLimit>>);
+
 /// Flow control as the dispatcher uses it: the claimed messages' keys (from the database),
 /// their tenants' limits (read at most once a second per tenant and node; a change on this
 /// node applies at once), and the limiter.
 pub struct FlowControl {
     store: Arc<dyn Store>,
     limiter: Arc<dyn Limiter>,
-    limits: Mutex<HashMap<TenantId, (Instant, Arc<Vec<FlowLimit>>)>>,
+    limits: Mutex<HashMap<TenantId, Cached>>,
 }
 
 impl std::fmt::Debug for FlowControl {

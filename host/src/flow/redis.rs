@@ -30,6 +30,7 @@ const KEEP_MS: u64 = 3_600_000;
 /// tolerance µs, cap (0: none; 1 for FIFO), FIFO (1 or 0), index member per ask. Returns per ask 0 (go) or the
 /// time it waits until (ms).
 const ADMIT: &str = r"
+local now, lease, grace, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local function behind(w, m, fifo, order, id)
   if not fifo then return false end
   while true do
@@ -42,17 +43,20 @@ local function behind(w, m, fifo, order, id)
     redis.call('ZREM', w, head[1])
   end
 end
-local now, lease, grace, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local out = {}
-local n = 0
-for i = 5, #ARGV, 7 do
-  local id, order, interval, tolerance, par, fifo, member = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5] == '1', ARGV[i + 6]
-  local h, f, w, m = KEYS[2 + n * 4], KEYS[3 + n * 4], KEYS[4 + n * 4], KEYS[5 + n * 4]
-  n = n + 1
+local function count(m, member)
+  local waiting = redis.call('ZCARD', m)
+  if waiting > 0 then redis.call('ZADD', KEYS[1], waiting, member) else redis.call('ZREM', KEYS[1], member) end
+end
+local function admit(h, f, w, m, id, order, interval, tolerance, par, fifo, member)
+  local paused = tonumber(redis.call('HGET', h, 'paused') or '0')
+  if interval == 0 and par == 0 and paused <= now then
+    -- No limit and no pause: only no longer waiting, if it was.
+    if redis.call('ZREM', m, id) == 1 then count(m, member) end
+    return 0
+  end
   redis.call('ZREMRANGEBYSCORE', f, '-inf', now)
   redis.call('ZREMRANGEBYSCORE', m, '-inf', now - grace)
   local wait = nil
-  local paused = tonumber(redis.call('HGET', h, 'paused') or '0')
   local tat = tonumber(redis.call('HGET', h, 'tat') or '0')
   local now_us = now * 1000
   if paused > now then
@@ -79,18 +83,24 @@ for i = 5, #ARGV, 7 do
   end
   if wait then
     redis.call('ZADD', m, wait, id)
-    out[#out + 1] = wait
   else
     redis.call('ZREM', w, id)
     redis.call('ZREM', m, id)
     if par > 0 then redis.call('ZADD', f, now + lease, id) end
-    out[#out + 1] = 0
   end
-  local count = redis.call('ZCARD', m)
-  if count > 0 then redis.call('ZADD', KEYS[1], count, member) else redis.call('ZREM', KEYS[1], member) end
+  count(m, member)
   local last = math.max(math.ceil(tat / 1000), paused, now + lease, wait or 0)
   local ttl = string.format('%d', last - now + keep)
   for _, key in ipairs({h, f, w, m}) do redis.call('PEXPIRE', key, ttl) end
+  return wait or 0
+end
+local out = {}
+local n = 0
+for i = 5, #ARGV, 7 do
+  out[#out + 1] = admit(KEYS[2 + n * 4], KEYS[3 + n * 4], KEYS[4 + n * 4], KEYS[5 + n * 4],
+    ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]),
+    tonumber(ARGV[i + 4]), ARGV[i + 5] == '1', ARGV[i + 6])
+  n = n + 1
 end
 return out
 ";
