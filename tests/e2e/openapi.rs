@@ -223,7 +223,8 @@ parameters = {{ "path.id" = {{ dictionary = "users", probability = 0.8 }} }}
 # A document describes the shape of a request, not what exists or what a tenant's policy
 # decides. These operations answer 422 to well-formed requests for reasons their descriptions
 # state in words: a recipient or plugin that does not exist, a validator plugin's refusal, two
-# fields of which exactly one may be given, a component that is not one, a username or an
+# fields of which exactly one may be given (or one only with another: a flow limit's `period`
+# with its `rate`), a component that is not one, a username or an
 # endpoint the rules of OPERATIONS.md refuse. Everything else stays held to the document.
 {unknowable}
 
@@ -251,6 +252,7 @@ const SEMANTIC_422: &[&str] = &[
     "messages_submit",
     "messages_submit_batch",
     "messages_reschedule",
+    "flow_control_put",
     "hooks_dry_run",
     "hooks_put_validators",
     "hooks_put_delay_policy",

@@ -23,13 +23,13 @@ use crate::use_cases::flow::Asked;
 pub(super) struct SetLimits {
     /// Deliveries per `period` (1 to 1,000,000): up to `rate` at once after a quiet period,
     /// then one every `period / rate`.
-    #[schema(example = 10)]
+    #[schema(example = 10, minimum = 1, maximum = 1_000_000)]
     rate: Option<u64>,
     /// The rate's period in seconds (1 to 86,400; default 1). Only with a `rate`.
-    #[schema(example = 1)]
+    #[schema(example = 1, minimum = 1, maximum = 86_400)]
     period: Option<u64>,
     /// Deliveries of one key in flight at once (1 to 100,000).
-    #[schema(example = 2)]
+    #[schema(example = 2, minimum = 1, maximum = 100_000)]
     parallelism: Option<u64>,
     /// `fifo`: one at a time, in due order (then id); a message that is retrying holds the
     /// key until it is delivered or dead. `any` (the default): no order.
@@ -114,7 +114,7 @@ pub(super) async fn list(
     path = "/flow-control/{key}",
     tag = "flow-control",
     summary = "Set a flow-control limit (admin)",
-    description = "Sets the limits of the keys the pattern matches: an exact key, a prefix ending in `*`, or `*` alone (the tenant-wide default). For a key the exact pattern wins, then the longest prefix, then `*`. A message over its key's limit waits; it is not rejected and not counted as an attempt.",
+    description = "Sets the limits of the keys the pattern matches (at least one of `rate`, `parallelism`, `ordering: \"fifo\"`; a `period` only with a `rate`; a `fifo` key's `parallelism`, if given, is 1): an exact key, a prefix ending in `*`, or `*` alone (the tenant-wide default). For a key the exact pattern wins, then the longest prefix, then `*`. A message over its key's limit waits; it is not rejected and not counted as an attempt.",
     params(("key" = String, Path, description = "The pattern, percent-encoded (1 to 128 bytes).")),
     request_body = SetLimits,
     security(("bearer" = [])),
