@@ -100,6 +100,7 @@ impl OldDatabase {
                 duration_ms {integer}, plugin_name TEXT, plugin_digest TEXT);
              CREATE INDEX message_events_message ON message_events (message_id, id);
              DROP INDEX idempotency_keys_age;
+             DROP TABLE flow_limits;
              ALTER TABLE feed_events DROP COLUMN message_id;
              DELETE FROM _sqlx_migrations WHERE version > {PREVIOUS_SCHEMA};",
             serial = if sqlite {
