@@ -82,9 +82,13 @@ pub(super) async fn run(config: Option<&Path>, command: DbCommand) -> anyhow::Re
             if let Some(url) = config.redis_url.expose() {
                 let link = crate::redis_link::RedisLink::new(url, &config.redis_prefix)
                     .context("invalid REDIS_URL")?;
-                RedisSchedule::new(link).clear().await.context(
+                RedisSchedule::new(link.clone()).clear().await.context(
                     "the database is reset, but the schedule index in Redis could not be cleared",
                 )?;
+                crate::flow::redis::RedisLimiter::new(link)
+                    .clear()
+                    .await
+                    .context("the database is reset, but the flow limiter's state in Redis could not be cleared")?;
             }
             println!(
                 "Reset {what}: dropped {dropped} tables and migrated an empty schema ({}).",
