@@ -1,7 +1,8 @@
-//! Pure domain types, no I/O: ids, tenants, users, sessions, messages, users' event feeds, tenants' plugins and hooks. Everything else speaks
-//! in these.
+//! Pure domain types, no I/O: ids, tenants, users, sessions, messages, users' event feeds,
+//! groups and fan-outs, tenants' plugins and hooks. Everything else speaks in these.
 
 pub mod feed;
+pub mod group;
 pub mod ids;
 pub mod message;
 pub mod plugin;
