@@ -34,6 +34,7 @@ use crate::store::crypto::{CryptoError, Keyring};
 use crate::store::{self, Location, Store, StoreError};
 use crate::tls::TlsError;
 use crate::use_cases::accounts::{Accounts, Sessions};
+use crate::use_cases::groups::Groups;
 use crate::use_cases::messages::Messages;
 use crate::use_cases::policies::TenantPolicies;
 
@@ -63,6 +64,8 @@ pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     /// The message use cases.
     pub messages: Messages,
+    /// The tenant's groups.
+    pub groups: Groups,
     /// The tenants' plugins, hooks and dry runs.
     pub tenant_policies: TenantPolicies,
     /// Live connections, events across nodes, and presence.
@@ -242,6 +245,11 @@ impl AppState {
             clock.clone(),
             config.allow_private_networks,
         );
+        let groups = Groups::new(
+            store.clone(),
+            clock.clone(),
+            u64::from(config.group_max_members),
+        );
         let tenant_policies =
             TenantPolicies::new(policies.clone(), store.clone(), messages.clone());
         if let Err(error) = dispatcher.rebuild().await {
@@ -277,6 +285,7 @@ impl AppState {
             schedule,
             dispatcher,
             messages,
+            groups,
             tenant_policies,
             hub,
             metrics,

@@ -14,6 +14,7 @@ mod containers;
 mod delivery_hardening;
 mod docs;
 mod faults;
+mod groups;
 mod input_hardening;
 mod logging;
 mod message_core;
