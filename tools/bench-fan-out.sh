@@ -21,7 +21,7 @@ members=${MEMBERS:-10000}
 data=$(mktemp -d /tmp/dms-bench-fan-out.XXXXXX)
 REDIS_DB=11
 
-export DMS_ADMIN_PASSWORD=bench-password RUST_LOG=warn PORT=$port DMS_DATA_DIR=$data \
+export DMS_ADMIN_PASSWORD=bench-password RUST_LOG=${RUST_LOG:-warn} PORT=$port DMS_DATA_DIR=$data \
     DMS_RATE_LIMIT_API_PER_SECOND=1000000 DMS_RATE_LIMIT_API_BURST=1000000 \
     DMS_GROUP_MAX_MEMBERS=$((members > 10000 ? members : 10000))
 case $deployment in
@@ -41,6 +41,8 @@ esac
 
 server=
 cleanup() {
+    # With RUST_LOG=warn,dms::use_cases::messages::fan_out=debug: where the accept's time went.
+    grep -h "Fan-out accepted" "$data/server.log" >&2 || true
     if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
     rm -rf "${data:?}"
     if [ "$deployment" = postgres ]; then
