@@ -63,7 +63,12 @@ async fn groups_are_managed_by_admins_and_read_by_every_user(backend: Backend) {
     assert_eq!(reply.body["name"], "on-call");
     assert_eq!(reply.body["members"], 0);
     assert_eq!(
-        admin.api.get(&format!("/groups/{group}")).await.expect(200).body,
+        admin
+            .api
+            .get(&format!("/groups/{group}"))
+            .await
+            .expect(200)
+            .body,
         reply.body
     );
 
@@ -201,7 +206,10 @@ async fn groups_are_managed_by_admins_and_read_by_every_user(backend: Backend) {
             other.api.get(&format!("/groups/{id}/members")).await,
             other
                 .api
-                .put(&format!("/groups/{id}/members/{}", other.user_id()), json!({}))
+                .put(
+                    &format!("/groups/{id}/members/{}", other.user_id()),
+                    json!({}),
+                )
                 .await,
             other.api.delete(&format!("/groups/{id}")).await,
         ] {
@@ -209,10 +217,7 @@ async fn groups_are_managed_by_admins_and_read_by_every_user(backend: Backend) {
             assert_eq!(reply.body["detail"], NO_GROUP);
         }
     }
-    assert_eq!(
-        other.api.get("/groups").await.expect(200).body["total"],
-        0
-    );
+    assert_eq!(other.api.get("/groups").await.expect(200).body["total"], 0);
     // An unknown or other-tenant user in the path is not found either.
     for user in [other.user_id(), "usr_01JZZZZZZZZZZZZZZZZZZZZZZZ"] {
         let reply = admin
@@ -225,11 +230,7 @@ async fn groups_are_managed_by_admins_and_read_by_every_user(backend: Backend) {
 
     // Removing: once, then not a member.
     admin.api.delete(&path).await.expect(204);
-    admin
-        .api
-        .delete(&path)
-        .await
-        .problem(404, "not_found");
+    admin.api.delete(&path).await.problem(404, "not_found");
     // A deleted user leaves its groups.
     admin
         .api
@@ -395,12 +396,7 @@ async fn a_fan_out_reaches_every_member_and_its_summary_follows(backend: Backend
     assert_eq!(first["created_at"], answer["created_at"]);
 
     // One ordinary message per member, each naming the fan-out.
-    let sent = sender
-        .api
-        .get("/messages?box=sent")
-        .await
-        .expect(200)
-        .body;
+    let sent = sender.api.get("/messages?box=sent").await.expect(200).body;
     let sent = sent["items"].as_array().unwrap();
     assert_eq!(sent.len(), 3);
     let mut recipients: Vec<&str> = sent
@@ -419,7 +415,10 @@ async fn a_fan_out_reaches_every_member_and_its_summary_follows(backend: Backend
         // Each has its own history, decided by the tenant's plugins.
         let history = sender
             .api
-            .get(&format!("/messages/{}/events", message["id"].as_str().unwrap()))
+            .get(&format!(
+                "/messages/{}/events",
+                message["id"].as_str().unwrap()
+            ))
             .await
             .expect(200)
             .body;
@@ -623,7 +622,12 @@ async fn bad_fan_outs_are_refused_and_store_nothing(backend: Backend) {
         let missing = refuse(json!({ "group_id": id, "content": "x" }), 404, "not_found").await;
         assert_eq!(missing["detail"], NO_GROUP);
     }
-    let nobody = refuse(json!({ "group_id": empty, "content": "x" }), 422, "invalid_field").await;
+    let nobody = refuse(
+        json!({ "group_id": empty, "content": "x" }),
+        422,
+        "invalid_field",
+    )
+    .await;
     assert_eq!(nobody["field"], "/group_id");
     assert_eq!(
         nobody["detail"],
@@ -743,7 +747,10 @@ async fn ten_thousand_members_are_accepted_in_one_request(backend: Backend) {
     let started = std::time::Instant::now();
     let answer = admin
         .api
-        .post("/messages", json!({ "group_id": group, "content": "all hands" }))
+        .post(
+            "/messages",
+            json!({ "group_id": group, "content": "all hands" }),
+        )
         .await
         .expect(201)
         .body;

@@ -346,9 +346,9 @@ impl From<crate::use_cases::groups::Error> for ApiError {
             Error::Invalid { field, reason } => {
                 Self::field(field.to_string(), format!("{field}: {reason}"))
             }
-            Error::TooManyMembers { ref field, limit, .. } => {
-                Self::field(field.to_string(), error.to_string()).with("limit", limit)
-            }
+            Error::TooManyMembers {
+                ref field, limit, ..
+            } => Self::field(field.to_string(), error.to_string()).with("limit", limit),
             Error::Store(store) => store.into(),
         }
     }

@@ -790,8 +790,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_group(&self, group: &Group) -> Result<(), StoreError>;
 
     /// A page of the tenant's groups, oldest first, and how many there are in all.
-    async fn groups(&self, tenant: &TenantId, page: Page)
-    -> Result<(Vec<Group>, u64), StoreError>;
+    async fn groups(&self, tenant: &TenantId, page: Page) -> Result<(Vec<Group>, u64), StoreError>;
 
     /// One of the tenant's groups.
     async fn group(&self, tenant: &TenantId, id: &GroupId) -> Result<Option<Group>, StoreError>;

@@ -15,14 +15,14 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use super::backend::{Backend, FinishRow};
 use super::crypto::Keyring;
 use super::rows::{
-    self, ClaimRow, CredentialsRow, EventRow, FeedInsertRow, FeedRow, HookRow, IdempotencyKeyRow,
-    FanOutRow, GroupRow, IdempotencyRow, MessageRow, NewMessageRow, PendingGroupRow, PendingRow, PluginRow, SessionRow,
-    StateRow, StepKind, StepRow, TenantRow, UserRow, from_ms, ms,
+    self, ClaimRow, CredentialsRow, EventRow, FanOutRow, FeedInsertRow, FeedRow, GroupRow, HookRow,
+    IdempotencyKeyRow, IdempotencyRow, MessageRow, NewMessageRow, PendingGroupRow, PendingRow,
+    PluginRow, SessionRow, StateRow, StepKind, StepRow, TenantRow, UserRow, from_ms, ms,
 };
 use super::{
-    Accepted, Change, Claimed, FeedNotifier, FeedPage, Mailbox, MembersAdded, MessageQuery, NewPlugin,
-    NewSession, NewUser, Outcome, Page, PluginDeletion, PluginInsert, QueueCount, Rotation,
-    StatusCount, Store, StoreError, Stored, Webhook,
+    Accepted, Change, Claimed, FeedNotifier, FeedPage, Mailbox, MembersAdded, MessageQuery,
+    NewPlugin, NewSession, NewUser, Outcome, Page, PluginDeletion, PluginInsert, QueueCount,
+    Rotation, StatusCount, Store, StoreError, Stored, Webhook,
 };
 use crate::domain::feed::{self, FeedEvent, NewFeedEvent};
 use crate::domain::group::{FanOutSummary, Group};
@@ -1603,11 +1603,7 @@ where
         Ok(())
     }
 
-    async fn groups(
-        &self,
-        tenant: &TenantId,
-        page: Page,
-    ) -> Result<(Vec<Group>, u64), StoreError> {
+    async fn groups(&self, tenant: &TenantId, page: Page) -> Result<(Vec<Group>, u64), StoreError> {
         let rows = sqlx::query_as::<B, GroupRow>(LIST_GROUPS)
             .bind(tenant)
             .bind(i64::from(page.limit))

@@ -128,12 +128,8 @@ pub async fn submit_to_group(
         .min(members.len());
     let mut slices = Vec::with_capacity(workers);
     for slice in members.chunks(members.len().div_ceil(workers)) {
-        let (ctx, hooks, template, slice) = (
-            ctx.clone(),
-            hooks.clone(),
-            template.clone(),
-            slice.to_vec(),
-        );
+        let (ctx, hooks, template, slice) =
+            (ctx.clone(), hooks.clone(), template.clone(), slice.to_vec());
         slices.push(tokio::spawn(
             async move {
                 let mut decided = Vec::with_capacity(slice.len());
