@@ -81,7 +81,7 @@ async fn groups_are_managed_by_admins_and_read_by_every_user(backend: Backend) {
         ),
         (
             json!("a\u{0}b"),
-            "/name: a group name may not contain control characters",
+            "/name: a group name may not contain NUL characters",
         ),
     ] {
         let refused = admin

@@ -47,7 +47,7 @@ impl From<Group> for GroupBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateGroup {
-    /// 1 to 200 characters, not blank, no control characters; need not be unique.
+    /// At most 200 characters, not blank, no NUL; need not be unique.
     #[schema(example = "on-call", min_length = 1, max_length = 200)]
     name: String,
 }
@@ -92,7 +92,7 @@ pub(super) struct MemberPage {
         (status = 201, description = "Created, without members; `location` names it.", body = GroupBody,
             headers(("location" = String, description = "`/groups/{id}`"))),
         (status = 403, description = "`admin_required`: only an admin of the tenant may change groups.", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "`invalid_field`: `/name` is blank, too long or holds control characters.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field`: `/name` is blank, too long or holds a NUL.", body = Problem, content_type = PROBLEM),
     ),
 )]
 pub(super) async fn create(

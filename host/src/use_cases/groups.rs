@@ -70,8 +70,8 @@ impl Groups {
         self.max_members
     }
 
-    /// Creates an empty group named `name` (1 to [`MAX_GROUP_NAME`] characters, not blank,
-    /// no NUL; names need not be unique).
+    /// Creates an empty group named `name`: a display name's rules (at most
+    /// [`MAX_GROUP_NAME`] characters, no NUL), and not blank; names need not be unique.
     pub async fn create(&self, tenant: &TenantId, name: String) -> Result<Group, Error> {
         check_name(&name)?;
         let group = Group {
@@ -227,9 +227,10 @@ fn check_name(name: &str) -> Result<(), Error> {
             "a group name must have at most {MAX_GROUP_NAME} characters"
         )));
     }
-    if name.chars().any(char::is_control) {
+    // PostgreSQL text cannot hold a NUL.
+    if name.contains('\0') {
         return Err(invalid(
-            "a group name may not contain control characters".into(),
+            "a group name may not contain NUL characters".into(),
         ));
     }
     Ok(())

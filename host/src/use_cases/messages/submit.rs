@@ -46,8 +46,8 @@ pub const MAX_BATCH: usize = 1_000;
 /// Most requests (a message, or a batch) in one transaction.
 const MAX_GROUP: usize = 256;
 
-/// A message as submitted (`POST /messages`, and each item of a batch): to one recipient, or
-/// (`POST /messages` only) to each member of a group.
+/// A message to one recipient, as submitted (`POST /messages`, and each item of a batch).
+/// `POST /messages` also takes `group_id` in place of `recipient_id` (`GroupSubmission`).
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
