@@ -192,7 +192,7 @@ async fn groups_are_managed_by_admins_and_read_by_every_user(backend: Backend) {
     let mut seen = member_ids(&first);
     seen.extend(member_ids(&second));
     assert_eq!(seen, expected);
-    assert_eq!(first["items"][0]["username"].as_str().is_some(), true);
+    assert!(first["items"][0]["username"].as_str().is_some());
     bob.api
         .get(&format!("/groups/{group}/members?limit=0"))
         .await
