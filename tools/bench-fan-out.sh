@@ -2,8 +2,8 @@
 # The fan-out benchmark of docs/BENCHMARKS.md ("Fan-out to a group") on one deployment, against
 # a fresh server and an empty database:
 #   tools/bench-fan-out.sh sqlite      # the embedded default: SQLite + in-process schedule
-#   tools/bench-fan-out.sh postgres    # PostgreSQL (database dms_bench, dropped and created
-#                                      # anew) + Redis database 11 (flushed with FLUSHDB)
+#   tools/bench-fan-out.sh postgres    # PostgreSQL (database dms_bench_fan_out, dropped and created
+#                                      # anew) + Redis database 12 (REDIS_DB; flushed with FLUSHDB)
 # Needs `cargo build --release -p dms` first (BIN=target/debug/dms for a smoke run). Makes
 # MEMBERS (10000) users straight in the database (argon2 for each through the API would take
 # minutes; they never log in), puts them in one group (POST /groups/{id}/members, 5,000 ids a
@@ -19,7 +19,7 @@ port=${PORT:-3210}
 bin=${BIN:-target/release/dms}
 members=${MEMBERS:-10000}
 data=$(mktemp -d /tmp/dms-bench-fan-out.XXXXXX)
-REDIS_DB=11
+REDIS_DB=${REDIS_DB:-12}
 
 export DMS_ADMIN_PASSWORD=bench-password RUST_LOG=${RUST_LOG:-warn} PORT=$port DMS_DATA_DIR=$data \
     DMS_RATE_LIMIT_API_PER_SECOND=1000000 DMS_RATE_LIMIT_API_BURST=1000000 \
@@ -27,13 +27,13 @@ export DMS_ADMIN_PASSWORD=bench-password RUST_LOG=${RUST_LOG:-warn} PORT=$port D
 case $deployment in
     sqlite) database_url="sqlite://$data/dms.sqlite3" ;;
     postgres)
-        export DATABASE_URL=postgres://postgres@127.0.0.1:5432/dms_bench?sslmode=disable \
+        export DATABASE_URL=postgres://postgres@127.0.0.1:5432/dms_bench_fan_out?sslmode=disable \
             REDIS_URL=redis://127.0.0.1:6379/$REDIS_DB \
             JWT_SECRET=bench-secret-bench-secret-bench-secret \
             DMS_ENCRYPTION_KEYS="k1:$(head -c 32 /dev/urandom | base64)"
         database_url=$DATABASE_URL
-        psql -q -h 127.0.0.1 -U postgres -c 'DROP DATABASE IF EXISTS dms_bench WITH (FORCE)' \
-            -c 'CREATE DATABASE dms_bench'
+        psql -q -h 127.0.0.1 -U postgres -c 'DROP DATABASE IF EXISTS dms_bench_fan_out WITH (FORCE)' \
+            -c 'CREATE DATABASE dms_bench_fan_out'
         redis-cli -n $REDIS_DB FLUSHDB >/dev/null
         ;;
     *) echo "unknown deployment $deployment" >&2; exit 2 ;;
@@ -46,7 +46,7 @@ cleanup() {
     if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
     rm -rf "${data:?}"
     if [ "$deployment" = postgres ]; then
-        psql -q -h 127.0.0.1 -U postgres -c 'DROP DATABASE IF EXISTS dms_bench WITH (FORCE)' || true
+        psql -q -h 127.0.0.1 -U postgres -c 'DROP DATABASE IF EXISTS dms_bench_fan_out WITH (FORCE)' || true
         redis-cli -n $REDIS_DB FLUSHDB >/dev/null || true
     fi
 }
