@@ -141,6 +141,9 @@ async fn retention(state: AppState) {
         if let Some(error) = pruned.idempotency_keys {
             tracing::warn!(message = "Could not prune expired idempotency keys; retrying later.", %error);
         }
+        if let Some(error) = pruned.fan_outs {
+            tracing::warn!(message = "Could not prune emptied fan-outs; retrying later.", %error);
+        }
     }
 }
 

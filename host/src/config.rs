@@ -129,6 +129,7 @@ pub struct Config {
     pub plugin_failure_limit: u32,
     pub allow_private_networks: bool,
     pub replay_per_second: u32,
+    pub group_max_members: u32,
     pub allowed_origins: String,
     pub feed_retention_seconds: u64,
     pub message_retention_days: u64,
@@ -299,6 +300,7 @@ impl Config {
                 "DMS_PLUGIN_MAX_PER_TENANT",
                 u64::from(self.plugin_max_per_tenant),
             ),
+            ("DMS_GROUP_MAX_MEMBERS", u64::from(self.group_max_members)),
             ("DMS_WS_OUTBOUND_QUEUE", u64::from(self.ws_outbound_queue)),
             (
                 "DMS_WS_FRAMES_PER_SECOND",

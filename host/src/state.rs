@@ -36,6 +36,7 @@ use crate::store::{self, Location, Store, StoreError};
 use crate::tls::TlsError;
 use crate::use_cases::accounts::{Accounts, Sessions};
 use crate::use_cases::flow::FlowLimits;
+use crate::use_cases::groups::Groups;
 use crate::use_cases::messages::Messages;
 use crate::use_cases::policies::TenantPolicies;
 
@@ -69,6 +70,8 @@ pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     /// The message use cases.
     pub messages: Messages,
+    /// The tenant's groups.
+    pub groups: Groups,
     /// The tenants' plugins, hooks and dry runs.
     pub tenant_policies: TenantPolicies,
     /// Live connections, events across nodes, and presence.
@@ -254,6 +257,11 @@ impl AppState {
             clock.clone(),
             config.allow_private_networks,
         );
+        let groups = Groups::new(
+            store.clone(),
+            clock.clone(),
+            u64::from(config.group_max_members),
+        );
         let tenant_policies =
             TenantPolicies::new(policies.clone(), store.clone(), messages.clone());
         if let Err(error) = dispatcher.rebuild().await {
@@ -292,6 +300,7 @@ impl AppState {
             flow,
             dispatcher,
             messages,
+            groups,
             tenant_policies,
             hub,
             metrics,

@@ -15,6 +15,7 @@ mod delivery_hardening;
 mod docs;
 mod faults;
 mod flow_control;
+mod groups;
 mod input_hardening;
 mod logging;
 mod message_core;

@@ -222,10 +222,11 @@ parameters = {{ "path.id" = {{ dictionary = "users", probability = 0.8 }} }}
 
 # A document describes the shape of a request, not what exists or what a tenant's policy
 # decides. These operations answer 422 to well-formed requests for reasons their descriptions
-# state in words: a recipient or plugin that does not exist, a validator plugin's refusal, two
-# fields of which exactly one may be given (or one only with another: a flow limit's `period`
-# with its `rate`), a component that is not one, a username or an
-# endpoint the rules of OPERATIONS.md refuse. Everything else stays held to the document.
+# state in words: a recipient, group member or plugin that does not exist, a validator
+# plugin's refusal, two fields of which exactly one may be given (or one only with another: a
+# flow limit's `period` with its `rate`), a component that is not one,
+# a username, group name or endpoint the rules of OPERATIONS.md refuse, a group at its member
+# limit. Everything else stays held to the document.
 {unknowable}
 
 # GET /ws is a WebSocket handshake, which schemathesis cannot make: a plain GET is 426.
@@ -260,6 +261,9 @@ const SEMANTIC_422: &[&str] = &[
     "plugins_upload",
     "users_create",
     "webhooks_set",
+    "groups_create",
+    "groups_add_members",
+    "groups_add_member",
 ];
 
 /// Operations schemathesis leaves alone (by operation id), because they would end the session

@@ -318,6 +318,7 @@ impl From<&crate::use_cases::messages::Error> for ApiError {
         use crate::use_cases::messages::Error;
         match error {
             Error::NotFound => Self::not_found("message"),
+            Error::Missing(what) => Self::not_found(what),
             Error::AdminRequired => Self::new(Code::AdminRequired, error.to_string()),
             Error::Forbidden(reason) => Self::new(Code::Forbidden, *reason),
             Error::Invalid { field, reason } => {
@@ -345,6 +346,22 @@ impl From<crate::use_cases::flow::Error> for ApiError {
             Error::Invalid { field, reason } => {
                 Self::field(field.to_owned(), format!("{field}: {reason}"))
             }
+            Error::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<crate::use_cases::groups::Error> for ApiError {
+    fn from(error: crate::use_cases::groups::Error) -> Self {
+        use crate::use_cases::groups::Error;
+        match error {
+            Error::NotFound(what) => Self::not_found(what),
+            Error::Invalid { field, reason } => {
+                Self::field(field.to_string(), format!("{field}: {reason}"))
+            }
+            Error::TooManyMembers {
+                ref field, limit, ..
+            } => Self::field(field.to_string(), error.to_string()).with("limit", limit),
             Error::Store(store) => store.into(),
         }
     }

@@ -24,7 +24,7 @@ use super::error::{ApiError, Code};
 use super::json;
 use crate::auth::jwt::Claims;
 use crate::auth::rate_limit::Limit;
-use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
+use crate::domain::ids::{FanOutId, GroupId, MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::user::{Role, User};
 use crate::state::AppState;
 use crate::store::Page;
@@ -292,6 +292,14 @@ impl Named for MessageId {
 
 impl Named for PluginId {
     const NAME: &'static str = "plugin";
+}
+
+impl Named for GroupId {
+    const NAME: &'static str = "group";
+}
+
+impl Named for FanOutId {
+    const NAME: &'static str = "fan-out";
 }
 
 impl<S: Send + Sync, T: Named> FromRequestParts<S> for Id<T> {

@@ -11,34 +11,99 @@ use super::error::{ApiError, Code};
 use super::extract::{ApiJson, Caller, Id, JsonBody, PageParams, Paged};
 use super::openapi::{PROBLEM, Problem};
 use crate::clock::{self, parse_rfc3339};
-use crate::domain::ids::MessageId;
+use crate::domain::ids::{GroupId, MessageId};
 use crate::domain::message::{Requested, Status};
 use crate::state::AppState;
 use crate::store::Page;
 use crate::use_cases::messages;
+use crate::use_cases::messages::fan_out::FanOutAccepted;
 use crate::use_cases::messages::manage::{self, BoxName};
 use crate::use_cases::messages::submit::{ItemOutcome, Key, MAX_BATCH, Submission, Submitted};
 use crate::use_cases::messages::view::{EventView, MessageView, StatusView};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// A message to each member of a group: `POST /messages` with `group_id` instead of
+/// `recipient_id` (documents the body; the handler reads it as a `Submission`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(
+    dead_code,
+    reason = "documents the body; the handler reads it as a Submission"
+)]
+pub(super) struct GroupSubmission {
+    /// A group of the sender's tenant, with at least one member.
+    #[schema(value_type = GroupId)]
+    group_id: String,
+    /// The content (text).
+    content: String,
+    /// Its media type (default `text/plain`).
+    #[serde(default)]
+    content_type: Option<String>,
+    /// Deliver this many seconds from now (ending by 9999-12-31T23:59:59.999Z).
+    #[serde(default)]
+    delay_seconds: Option<u64>,
+    /// Deliver at this time (RFC 3339, up to 9999-12-31T23:59:59.999Z).
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    deliver_at: Option<String>,
+    /// `inbox` (default) or `webhook`.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::domain::message::Channel>)]
+    channel: Option<String>,
+    /// Free-form string pairs, at most 16 KiB.
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+    /// The flow-control key of each member's message (1 to 128 bytes, no `*`); without one,
+    /// the key is the member's webhook endpoint (webhook channel) or the member.
+    #[serde(default)]
+    flow_key: Option<String>,
+}
+
+/// The body of `POST /messages`: to one recipient, or to each member of a group.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "documents the body")]
+pub(super) enum SubmitBody {
+    /// To one recipient.
+    One(Submission),
+    /// To each member of a group.
+    Group(GroupSubmission),
+}
+
+/// The answer to `POST /messages`: the message, or (sent to a group) the fan-out.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(
+    dead_code,
+    clippy::large_enum_variant,
+    reason = "documents the answer; the use case writes it, and no value is ever made"
+)]
+pub(super) enum SubmitAnswer {
+    /// Sent to one recipient: the message.
+    Message(MessageView),
+    /// Sent to a group: the fan-out.
+    FanOut(FanOutAccepted),
+}
+
 /// `POST /messages`.
 #[utoipa::path(
     post,
     path = "/messages",
     tag = "messages",
-    summary = "Submit a message",
-    description = "Validates the message with the tenant's validators, plans its delivery with the delay policy, stores it and schedules it. With an `Idempotency-Key`, the same request within 24 hours returns the first response again (`idempotent-replayed: true`).",
-    request_body = Submission,
+    summary = "Submit a message, to one recipient or to a group",
+    description = "Validates the message with the tenant's validators, plans its delivery with the delay policy, stores it and schedules it. Give exactly one of `recipient_id` and `group_id`. With `group_id`, one ordinary message is created for each member of the group (each with its own id, status and history, and the fan-out's `fan_out_id`), each decided by the validators and the delay policy as any message is, all committed together or none (one refused: the request's 422, nothing stored); the answer is the fan-out (`GET /fan-outs/{id}`). With an `Idempotency-Key`, the same request within 24 hours returns the first response again (`idempotent-replayed: true`).",
+    request_body = SubmitBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried submission safe: visible ASCII, at most 255 characters.", pattern = "^[!-~]{1,255}$")),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Accepted and scheduled.", body = MessageView,
+        (status = 201, description = "Accepted and scheduled: the message, or (sent to a group) the fan-out with the number of messages it created.", body = SubmitAnswer,
             headers(
-                ("location" = String, description = "`/messages/{id}`"),
+                ("location" = String, description = "`/messages/{id}`, or `/fan-outs/{id}` for a group"),
                 ("idempotent-replayed" = String, description = "`true` when this is the stored response of an earlier request with the same key."),
             )),
-        (status = 422, description = "`invalid_field` (the field is named), `rejected` (a validator refused it; `reason_code` and `plugin` say which) or `idempotency_key_reused`.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such group in your tenant.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_field` (the field is named: `/recipient_id` when neither it nor `group_id` is given, `/group_id` when both are or the group has no members), `rejected` (a validator refused it, or a member's message; `reason_code` and `plugin` say which) or `idempotency_key_reused`.", body = Problem, content_type = PROBLEM),
     ),
 )]
 pub(super) async fn submit(
@@ -57,18 +122,23 @@ pub(super) async fn submit(
             }
         })?;
     let (body, replayed) = match submitted {
-        Submitted::Created(body) => {
-            state.metrics.submitted();
-            (body, false)
-        }
+        Submitted::Created(body) => (body, false),
         Submitted::Replayed(body) => (body, true),
     };
-    let id = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|value| value["id"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let answer = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default();
+    if !replayed {
+        // A fan-out submitted one message per member.
+        for _ in 0..answer["count"].as_u64().unwrap_or(1) {
+            state.metrics.submitted();
+        }
+    }
+    let location = match (answer["id"].as_str(), answer["fan_out_id"].as_str()) {
+        (Some(id), _) => format!("/messages/{id}"),
+        (None, Some(id)) => format!("/fan-outs/{id}"),
+        (None, None) => String::new(),
+    };
     let mut response = created(StatusCode::CREATED, body, replayed);
-    if let Ok(location) = HeaderValue::from_str(&format!("/messages/{id}")) {
+    if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)

@@ -13,6 +13,7 @@ mod auth;
 mod bodies;
 mod dead_letters;
 mod flow_control;
+mod groups;
 mod health;
 mod hooks;
 mod messages;
@@ -77,6 +78,17 @@ pub fn router(state: AppState) -> Router {
         .route("/messages/{id}/events", get(messages::events))
         .route("/messages/{id}/deliver-now", post(messages::deliver_now))
         .route("/messages/{id}/read", post(messages::read))
+        .route("/groups", post(groups::create).get(groups::list))
+        .route("/groups/{id}", get(groups::get).delete(groups::delete))
+        .route(
+            "/groups/{id}/members",
+            post(groups::add_members).get(groups::members),
+        )
+        .route(
+            "/groups/{id}/members/{user_id}",
+            put(groups::add_member).delete(groups::remove_member),
+        )
+        .route("/fan-outs/{id}", get(groups::fan_out))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/replay", post(dead_letters::replay_many))
         .route("/dead-letters/{id}/replay", post(dead_letters::replay))

@@ -201,6 +201,7 @@ mod tests {
             created_at_ms: 0,
             delivered_at_ms: None,
             read_at_ms: None,
+            fan_out_id: None,
         };
         let body = json!({ "type": "message", "message": {
             "id": message.id, "content": "/wA=", "content_encoding": "base64", "metadata": {}

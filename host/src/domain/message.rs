@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{MessageId, TenantId, UserId};
+use super::ids::{FanOutId, MessageId, TenantId, UserId};
 
 /// Where a message is in its life.
 ///
@@ -209,6 +209,8 @@ pub struct Message {
     pub delivered_at_ms: Option<u64>,
     /// When the recipient read it.
     pub read_at_ms: Option<u64>,
+    /// The fan-out that created it, when it was sent to a group.
+    pub fan_out_id: Option<FanOutId>,
 }
 
 /// Where a message is: a [`Message`] without its content, for status reads (which never

@@ -1,8 +1,9 @@
-//! Pure domain types, no I/O: ids, tenants, users, sessions, messages, users' event feeds, tenants' plugins and hooks. Everything else speaks
-//! in these.
+//! Pure domain types, no I/O: ids, tenants, users, sessions, messages, users' event feeds,
+//! groups and fan-outs, tenants' plugins and hooks. Everything else speaks in these.
 
 pub mod feed;
 pub mod flow;
+pub mod group;
 pub mod ids;
 pub mod message;
 pub mod plugin;

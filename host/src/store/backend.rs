@@ -134,6 +134,16 @@ pub(super) trait Backend: sqlx::Database {
         ids: &[&str],
     ) -> Result<Vec<UserId>, sqlx::Error>;
 
+    /// Adds those of `users` that are live users of `tenant` to `group` (members already
+    /// stay as they are).
+    async fn insert_members(
+        conn: &mut Self::Connection,
+        tenant: &str,
+        group: &str,
+        users: &[&str],
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error>;
+
     /// Deletes these messages with their states and history.
     async fn delete_messages(conn: &mut Self::Connection, ids: &[&str]) -> Result<(), sqlx::Error>;
 }

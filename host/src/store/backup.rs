@@ -127,6 +127,9 @@ pub const TABLES: &[Table] = &[
     table("feed_events", 20261125000002),
     table("plugins", 20261125000003),
     table("hook_bindings", 20261125000003),
+    table("groups", 20261215000000),
+    table("group_members", 20261215000000),
+    table("fan_outs", 20261215000000),
     table("flow_limits", 20261215000003),
 ];
 

@@ -29,7 +29,8 @@ use std::sync::Arc;
 
 use crate::domain::feed::{FeedEvent, NewFeedEvent};
 use crate::domain::flow::{FlowLimit, Limits};
-use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
+use crate::domain::group::{FanOut, FanOutSummary, Group};
+use crate::domain::ids::{FanOutId, GroupId, MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{Channel, Event, Message, MessageState, Requested, Status};
 use crate::domain::plugin::{Binding, World};
 use crate::domain::plugin::{
@@ -235,6 +236,8 @@ pub struct NewMessage {
     /// The entries of its submit: each decision, then the transition to `scheduled`. Stored
     /// as one history row.
     pub history: Vec<Event>,
+    /// The fan-out that created it, when it was sent to a group.
+    pub fan_out_id: Option<FanOutId>,
 }
 
 /// The messages one request was accepted with (one, or a batch), stored together or not at
@@ -245,6 +248,27 @@ pub struct Accepted {
     pub messages: Vec<NewMessage>,
     /// The request's `Idempotency-Key`, when it had one.
     pub idempotency: Option<Idempotency>,
+    /// The fan-out the messages are, when they were sent to a group.
+    pub fan_out: Option<FanOut>,
+}
+
+/// What adding members to a group did (all of them, or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembersAdded {
+    /// Added (those who were members already stay as they were): the group's members now.
+    Added {
+        /// Members now.
+        members: u64,
+    },
+    /// The tenant has no such group.
+    NoGroup,
+    /// The group would have `members` members, over `limit`: nothing was added.
+    OverLimit {
+        /// Members it would have.
+        members: u64,
+        /// The most it may have.
+        limit: u64,
+    },
 }
 
 /// What storing an [`Accepted`] did.
@@ -785,6 +809,66 @@ pub trait Store: Send + Sync + 'static {
         plugins: &[(PluginId, Binding)],
         now_ms: u64,
     ) -> Result<(), StoreError>;
+
+    /// Stores a new group (no members yet).
+    async fn create_group(&self, group: &Group) -> Result<(), StoreError>;
+
+    /// A page of the tenant's groups, oldest first, and how many there are in all.
+    async fn groups(&self, tenant: &TenantId, page: Page) -> Result<(Vec<Group>, u64), StoreError>;
+
+    /// One of the tenant's groups.
+    async fn group(&self, tenant: &TenantId, id: &GroupId) -> Result<Option<Group>, StoreError>;
+
+    /// Deletes a group and its memberships (its fan-outs and their messages stay). False
+    /// when the tenant has no such group.
+    async fn delete_group(&self, tenant: &TenantId, id: &GroupId) -> Result<bool, StoreError>;
+
+    /// Adds those of `users` that are live users of the tenant to a group, in one
+    /// transaction, unless the group would then have more than `limit` members.
+    async fn add_members(
+        &self,
+        tenant: &TenantId,
+        group: &GroupId,
+        users: &[UserId],
+        limit: u64,
+        now_ms: u64,
+    ) -> Result<MembersAdded, StoreError>;
+
+    /// Removes a user from a group: `None` when the tenant has no such group, else whether
+    /// the user was a member.
+    async fn remove_member(
+        &self,
+        tenant: &TenantId,
+        group: &GroupId,
+        user: &UserId,
+    ) -> Result<Option<bool>, StoreError>;
+
+    /// A page of a group's live members (by id) and how many it has; `None` when the tenant
+    /// has no such group.
+    async fn members(
+        &self,
+        tenant: &TenantId,
+        group: &GroupId,
+        page: Page,
+    ) -> Result<Option<(Vec<User>, u64)>, StoreError>;
+
+    /// Every live member of a group, by id; `None` when the tenant has no such group.
+    async fn member_ids(
+        &self,
+        tenant: &TenantId,
+        group: &GroupId,
+    ) -> Result<Option<Vec<UserId>>, StoreError>;
+
+    /// A fan-out of the tenant, and how many of its messages are in each status.
+    async fn fan_out(
+        &self,
+        tenant: &TenantId,
+        id: &FanOutId,
+    ) -> Result<Option<FanOutSummary>, StoreError>;
+
+    /// Deletes fan-outs accepted before `before_ms` none of whose messages is left
+    /// (retention); how many went.
+    async fn prune_fan_outs(&self, before_ms: u64) -> Result<u64, StoreError>;
 }
 
 /// What the flow limiter needs of a claimed message.

@@ -59,10 +59,10 @@ impl SqlStore<Postgres> {
 
 const INSERT_MESSAGES: &str = "INSERT INTO messages (id, tenant_id, sender_id, recipient_id, \
      channel, content_type, metadata, key_id, nonce, content, requested_kind, requested_ms, \
-     created_at_ms, flow_key) \
+     created_at_ms, flow_key, fan_out_id) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[], $11::text[], $12::bigint[], \
-     $13::bigint[], $14::text[])";
+     $13::bigint[], $14::text[], $15::text[])";
 const INSERT_STATES: &str = "INSERT INTO message_states \
      (message_id, tenant_id, status, deliver_at_ms, attempts, updated_at_ms) \
      SELECT id, tenant_id, 'scheduled', due, 0, $4 \
@@ -138,6 +138,10 @@ const FLOW_ROUTES: &str = "SELECT m.id, m.tenant_id, m.recipient_id, m.channel, 
      AND m.channel = 'webhook' WHERE m.id = ANY($1)";
 const LIVE_USERS: &str = "SELECT id FROM users \
      WHERE tenant_id = $1 AND deleted_at_ms IS NULL AND id = ANY($2)";
+const INSERT_MEMBERS: &str = "INSERT INTO group_members (group_id, tenant_id, user_id, \
+     added_at_ms) SELECT $1, $2, id, $3 FROM users WHERE tenant_id = $2 \
+     AND deleted_at_ms IS NULL AND id = ANY($4) \
+     ON CONFLICT (group_id, user_id) DO NOTHING";
 const DELETE_EVENTS: &str = "DELETE FROM message_events WHERE message_id = ANY($1)";
 const DELETE_STATES: &str = "DELETE FROM message_states WHERE message_id = ANY($1)";
 const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE id = ANY($1)";
@@ -180,6 +184,7 @@ impl Backend for Postgres {
             .bind(column(rows, |row| row.requested_ms))
             .bind(column(rows, |row| row.created_at_ms))
             .bind(column(rows, |row| row.flow_key))
+            .bind(column(rows, |row| row.fan_out_id))
             .execute(conn)
             .await?;
         Ok(())
@@ -372,6 +377,23 @@ impl Backend for Postgres {
             .bind(ids)
             .fetch_all(pool)
             .await
+    }
+
+    async fn insert_members(
+        conn: &mut PgConnection,
+        tenant: &str,
+        group: &str,
+        users: &[&str],
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(INSERT_MEMBERS)
+            .bind(group)
+            .bind(tenant)
+            .bind(now_ms)
+            .bind(users)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     async fn delete_messages(conn: &mut PgConnection, ids: &[&str]) -> Result<(), sqlx::Error> {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use super::crypto::{CryptoError, Keyring, Sealed};
 use crate::domain::feed::{self, FeedEvent};
-use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
+use crate::domain::group::{FanOut, Group};
+use crate::domain::ids::{FanOutId, GroupId, MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{
     Channel, Event, EventKind, Message, MessageState, PluginRef, Requested, Status,
 };
@@ -75,6 +76,52 @@ impl From<UserRow> for User {
     }
 }
 
+/// A group and its member count.
+#[derive(sqlx::FromRow)]
+pub(super) struct GroupRow {
+    id: GroupId,
+    tenant_id: TenantId,
+    name: String,
+    created_at_ms: i64,
+    members: i64,
+}
+
+impl From<GroupRow> for Group {
+    fn from(row: GroupRow) -> Self {
+        Self {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            name: row.name,
+            created_at_ms: from_ms(row.created_at_ms),
+            members: from_ms(row.members),
+        }
+    }
+}
+
+/// A fan-out.
+#[derive(sqlx::FromRow)]
+pub(super) struct FanOutRow {
+    id: FanOutId,
+    tenant_id: TenantId,
+    sender_id: UserId,
+    group_id: GroupId,
+    count: i64,
+    created_at_ms: i64,
+}
+
+impl From<FanOutRow> for FanOut {
+    fn from(row: FanOutRow) -> Self {
+        Self {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            sender_id: row.sender_id,
+            group_id: row.group_id,
+            count: from_ms(row.count),
+            created_at_ms: from_ms(row.created_at_ms),
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct CredentialsRow {
     #[sqlx(flatten)]
@@ -119,8 +166,8 @@ impl From<SessionRow> for Session {
 /// `s` is `message_states`.
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.tenant_id, m.sender_id, m.recipient_id, \
      m.channel, m.content_type, m.metadata, m.key_id, m.nonce, m.content, m.requested_kind, \
-     m.requested_ms, m.flow_key, m.created_at_ms, s.status, s.deliver_at_ms, s.attempts, s.last_error, \
-     s.delivered_at_ms, s.read_at_ms";
+     m.requested_ms, m.flow_key, m.created_at_ms, s.status, s.deliver_at_ms, s.attempts, \
+     s.last_error, s.delivered_at_ms, s.read_at_ms, m.fan_out_id";
 
 /// A message and its state, content still sealed.
 #[derive(sqlx::FromRow)]
@@ -147,6 +194,7 @@ pub(super) struct MessageRow {
     last_error: Option<String>,
     delivered_at_ms: Option<i64>,
     read_at_ms: Option<i64>,
+    fan_out_id: Option<FanOutId>,
 }
 
 /// Opens a message's sealed content: bound to its tenant and id, so content moved to another
@@ -203,6 +251,7 @@ impl MessageRow {
             created_at_ms: from_ms(self.created_at_ms),
             delivered_at_ms: self.delivered_at_ms.map(from_ms),
             read_at_ms: self.read_at_ms.map(from_ms),
+            fan_out_id: self.fan_out_id,
         })
     }
 }
@@ -270,6 +319,7 @@ pub(super) struct NewMessageRow<'a> {
     pub(super) created_at_ms: i64,
     pub(super) deliver_at_ms: i64,
     pub(super) flow_key: Option<&'a str>,
+    pub(super) fan_out_id: Option<&'a str>,
 }
 
 impl<'a> NewMessageRow<'a> {
@@ -297,6 +347,7 @@ impl<'a> NewMessageRow<'a> {
             created_at_ms: ms(message.created_at_ms),
             deliver_at_ms: ms(message.deliver_at_ms),
             flow_key: message.flow_key.as_deref(),
+            fan_out_id: message.fan_out_id.as_ref().map(FanOutId::as_str),
         }
     }
 }

@@ -15,18 +15,20 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use super::backend::{Backend, FinishRow};
 use super::crypto::Keyring;
 use super::rows::{
-    self, ClaimRow, CredentialsRow, EventRow, FeedInsertRow, FeedRow, FlowLimitRow, HookRow,
-    IdempotencyKeyRow, IdempotencyRow, MessageRow, NewMessageRow, PendingGroupRow, PendingRow,
-    PluginRow, SessionRow, StateRow, StepKind, StepRow, TenantRow, UserRow, from_ms, ms,
+    self, ClaimRow, CredentialsRow, EventRow, FanOutRow, FeedInsertRow, FeedRow, FlowLimitRow,
+    GroupRow, HookRow, IdempotencyKeyRow, IdempotencyRow, MessageRow, NewMessageRow,
+    PendingGroupRow, PendingRow, PluginRow, SessionRow, StateRow, StepKind, StepRow, TenantRow,
+    UserRow, from_ms, ms,
 };
 use super::{
-    Accepted, Change, Claimed, FeedNotifier, FeedPage, FlowRoute, Mailbox, MessageQuery, NewPlugin,
-    NewSession, NewUser, Outcome, Page, PluginDeletion, PluginInsert, QueueCount, Rotation,
-    StatusCount, Store, StoreError, Stored, Webhook,
+    Accepted, Change, Claimed, FeedNotifier, FeedPage, FlowRoute, Mailbox, MembersAdded,
+    MessageQuery, NewPlugin, NewSession, NewUser, Outcome, Page, PluginDeletion, PluginInsert,
+    QueueCount, Rotation, StatusCount, Store, StoreError, Stored, Webhook,
 };
 use crate::domain::feed::{self, FeedEvent, NewFeedEvent};
 use crate::domain::flow::{FlowLimit, Limits};
-use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
+use crate::domain::group::{FanOutSummary, Group};
+use crate::domain::ids::{FanOutId, GroupId, MessageId, PluginId, SessionId, TenantId, UserId};
 use crate::domain::message::{Event, Message, MessageState, Status};
 use crate::domain::plugin::Binding;
 use crate::domain::plugin::{Disabled, Hook, HookBinding, PluginQuota, PluginRecord, PluginUsage};
@@ -116,6 +118,42 @@ const LIST_SESSIONS: &str = "SELECT id, user_id, tenant_id, created_at_ms, last_
      ORDER BY created_at_ms DESC, id DESC";
 const REVOKE_SESSION: &str = "UPDATE sessions SET revoked_at_ms = $4, revoked_reason = $5 \
      WHERE id = $1 AND user_id = $2 AND tenant_id = $3 AND revoked_at_ms IS NULL";
+
+const INSERT_GROUP: &str =
+    "INSERT INTO groups (id, tenant_id, name, created_at_ms) VALUES ($1, $2, $3, $4)";
+/// The tenant's groups with their member counts (rows of [`GroupRow`]).
+const LIST_GROUPS: &str = "SELECT g.id, g.tenant_id, g.name, g.created_at_ms, \
+     (SELECT COUNT(*) FROM group_members gm WHERE gm.group_id = g.id) AS members FROM groups g \
+     WHERE g.tenant_id = $1 ORDER BY g.id LIMIT $2 OFFSET $3";
+const GROUP: &str = "SELECT g.id, g.tenant_id, g.name, g.created_at_ms, \
+     (SELECT COUNT(*) FROM group_members gm WHERE gm.group_id = g.id) AS members FROM groups g \
+     WHERE g.tenant_id = $1 AND g.id = $2";
+const COUNT_GROUPS: &str = "SELECT COUNT(*) FROM groups WHERE tenant_id = $1";
+const LOCK_GROUP: &str = "SELECT id FROM groups WHERE tenant_id = $1 AND id = $2";
+const DELETE_GROUP_MEMBERS: &str =
+    "DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2";
+const DELETE_GROUP: &str = "DELETE FROM groups WHERE tenant_id = $1 AND id = $2";
+const COUNT_MEMBERS: &str = "SELECT COUNT(*) FROM group_members WHERE group_id = $1";
+const REMOVE_MEMBER: &str = "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2";
+/// A user who is deleted leaves every group.
+const LEAVE_GROUPS: &str = "DELETE FROM group_members WHERE user_id = $1";
+const MEMBERS: &str = "SELECT u.id, u.tenant_id, u.username, u.display_name, u.role, \
+     u.created_at_ms FROM group_members gm JOIN users u ON u.id = gm.user_id \
+     WHERE gm.group_id = $1 AND gm.tenant_id = $2 AND u.deleted_at_ms IS NULL \
+     ORDER BY u.id LIMIT $3 OFFSET $4";
+const MEMBER_IDS: &str = "SELECT gm.user_id FROM group_members gm \
+     JOIN users u ON u.id = gm.user_id \
+     WHERE gm.group_id = $1 AND gm.tenant_id = $2 AND u.deleted_at_ms IS NULL ORDER BY gm.user_id";
+const INSERT_FAN_OUT: &str = "INSERT INTO fan_outs \
+     (id, tenant_id, sender_id, group_id, count, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)";
+const FAN_OUT: &str = "SELECT id, tenant_id, sender_id, group_id, count, created_at_ms \
+     FROM fan_outs WHERE tenant_id = $1 AND id = $2";
+const FAN_OUT_STATUSES: &str = "SELECT s.status, COUNT(*) FROM messages m \
+     JOIN message_states s ON s.message_id = m.id \
+     WHERE m.fan_out_id = $1 AND m.tenant_id = $2 GROUP BY s.status";
+/// Fan-outs whose messages retention has deleted, all of them.
+const PRUNE_FAN_OUTS: &str = "DELETE FROM fan_outs WHERE created_at_ms < $1 \
+     AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.fan_out_id = fan_outs.id)";
 
 const IDEMPOTENCY: &str = "SELECT request_hash, response FROM idempotency_keys \
      WHERE tenant_id = $1 AND user_id = $2 AND key = $3 AND created_at_ms >= $4";
@@ -507,6 +545,10 @@ where
                 .bind(None::<&str>)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query::<B>(LEAVE_GROUPS)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(deleted)
@@ -753,6 +795,22 @@ where
                 shard::<B>(),
             );
             B::add_counts(&mut tx, &deltas).await?;
+        }
+        for fan_out in requests
+            .iter()
+            .zip(&stored)
+            .filter(|(_, stored)| **stored == Stored::Committed)
+            .filter_map(|(request, _)| request.fan_out.as_ref())
+        {
+            sqlx::query::<B>(INSERT_FAN_OUT)
+                .bind(&fan_out.id)
+                .bind(&fan_out.tenant_id)
+                .bind(&fan_out.sender_id)
+                .bind(&fan_out.group_id)
+                .bind(ms(fan_out.count))
+                .bind(ms(fan_out.created_at_ms))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(stored)
@@ -1595,6 +1653,200 @@ where
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_group(&self, group: &Group) -> Result<(), StoreError> {
+        sqlx::query::<B>(INSERT_GROUP)
+            .bind(&group.id)
+            .bind(&group.tenant_id)
+            .bind(group.name.as_str())
+            .bind(ms(group.created_at_ms))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn groups(&self, tenant: &TenantId, page: Page) -> Result<(Vec<Group>, u64), StoreError> {
+        let rows = sqlx::query_as::<B, GroupRow>(LIST_GROUPS)
+            .bind(tenant)
+            .bind(i64::from(page.limit))
+            .bind(ms(page.offset))
+            .fetch_all(&self.pool)
+            .await?;
+        let total: i64 = sqlx::query_scalar::<B, i64>(COUNT_GROUPS)
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows.into_iter().map(Into::into).collect(), from_ms(total)))
+    }
+
+    async fn group(&self, tenant: &TenantId, id: &GroupId) -> Result<Option<Group>, StoreError> {
+        let row = sqlx::query_as::<B, GroupRow>(GROUP)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn delete_group(&self, tenant: &TenantId, id: &GroupId) -> Result<bool, StoreError> {
+        let mut tx = B::begin_write(&self.writer).await?;
+        sqlx::query::<B>(DELETE_GROUP_MEMBERS)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let result = sqlx::query::<B>(DELETE_GROUP)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = B::rows_affected(&result) == 1;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn add_members(
+        &self,
+        tenant: &TenantId,
+        group: &GroupId,
+        users: &[UserId],
+        limit: u64,
+        now_ms: u64,
+    ) -> Result<MembersAdded, StoreError> {
+        let mut tx = B::begin_write(&self.writer).await?;
+        // The group's row, locked (PostgreSQL): concurrent additions count one after another.
+        let found = sqlx::query_scalar::<B, String>(sqlx::AssertSqlSafe(format!(
+            "{LOCK_GROUP}{}",
+            B::LOCK_ROWS
+        )))
+        .bind(tenant)
+        .bind(group)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if found.is_none() {
+            tx.rollback().await?;
+            return Ok(MembersAdded::NoGroup);
+        }
+        let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        B::insert_members(&mut tx, tenant.as_str(), group.as_str(), &ids, ms(now_ms)).await?;
+        let members = from_ms(
+            sqlx::query_scalar::<B, i64>(COUNT_MEMBERS)
+                .bind(group)
+                .fetch_one(&mut *tx)
+                .await?,
+        );
+        if members > limit {
+            tx.rollback().await?;
+            return Ok(MembersAdded::OverLimit { members, limit });
+        }
+        tx.commit().await?;
+        Ok(MembersAdded::Added { members })
+    }
+
+    async fn remove_member(
+        &self,
+        tenant: &TenantId,
+        group: &GroupId,
+        user: &UserId,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut tx = B::begin_write(&self.writer).await?;
+        let found = sqlx::query_scalar::<B, String>(LOCK_GROUP)
+            .bind(tenant)
+            .bind(group)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if found.is_none() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let result = sqlx::query::<B>(REMOVE_MEMBER)
+            .bind(group)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(B::rows_affected(&result) == 1))
+    }
+
+    async fn members(
+        &self,
+        tenant: &TenantId,
+        group: &GroupId,
+        page: Page,
+    ) -> Result<Option<(Vec<User>, u64)>, StoreError> {
+        let Some(found) = self.group(tenant, group).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query_as::<B, UserRow>(MEMBERS)
+            .bind(group)
+            .bind(tenant)
+            .bind(i64::from(page.limit))
+            .bind(ms(page.offset))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some((
+            rows.into_iter().map(Into::into).collect(),
+            found.members,
+        )))
+    }
+
+    async fn member_ids(
+        &self,
+        tenant: &TenantId,
+        group: &GroupId,
+    ) -> Result<Option<Vec<UserId>>, StoreError> {
+        let found = sqlx::query_scalar::<B, String>(LOCK_GROUP)
+            .bind(tenant)
+            .bind(group)
+            .fetch_optional(&self.pool)
+            .await?;
+        if found.is_none() {
+            return Ok(None);
+        }
+        let ids = sqlx::query_scalar::<B, UserId>(MEMBER_IDS)
+            .bind(group)
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some(ids))
+    }
+
+    async fn fan_out(
+        &self,
+        tenant: &TenantId,
+        id: &FanOutId,
+    ) -> Result<Option<FanOutSummary>, StoreError> {
+        let Some(row) = sqlx::query_as::<B, FanOutRow>(FAN_OUT)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let counts = sqlx::query_as::<B, (String, i64)>(FAN_OUT_STATUSES)
+            .bind(id)
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut statuses: Vec<(Status, u64)> = counts
+            .into_iter()
+            .filter_map(|(status, count)| Some((status.parse().ok()?, from_ms(count))))
+            .collect();
+        statuses.sort_by_key(|(status, _)| status.as_str());
+        Ok(Some(FanOutSummary {
+            fan_out: row.into(),
+            statuses,
+        }))
+    }
+
+    async fn prune_fan_outs(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let result = sqlx::query::<B>(PRUNE_FAN_OUTS)
+            .bind(ms(before_ms))
+            .execute(&self.writer)
+            .await?;
+        Ok(B::rows_affected(&result))
     }
 }
 

@@ -92,10 +92,10 @@ pub(super) fn connect_options(path: &Path) -> Result<SqliteConnectOptions, Store
 
 const INSERT_MESSAGES: &str = "INSERT INTO messages (id, tenant_id, sender_id, recipient_id, \
      channel, content_type, metadata, key_id, nonce, content, requested_kind, requested_ms, \
-     created_at_ms, flow_key) \
+     created_at_ms, flow_key, fan_out_id) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
      value ->> 6, value ->> 7, unhex(value ->> 8), unhex(value ->> 9), value ->> 10, \
-     value ->> 11, value ->> 12, value ->> 13 FROM json_each($1)";
+     value ->> 11, value ->> 12, value ->> 13, value ->> 14 FROM json_each($1)";
 const INSERT_STATES: &str = "INSERT INTO message_states \
      (message_id, tenant_id, status, deliver_at_ms, attempts, updated_at_ms) \
      SELECT value ->> 0, value ->> 1, 'scheduled', value ->> 2, 0, $2 FROM json_each($1)";
@@ -153,6 +153,10 @@ const FLOW_ROUTES: &str = "SELECT m.id, m.tenant_id, m.recipient_id, m.channel, 
      AND m.channel = 'webhook' WHERE m.id IN (SELECT value FROM json_each($1))";
 const LIVE_USERS: &str = "SELECT id FROM users \
      WHERE tenant_id = $1 AND deleted_at_ms IS NULL AND id IN (SELECT value FROM json_each($2))";
+const INSERT_MEMBERS: &str = "INSERT INTO group_members (group_id, tenant_id, user_id, \
+     added_at_ms) SELECT $1, $2, id, $3 FROM users WHERE tenant_id = $2 \
+     AND deleted_at_ms IS NULL AND id IN (SELECT value FROM json_each($4)) \
+     ON CONFLICT (group_id, user_id) DO NOTHING";
 const DELETE_EVENTS: &str =
     "DELETE FROM message_events WHERE message_id IN (SELECT value FROM json_each($1))";
 const DELETE_STATES: &str =
@@ -225,6 +229,7 @@ impl Backend for Sqlite {
                 row.requested_ms,
                 row.created_at_ms,
                 row.flow_key,
+                row.fan_out_id,
             ])
         });
         sqlx::query(INSERT_MESSAGES)
@@ -460,6 +465,23 @@ impl Backend for Sqlite {
             .bind(json_ids(ids.iter().copied()))
             .fetch_all(pool)
             .await
+    }
+
+    async fn insert_members(
+        conn: &mut SqliteConnection,
+        tenant: &str,
+        group: &str,
+        users: &[&str],
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(INSERT_MEMBERS)
+            .bind(group)
+            .bind(tenant)
+            .bind(now_ms)
+            .bind(json_ids(users.iter().copied()))
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     async fn delete_messages(conn: &mut SqliteConnection, ids: &[&str]) -> Result<(), sqlx::Error> {

@@ -5,14 +5,16 @@
 //! Each area is a small struct of exactly what it needs (the store, the policies, the clock,
 //! the schedule), built once at start-up ([`crate::state`]) or by a CLI command:
 //! - [`accounts`]: tenants, users, passwords, logins, refreshes and sessions;
-//! - [`messages`]: submit (one or a batch), list, view, history, cancel, reschedule, deliver
-//!   now, read, dead letters, webhook endpoints;
+//! - [`messages`]: submit (one, a batch, or to a group), list, view, history, cancel,
+//!   reschedule, deliver now, read, dead letters, webhook endpoints, fan-out summaries;
+//! - [`groups`]: a tenant's groups and their members;
 //! - [`policies`]: a tenant's plugins, hooks and dry runs;
 //! - [`flow`]: flow-control limits per key pattern;
 //! - [`operations`]: the queue report and retention.
 
 pub mod accounts;
 pub mod flow;
+pub mod groups;
 pub mod messages;
 pub mod operations;
 pub mod policies;

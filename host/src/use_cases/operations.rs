@@ -2,7 +2,8 @@
 //! health endpoints, the server's own upkeep):
 //! - the queue report of `dms queue status` ([`queue`]): per tenant and status, due soon,
 //!   overdue, leases, dead letters, and the Redis index's size;
-//! - retention ([`prune`]): feed events, ended messages and idempotency keys past their time.
+//! - retention ([`prune`]): feed events, ended messages, idempotency keys and emptied fan-outs
+//!   past their time.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -208,11 +209,14 @@ pub struct Pruned {
     pub messages: Option<StoreError>,
     /// Why idempotency keys were not pruned.
     pub idempotency_keys: Option<StoreError>,
+    /// Why fan-outs whose messages are all gone were not pruned.
+    pub fan_outs: Option<StoreError>,
 }
 
 /// One pass of retention at `now_ms`: feed events older than `retention.feed_ms`, messages
-/// that ended more than `retention.messages_ms` ago (in slices, yielding between them), and
-/// idempotency keys past their 24 hours.
+/// that ended more than `retention.messages_ms` ago (in slices, yielding between them),
+/// idempotency keys past their 24 hours, and fan-outs older than the messages' retention none
+/// of whose messages is left.
 pub async fn prune(store: &dyn Store, retention: Retention, now_ms: u64) -> Pruned {
     let mut pruned = Pruned {
         feed: store
@@ -236,5 +240,6 @@ pub async fn prune(store: &dyn Store, retention: Retention, now_ms: u64) -> Prun
         .prune_idempotency_keys(now_ms.saturating_sub(IDEMPOTENCY_TTL_MS))
         .await
         .err();
+    pruned.fan_outs = store.prune_fan_outs(ended_before).await.err();
     pruned
 }

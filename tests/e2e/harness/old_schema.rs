@@ -102,6 +102,9 @@ impl OldDatabase {
              DROP INDEX idempotency_keys_age;
              DROP TABLE flow_limits;
              ALTER TABLE feed_events DROP COLUMN message_id;
+             DROP TABLE group_members;
+             DROP TABLE groups;
+             DROP TABLE fan_outs;
              DELETE FROM _sqlx_migrations WHERE version > {PREVIOUS_SCHEMA};",
             serial = if sqlite {
                 "INTEGER PRIMARY KEY AUTOINCREMENT"

@@ -4,10 +4,12 @@
 //! - `manage`: cancel, reschedule, deliver now, mark read, and who may see a message;
 //! - `dead_letters`: list, replay (one or paced in bulk), delete;
 //! - `endpoint`: the recipient's webhook endpoint and its signing secrets;
+//! - `fan_out`: one submission to a group, one message per member, and its summary;
 //! - `view`: messages as the API shows them.
 
 pub mod dead_letters;
 pub mod endpoint;
+pub mod fan_out;
 pub mod manage;
 pub mod submit;
 pub mod view;
@@ -64,6 +66,9 @@ pub enum Error {
     /// No such message visible to the caller.
     #[error("there is no such message in your tenant")]
     NotFound,
+    /// No such group, or fan-out visible to the caller (`group`, `fan-out`).
+    #[error("there is no such {0} in your tenant")]
+    Missing(&'static str),
     /// Only an admin of the tenant may do this.
     #[error("only an admin of your tenant may do this")]
     AdminRequired,

@@ -46,13 +46,20 @@ pub const MAX_BATCH: usize = 1_000;
 /// Most requests (a message, or a batch) in one transaction.
 const MAX_GROUP: usize = 256;
 
-/// A message as submitted (`POST /messages`, and each item of a batch).
+/// A message to one recipient, as submitted (`POST /messages`, and each item of a batch).
+/// `POST /messages` also takes `group_id` in place of `recipient_id` (`GroupSubmission`).
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
     /// The recipient, a user of the sender's tenant.
-    #[schema(value_type = UserId)]
-    pub recipient_id: String,
+    #[serde(default)]
+    #[schema(value_type = UserId, required = true)]
+    pub recipient_id: Option<String>,
+    /// A group of the sender's tenant instead of a recipient: one message to each member
+    /// (`POST /messages` only; its schema is `GroupSubmission`).
+    #[serde(default)]
+    #[schema(ignore)]
+    pub group_id: Option<String>,
     /// The content (text).
     pub content: String,
     /// Its media type (default `text/plain`).
@@ -170,6 +177,15 @@ pub async fn submit(
             return Ok(replay);
         }
     }
+    if submission.group_id.is_some() {
+        if submission.recipient_id.is_some() {
+            return Err(Error::Invalid {
+                field: "/group_id".into(),
+                reason: "give recipient_id or group_id, not both".into(),
+            });
+        }
+        return super::fan_out::submit_to_group(ctx, sender, submission, key, now).await;
+    }
     let message = draft(ctx, sender, submission, now).await?;
     let span = submit_span(&message);
     // One snapshot of the tenant's hooks decides the whole submission.
@@ -181,6 +197,7 @@ pub async fn submit(
     let accepted = Accepted {
         messages: vec![new],
         idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
+        fan_out: None,
     };
     commit(ctx, sender, key.as_ref(), accepted, body, now)
         .instrument(span)
@@ -263,6 +280,7 @@ pub async fn submit_batch(
     let accepted = Accepted {
         messages,
         idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
+        fan_out: None,
     };
     let submitted = commit(ctx, sender, key.as_ref(), accepted, body, now).await?;
     let accepted_count = match submitted {
@@ -274,7 +292,7 @@ pub async fn submit_batch(
 
 /// Commits `accepted`; a request that lost its idempotency key to a concurrent one answers as
 /// that one did.
-async fn commit(
+pub(super) async fn commit(
     ctx: &Messages,
     sender: &User,
     key: Option<&Key>,
@@ -313,7 +331,7 @@ async fn commit(
 }
 
 /// The record that stores `body` under the request's key.
-fn record(sender: &User, key: &Key, body: &str, now: u64) -> Idempotency {
+pub(super) fn record(sender: &User, key: &Key, body: &str, now: u64) -> Idempotency {
     Idempotency {
         tenant_id: sender.tenant_id.clone(),
         user_id: sender.id.clone(),
@@ -339,7 +357,7 @@ fn check_key(key: &str) -> Result<(), Error> {
 
 /// Runs the tenant's validators and delay policy on `message`: the view to answer with, and
 /// the message to store with its history (each decision, then the transition to `scheduled`).
-async fn decide(
+pub(super) async fn decide(
     ctx: &Messages,
     hooks: &Hooks,
     mut message: Message,
@@ -370,6 +388,7 @@ async fn decide(
         deliver_at_ms: message.deliver_at_ms,
         created_at_ms: message.created_at_ms,
         history: events,
+        fan_out_id: message.fan_out_id,
     };
     Ok((view, new))
 }
@@ -404,13 +423,33 @@ pub async fn draft(
 /// The message a submission asks for, checked field by field (the recipient's existence
 /// aside).
 fn parse(sender: &User, submission: Submission, now: u64) -> Result<Message, Error> {
-    let recipient: UserId = submission
-        .recipient_id
-        .parse()
-        .map_err(|_| Error::Invalid {
+    if submission.group_id.is_some() {
+        return Err(Error::Invalid {
+            field: "/group_id".into(),
+            reason: "send to a group with POST /messages, one submission at a time".into(),
+        });
+    }
+    let Some(recipient_id) = &submission.recipient_id else {
+        return Err(Error::Invalid {
             field: "/recipient_id".into(),
-            reason: format!("{:?} is not a user id", submission.recipient_id),
-        })?;
+            reason: "give the recipient (recipient_id) or a group (group_id)".into(),
+        });
+    };
+    let recipient: UserId = recipient_id.parse().map_err(|_| Error::Invalid {
+        field: "/recipient_id".into(),
+        reason: format!("{recipient_id:?} is not a user id"),
+    })?;
+    parse_for(sender, recipient, submission, now)
+}
+
+/// The message a submission asks for, to `recipient`, checked field by field (its recipient
+/// or group aside).
+pub(super) fn parse_for(
+    sender: &User,
+    recipient: UserId,
+    submission: Submission,
+    now: u64,
+) -> Result<Message, Error> {
     let requested = match (submission.delay_seconds, &submission.deliver_at) {
         (Some(_), Some(_)) => {
             return Err(Error::Invalid {
@@ -486,10 +525,11 @@ fn parse(sender: &User, submission: Submission, now: u64) -> Result<Message, Err
         created_at_ms: now,
         delivered_at_ms: None,
         read_at_ms: None,
+        fan_out_id: None,
     })
 }
 
-async fn replayed(
+pub(super) async fn replayed(
     ctx: &Messages,
     sender: &User,
     key: &Key,

@@ -4,7 +4,7 @@ use dms_plugin_sdk::payload::MessagePayload;
 use serde::Serialize;
 
 use crate::clock::rfc3339;
-use crate::domain::ids::MessageId;
+use crate::domain::ids::{FanOutId, MessageId};
 use crate::domain::message::{Channel, Event, EventKind, Message, MessageState, PluginRef, Status};
 
 /// A message: what the sender wrote and who it is between (the payload that the inbox event and
@@ -32,6 +32,10 @@ pub struct MessageView {
     /// When its recipient read it.
     #[schema(format = DateTime)]
     pub(crate) read_at: Option<String>,
+    /// The fan-out that created it, when it was sent to a group (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(crate) fan_out_id: Option<FanOutId>,
 }
 
 /// The payload of a stored message.
@@ -61,6 +65,7 @@ impl From<&Message> for MessageView {
             last_error: message.last_error.clone(),
             delivered_at: message.delivered_at_ms.map(rfc3339),
             read_at: message.read_at_ms.map(rfc3339),
+            fan_out_id: message.fan_out_id.clone(),
         }
     }
 }
