@@ -75,6 +75,10 @@ Both speak the same frames: `auth {token}`, `ack {message_id}`, `resume {cursor}
         super::webhooks::set,
         super::webhooks::delete,
         super::webhooks::rotate,
+        super::callbacks::get,
+        super::callbacks::set,
+        super::callbacks::delete,
+        super::callbacks::rotate,
         super::messages::submit,
         super::messages::submit_batch,
         super::messages::list,
@@ -111,7 +115,7 @@ Both speak the same frames: `auth {token}`, `ack {message_id}`, `resume {cursor}
         document,
     ),
     components(
-        schemas(Problem),
+        schemas(Problem, crate::domain::callback::CallbackBody),
         responses(
             BadRequest,
             Unauthorized,
@@ -133,6 +137,7 @@ Both speak the same frames: `auth {token}`, `ack {message_id}`, `resume {cursor}
         (name = "auth", description = "Log in, rotate refresh tokens, log out, list and end sessions."),
         (name = "users", description = "The tenant's users; admins manage them."),
         (name = "webhooks", description = "The caller's webhook endpoint for the `webhook` channel."),
+        (name = "callbacks", description = "The caller's status callback endpoint: told of the statuses of the messages they send (the body POSTed is `CallbackBody`)."),
         (name = "messages", description = "Submit, list, follow, cancel, reschedule and read messages."),
         (name = "dead-letters", description = "Messages that could not be delivered (tenant admins)."),
         (name = "plugins", description = "The tenant's WebAssembly plugins (tenant admins)."),

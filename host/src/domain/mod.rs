@@ -1,6 +1,7 @@
-//! Pure domain types, no I/O: ids, tenants, users, sessions, messages, users' event feeds, tenants' plugins and hooks. Everything else speaks
+//! Pure domain types, no I/O: ids, tenants, users, sessions, messages, users' event feeds, senders' status callbacks, tenants' plugins and hooks. Everything else speaks
 //! in these.
 
+pub mod callback;
 pub mod feed;
 pub mod ids;
 pub mod message;

@@ -127,6 +127,7 @@ pub const TABLES: &[Table] = &[
     table("feed_events", 20261125000002),
     table("plugins", 20261125000003),
     table("hook_bindings", 20261125000003),
+    table("callbacks", 20261215000002),
 ];
 
 /// The tables of a database, or a backup, at `migrations`, in [`TABLES`] order.
@@ -1156,6 +1157,11 @@ impl KeyCheck<'_> {
                 return Ok(());
             }
             "messages" => (text("tenant_id")?, text("id")?, "content"),
+            "callbacks" => (
+                text("tenant_id")?,
+                format!("callback:{}", text("user_id")?),
+                "secrets",
+            ),
             "webhook_secrets" => {
                 let user = text("user_id")?;
                 let tenant = self.webhook_tenants.get(&user).cloned().ok_or_else(|| {

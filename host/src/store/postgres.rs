@@ -132,6 +132,8 @@ const WEBHOOKS: &str = "SELECT user_id, tenant_id, url, created_at_ms, disabled_
 const WEBHOOK_SECRETS: &str = "SELECT user_id, id, key_id, nonce, secret FROM webhook_secrets \
      WHERE user_id = ANY($1) AND (expires_at_ms IS NULL OR expires_at_ms > $2) \
      ORDER BY user_id, created_at_ms DESC, id DESC";
+const CALLBACK_EVENTS: &str = "SELECT c.user_id, c.tenant_id, c.events FROM callbacks c \
+     JOIN users u ON u.id = c.user_id WHERE u.deleted_at_ms IS NULL AND c.user_id = ANY($1)";
 const LIVE_USERS: &str = "SELECT id FROM users \
      WHERE tenant_id = $1 AND deleted_at_ms IS NULL AND id = ANY($2)";
 const DELETE_EVENTS: &str = "DELETE FROM message_events WHERE message_id = ANY($1)";
@@ -359,6 +361,16 @@ impl Backend for Postgres {
             .bind(tenant)
             .bind(ids)
             .fetch_all(pool)
+            .await
+    }
+
+    async fn callback_events(
+        conn: &mut PgConnection,
+        users: &[&str],
+    ) -> Result<Vec<(UserId, TenantId, String)>, sqlx::Error> {
+        sqlx::query_as(CALLBACK_EVENTS)
+            .bind(users)
+            .fetch_all(conn)
             .await
     }
 

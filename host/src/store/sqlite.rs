@@ -147,6 +147,8 @@ const WEBHOOK_SECRETS: &str = "SELECT user_id, id, key_id, nonce, secret FROM we
      WHERE user_id IN (SELECT value FROM json_each($1)) \
      AND (expires_at_ms IS NULL OR expires_at_ms > $2) \
      ORDER BY user_id, created_at_ms DESC, id DESC";
+const CALLBACK_EVENTS: &str = "SELECT c.user_id, c.tenant_id, c.events FROM callbacks c \
+     JOIN users u ON u.id = c.user_id WHERE u.deleted_at_ms IS NULL AND c.user_id IN (SELECT value FROM json_each($1))";
 const LIVE_USERS: &str = "SELECT id FROM users \
      WHERE tenant_id = $1 AND deleted_at_ms IS NULL AND id IN (SELECT value FROM json_each($2))";
 const DELETE_EVENTS: &str =
@@ -444,6 +446,16 @@ impl Backend for Sqlite {
             .bind(tenant)
             .bind(json_ids(ids.iter().copied()))
             .fetch_all(pool)
+            .await
+    }
+
+    async fn callback_events(
+        conn: &mut SqliteConnection,
+        users: &[&str],
+    ) -> Result<Vec<(UserId, TenantId, String)>, sqlx::Error> {
+        sqlx::query_as(CALLBACK_EVENTS)
+            .bind(json_ids(users.iter().copied()))
+            .fetch_all(conn)
             .await
     }
 

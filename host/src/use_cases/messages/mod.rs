@@ -4,8 +4,10 @@
 //! - `manage`: cancel, reschedule, deliver now, mark read, and who may see a message;
 //! - `dead_letters`: list, replay (one or paced in bulk), delete;
 //! - `endpoint`: the recipient's webhook endpoint and its signing secrets;
+//! - `callbacks`: the sender's status callback endpoint and its signing secrets;
 //! - `view`: messages as the API shows them.
 
+pub mod callbacks;
 pub mod dead_letters;
 pub mod endpoint;
 pub mod manage;
