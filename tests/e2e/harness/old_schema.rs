@@ -101,6 +101,7 @@ impl OldDatabase {
              CREATE INDEX message_events_message ON message_events (message_id, id);
              DROP INDEX idempotency_keys_age;
              ALTER TABLE feed_events DROP COLUMN message_id;
+             DROP TABLE callbacks;
              DELETE FROM _sqlx_migrations WHERE version > {PREVIOUS_SCHEMA};",
             serial = if sqlite {
                 "INTEGER PRIMARY KEY AUTOINCREMENT"
