@@ -8,6 +8,7 @@ mod architecture;
 mod auth;
 mod backup;
 mod batch;
+mod callbacks;
 mod config_docs;
 mod connection_limits;
 mod containers;

@@ -75,13 +75,15 @@ async fn a_stale_outcome_in_a_committed_group_is_refused_alone(backend: Backend)
                 .into_iter()
                 .collect(),
             at_ms: now,
+            callback: None,
         }
     };
     // One group: the first under its claim's token, the second under a token no claim holds.
     let committed = store
         .finish_deliveries(&[outcome(0, "token-a"), outcome(1, "a-stale-token")])
         .await
-        .unwrap();
+        .unwrap()
+        .committed;
     assert_eq!(committed, [true, false]);
     let (first, second) = (&claimed.messages[0].0.id, &claimed.messages[1].0.id);
     assert_eq!(status(&admin, first.as_str()).await["status"], "delivered");

@@ -264,6 +264,7 @@ const SEMANTIC_422: &[&str] = &[
     "groups_create",
     "groups_add_members",
     "groups_add_member",
+    "callbacks_set",
 ];
 
 /// Operations schemathesis leaves alone (by operation id), because they would end the session

@@ -11,6 +11,7 @@ mod json;
 
 mod auth;
 mod bodies;
+mod callbacks;
 mod dead_letters;
 mod flow_control;
 mod groups;
@@ -63,6 +64,13 @@ pub fn router(state: AppState) -> Router {
                 .delete(webhooks::delete),
         )
         .route("/users/me/webhook/rotate", post(webhooks::rotate))
+        .route(
+            "/users/me/callbacks",
+            get(callbacks::get)
+                .put(callbacks::set)
+                .delete(callbacks::delete),
+        )
+        .route("/users/me/callbacks/rotate", post(callbacks::rotate))
         .route("/messages", post(messages::submit).get(messages::list))
         .route(
             "/messages/batch",

@@ -75,6 +75,10 @@ Both speak the same frames: `auth {token}`, `ack {message_id}`, `resume {cursor}
         super::webhooks::set,
         super::webhooks::delete,
         super::webhooks::rotate,
+        super::callbacks::get,
+        super::callbacks::set,
+        super::callbacks::delete,
+        super::callbacks::rotate,
         super::messages::submit,
         super::messages::submit_batch,
         super::messages::list,
@@ -124,7 +128,7 @@ Both speak the same frames: `auth {token}`, `ack {message_id}`, `resume {cursor}
         document,
     ),
     components(
-        schemas(Problem),
+        schemas(Problem, crate::domain::callback::CallbackBody),
         responses(
             BadRequest,
             Unauthorized,
@@ -146,6 +150,7 @@ Both speak the same frames: `auth {token}`, `ack {message_id}`, `resume {cursor}
         (name = "auth", description = "Log in, rotate refresh tokens, log out, list and end sessions."),
         (name = "users", description = "The tenant's users; admins manage them."),
         (name = "webhooks", description = "The caller's webhook endpoint for the `webhook` channel."),
+        (name = "callbacks", description = "The caller's status callback endpoint: told of the statuses of the messages they send (the body POSTed is `CallbackBody`)."),
         (name = "messages", description = "Submit (to one recipient or to a group), list, follow, cancel, reschedule and read messages."),
         (name = "groups", description = "The tenant's groups of users, which a message may be sent to; admins change them."),
         (name = "dead-letters", description = "Messages that could not be delivered (tenant admins)."),

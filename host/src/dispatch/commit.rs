@@ -24,7 +24,8 @@ impl Commit for Deliveries {
     type Answer = bool;
 
     async fn commit(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError> {
-        let committed = self.store.finish_deliveries(outcomes).await?;
+        let finished = self.store.finish_deliveries(outcomes).await?;
+        let committed = finished.committed;
         tracing::debug!(
             message = "Delivery outcomes committed together.",
             outcomes = outcomes.len(),
@@ -47,6 +48,17 @@ impl Commit for Deliveries {
             tracing::warn!(
                 message = "Could not update the schedule index.",
                 outcomes = releases.len(),
+                %error,
+            );
+        }
+        // The status callbacks stored with the outcomes, into the index (on failure the
+        // reconciler, or the next start's rebuild, adds them: they are in the database).
+        if !finished.callbacks.is_empty()
+            && let Err(error) = self.schedule.add_many(&finished.callbacks).await
+        {
+            tracing::warn!(
+                message = "Status callbacks stored but not yet indexed; the reconciler indexes them.",
+                callbacks = finished.callbacks.len(),
                 %error,
             );
         }

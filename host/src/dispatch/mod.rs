@@ -32,6 +32,7 @@
 
 mod commit;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,8 +40,9 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use crate::clock::Clock;
+use crate::domain::callback;
 use crate::domain::feed;
-use crate::domain::ids::MessageId;
+use crate::domain::ids::{MessageId, TenantId, UserId};
 use crate::domain::message::{Channel, Event, Message, Status};
 use crate::flow::{FlowControl, FlowControlError, FlowKey, Ticket};
 use crate::metrics::{Attempt, Metrics};
@@ -300,10 +302,13 @@ impl Dispatcher {
         let wanted: Vec<_> = claimed
             .messages
             .iter()
-            .filter(|(message, _)| message.channel == Channel::Webhook)
+            .filter(|(message, _)| {
+                message.channel == Channel::Webhook && !callback::is_callback(message)
+            })
             .map(|(message, _)| (message.tenant_id.clone(), message.recipient_id.clone()))
             .collect();
         let webhooks = self.store.webhooks(&wanted, now).await?;
+        let callbacks = self.callback_endpoints(&claimed.messages, now).await?;
         let claims = claimed
             .messages
             .into_iter()
@@ -318,6 +323,9 @@ impl Dispatcher {
                 Claim {
                     flow: admitted.tickets.remove(&message.id),
                     webhook: match message.channel {
+                        _ if callback::is_callback(&message) => callbacks
+                            .get(&(message.tenant_id.clone(), message.recipient_id.clone()))
+                            .cloned(),
                         Channel::Webhook => webhooks.get(&message.recipient_id).cloned(),
                         Channel::Inbox => None,
                     },
@@ -333,6 +341,35 @@ impl Dispatcher {
             skipped: releases.len(),
             waiting,
         })
+    }
+
+    /// The callback endpoints of the owners of the status callbacks among `messages`, as the
+    /// webhook each is delivered to (signed with the callback's own secrets). One lookup per
+    /// owner; an owner who removed their endpoint has none.
+    async fn callback_endpoints(
+        &self,
+        messages: &[(Message, Status)],
+        now: u64,
+    ) -> Result<HashMap<(TenantId, UserId), Webhook>, DispatchError> {
+        let mut found = HashMap::new();
+        for (message, _) in messages {
+            let owner = (message.tenant_id.clone(), message.recipient_id.clone());
+            if !callback::is_callback(message) || found.contains_key(&owner) {
+                continue;
+            }
+            if let Some(endpoint) = self.store.callback(&owner.0, &owner.1, now).await? {
+                found.insert(
+                    owner,
+                    Webhook {
+                        url: endpoint.url,
+                        secrets: endpoint.secrets,
+                        created_at_ms: endpoint.created_at_ms,
+                        disabled: None,
+                    },
+                );
+            }
+        }
+        Ok(found)
     }
 
     /// One round: claims what is due (up to the free delivery slots), delivers it, and waits
@@ -518,6 +555,7 @@ impl Dispatcher {
             }
         }
         published.extend(feed::for_sender(&message, status, error.as_deref(), now));
+        let notice = callback::notice(&message, status, error.as_deref(), retry_at, now);
         let outcome = Outcome {
             id: message.id.clone(),
             tenant_id: message.tenant_id.clone(),
@@ -528,6 +566,7 @@ impl Dispatcher {
             events,
             feed: published,
             at_ms: now,
+            callback: notice,
         };
         let span = tracing::debug_span!("dms.commit", %status);
         let commit = self.committer.commit(outcome).instrument(span.clone());
@@ -590,7 +629,8 @@ impl Dispatcher {
             );
             return Ok(Done::Stale);
         }
-        if gone {
+        // A callback endpoint that answered 410 only ends that callback (it is dead).
+        if gone && !callback::is_callback(&message) {
             self.store
                 .disable_webhook(
                     &message.tenant_id,
@@ -723,6 +763,11 @@ impl Dispatcher {
 /// Where the message goes, or why it cannot go anywhere: the recipient, and for webhooks
 /// their endpoint (looked up with the claim).
 fn address(message: &Message, webhook: Option<Webhook>) -> Result<sandbox::Address, String> {
+    if callback::is_callback(message) && webhook.is_none() {
+        return Err(
+            "the sender removed their callback endpoint (DELETE /users/me/callbacks)".to_owned(),
+        );
+    }
     let mut address = sandbox::Address {
         recipient_id: message.recipient_id.to_string(),
         url: None,
@@ -772,6 +817,7 @@ fn unstorable(
         feed: feed::for_sender(message, status, error.as_deref(), now)
             .into_iter()
             .collect(),
+        callback: callback::notice(message, status, error.as_deref(), retry_at, now),
         error,
         at_ms: now,
     }

@@ -107,6 +107,10 @@ pub fn for_sender(
     error: Option<&str>,
     at_ms: u64,
 ) -> Option<NewFeedEvent> {
+    // A status callback is the sender's own notification: it tells nobody's feed about itself.
+    if super::callback::is_callback(message) {
+        return None;
+    }
     match status {
         Status::Delivering => None,
         Status::Read => Some(read(message, at_ms)),

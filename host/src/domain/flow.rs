@@ -243,8 +243,8 @@ pub fn applying<'a>(limits: &'a [FlowLimit], key: &str) -> Option<&'a FlowLimit>
     best.map(|(_, limit)| limit)
 }
 
-/// A message's key: its own, or its recipient's webhook endpoint (webhook channel, when set),
-/// or its recipient's id.
+/// A message's key: its own, or its recipient's webhook endpoint (webhook channel, when set;
+/// for a status callback, its sender's callback URL), or its recipient's id.
 pub fn key_of(
     flow_key: Option<&str>,
     channel: Channel,

@@ -1,6 +1,8 @@
 //! Pure domain types, no I/O: ids, tenants, users, sessions, messages, users' event feeds,
-//! groups and fan-outs, tenants' plugins and hooks. Everything else speaks in these.
+//! senders' status callbacks, groups and fan-outs, tenants' plugins and hooks. Everything else
+//! speaks in these.
 
+pub mod callback;
 pub mod feed;
 pub mod flow;
 pub mod group;

@@ -602,7 +602,11 @@ impl Policies {
         address: &sandbox::Address,
     ) -> Delivered {
         let input = plugin_message(message);
-        let bound = hooks.channel(message.channel);
+        let bound = if crate::domain::callback::is_callback(message) {
+            &hooks.callback
+        } else {
+            hooks.channel(message.channel)
+        };
         let span = tracing::debug_span!(
             "dms.channel",
             plugin = %bound.name,

@@ -98,6 +98,9 @@ pub struct Hooks {
     pub inbox: Bound,
     /// The webhook channel.
     pub webhook: Bound,
+    /// What delivers status callbacks: always the built-in `webhook` channel, which posts a
+    /// callback's body as it is (a tenant's webhook plugin does not see them).
+    pub callback: Bound,
 }
 
 impl Hooks {
@@ -107,6 +110,7 @@ impl Hooks {
             delay: defaults.delay.clone(),
             inbox: defaults.inbox.clone(),
             webhook: defaults.webhook.clone(),
+            callback: defaults.webhook.clone(),
         }
     }
 

@@ -143,6 +143,12 @@ pub(super) trait Backend: sqlx::Database {
         users: &[&str],
         now_ms: i64,
     ) -> Result<(), sqlx::Error>;
+    /// The callback endpoints' tenants and chosen events (JSON) of those of `users` who have
+    /// one and are live, read inside the caller's transaction.
+    async fn callback_events(
+        conn: &mut Self::Connection,
+        users: &[&str],
+    ) -> Result<Vec<(UserId, TenantId, String)>, sqlx::Error>;
 
     /// Deletes these messages with their states and history.
     async fn delete_messages(conn: &mut Self::Connection, ids: &[&str]) -> Result<(), sqlx::Error>;

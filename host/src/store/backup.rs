@@ -130,6 +130,7 @@ pub const TABLES: &[Table] = &[
     table("groups", 20261215000000),
     table("group_members", 20261215000000),
     table("fan_outs", 20261215000000),
+    table("callbacks", 20261215000002),
     table("flow_limits", 20261215000003),
 ];
 
@@ -1160,6 +1161,11 @@ impl KeyCheck<'_> {
                 return Ok(());
             }
             "messages" => (text("tenant_id")?, text("id")?, "content"),
+            "callbacks" => (
+                text("tenant_id")?,
+                format!("callback:{}", text("user_id")?),
+                "secrets",
+            ),
             "webhook_secrets" => {
                 let user = text("user_id")?;
                 let tenant = self.webhook_tenants.get(&user).cloned().ok_or_else(|| {

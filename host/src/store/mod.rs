@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::domain::callback::{CallbackEvent, Notice};
 use crate::domain::feed::{FeedEvent, NewFeedEvent};
 use crate::domain::flow::{FlowLimit, Limits};
 use crate::domain::group::{FanOut, FanOutSummary, Group};
@@ -380,6 +381,56 @@ pub struct Outcome {
     pub feed: Vec<NewFeedEvent>,
     /// When the attempt ended (Unix ms).
     pub at_ms: u64,
+    /// The sender's status callback, stored with the outcome if they asked for its event.
+    pub callback: Option<Notice>,
+}
+
+/// What [`Store::finish_deliveries`] committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// One entry per outcome, in order: false when a newer claim took the message over.
+    pub committed: Vec<bool>,
+    /// The status callbacks stored with them, with their due times, for the index.
+    pub callbacks: Vec<(MessageId, u64)>,
+}
+
+/// What [`Store::transition`] changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changed {
+    /// The message after the change.
+    pub message: Message,
+    /// The status callback stored with it, with its due time, for the index.
+    pub callbacks: Vec<(MessageId, u64)>,
+}
+
+/// A status callback endpoint to set.
+#[derive(Debug, Clone)]
+pub struct NewCallback<'a> {
+    /// The owner's tenant.
+    pub tenant_id: &'a TenantId,
+    /// The owner: the sender told of their messages.
+    pub user_id: &'a UserId,
+    /// Where callbacks are POSTed.
+    pub url: &'a str,
+    /// The statuses that produce one.
+    pub events: &'a [CallbackEvent],
+    /// The first signing secret.
+    pub secret: &'a str,
+    /// Now.
+    pub now_ms: u64,
+}
+
+/// A user's status callback endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    /// Where callbacks are POSTed.
+    pub url: String,
+    /// The statuses that produce one.
+    pub events: Vec<CallbackEvent>,
+    /// Secrets to sign with, newest first (expired ones left out).
+    pub secrets: Vec<String>,
+    /// When it was set.
+    pub created_at_ms: u64,
 }
 
 /// What [`Store::begin_deliveries`] found for the ids it was given.
@@ -616,7 +667,7 @@ pub trait Store: Send + Sync + 'static {
         id: &MessageId,
         change: &Change,
         now_ms: u64,
-    ) -> Result<Option<Message>, StoreError>;
+    ) -> Result<Option<Changed>, StoreError>;
 
     /// Deletes a message that is in `status`, with its history. False when there is none.
     async fn delete_message(
@@ -644,8 +695,10 @@ pub trait Store: Send + Sync + 'static {
     /// Commits attempts' outcomes with their history and feed events in one transaction (a
     /// group commit), each only if its message is still `delivering` under its token. The
     /// answer has one entry per outcome, in order: false means a newer claim took over (the
-    /// lease expired) and that stale result was refused. An error commits none of them.
-    async fn finish_deliveries(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError>;
+    /// lease expired) and that stale result was refused. An error commits none of them. The
+    /// status callbacks of committed outcomes whose senders asked for them are stored in the
+    /// same transaction (the answer's `callbacks`, to index).
+    async fn finish_deliveries(&self, outcomes: &[Outcome]) -> Result<Finished, StoreError>;
 
     /// The webhook endpoints of these users (of these tenants), with their secrets valid at
     /// `now_ms`; users without one are left out. One lookup for a whole claim.
@@ -725,6 +778,31 @@ pub trait Store: Send + Sync + 'static {
         user: &UserId,
         now_ms: u64,
     ) -> Result<Option<Webhook>, StoreError>;
+
+    /// Sets a user's status callback endpoint with one new secret, replacing any previous one.
+    async fn set_callback(&self, callback: NewCallback<'_>) -> Result<(), StoreError>;
+
+    /// Adds a signing secret to a user's callback endpoint; the current ones sign until
+    /// `retire_at_ms`. False when the user has none.
+    async fn add_callback_secret(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        secret: &str,
+        now_ms: u64,
+        retire_at_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a user's callback endpoint. False when there was none.
+    async fn delete_callback(&self, tenant: &TenantId, user: &UserId) -> Result<bool, StoreError>;
+
+    /// A user's callback endpoint with its secrets valid at `now_ms`.
+    async fn callback(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now_ms: u64,
+    ) -> Result<Option<Callback>, StoreError>;
 
     /// Disables a user's webhook (for example after a 410 Gone).
     async fn disable_webhook(

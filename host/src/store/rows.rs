@@ -677,6 +677,17 @@ pub(super) struct IdempotencyKeyRow<'a> {
     pub(super) created_at_ms: i64,
 }
 
+/// A user's status callback endpoint as stored (its secrets sealed as one JSON array).
+#[derive(sqlx::FromRow)]
+pub(super) struct CallbackRow {
+    pub(super) url: String,
+    pub(super) events: String,
+    pub(super) key_id: String,
+    pub(super) nonce: Vec<u8>,
+    pub(super) secrets: Vec<u8>,
+    pub(super) created_at_ms: i64,
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct WebhookRow {
     pub(super) user_id: UserId,

@@ -15,21 +15,23 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use super::backend::{Backend, FinishRow};
 use super::crypto::Keyring;
 use super::rows::{
-    self, ClaimRow, CredentialsRow, EventRow, FanOutRow, FeedInsertRow, FeedRow, FlowLimitRow,
-    GroupRow, HookRow, IdempotencyKeyRow, IdempotencyRow, MessageRow, NewMessageRow,
+    self, CallbackRow, ClaimRow, CredentialsRow, EventRow, FanOutRow, FeedInsertRow, FeedRow,
+    FlowLimitRow, GroupRow, HookRow, IdempotencyKeyRow, IdempotencyRow, MessageRow, NewMessageRow,
     PendingGroupRow, PendingRow, PluginRow, SessionRow, StateRow, StepKind, StepRow, TenantRow,
     UserRow, from_ms, ms,
 };
 use super::{
-    Accepted, Change, Claimed, FeedNotifier, FeedPage, FlowRoute, Mailbox, MembersAdded,
-    MessageQuery, NewPlugin, NewSession, NewUser, Outcome, Page, PluginDeletion, PluginInsert,
-    QueueCount, Rotation, StatusCount, Store, StoreError, Stored, Webhook,
+    Accepted, Callback, Change, Changed, Claimed, FeedNotifier, FeedPage, Finished, FlowRoute,
+    Mailbox, MembersAdded, MessageQuery, NewCallback, NewMessage, NewPlugin, NewSession, NewUser,
+    Outcome, Page, PluginDeletion, PluginInsert, QueueCount, Rotation, StatusCount, Store,
+    StoreError, Stored, Webhook,
 };
+use crate::domain::callback::{self, CallbackEvent, Notice};
 use crate::domain::feed::{self, FeedEvent, NewFeedEvent};
 use crate::domain::flow::{FlowLimit, Limits};
 use crate::domain::group::{FanOutSummary, Group};
 use crate::domain::ids::{FanOutId, GroupId, MessageId, PluginId, SessionId, TenantId, UserId};
-use crate::domain::message::{Event, Message, MessageState, Status};
+use crate::domain::message::{Channel, Event, Message, MessageState, Requested, Status};
 use crate::domain::plugin::Binding;
 use crate::domain::plugin::{Disabled, Hook, HookBinding, PluginQuota, PluginRecord, PluginUsage};
 use crate::domain::user::{Session, Tenant, User};
@@ -243,6 +245,18 @@ const DELETE_WEBHOOK: &str = "DELETE FROM webhooks WHERE user_id = $1 AND tenant
 const DISABLE_WEBHOOK: &str = "UPDATE webhooks SET disabled_at_ms = $3, disabled_reason = $4 \
      WHERE user_id = $1 AND tenant_id = $2";
 
+const UPSERT_CALLBACK: &str = "INSERT INTO callbacks \
+     (user_id, tenant_id, url, events, key_id, nonce, secrets, created_at_ms, updated_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (user_id) DO UPDATE SET \
+     tenant_id = excluded.tenant_id, url = excluded.url, events = excluded.events, \
+     key_id = excluded.key_id, nonce = excluded.nonce, secrets = excluded.secrets, \
+     created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms";
+const CALLBACK: &str = "SELECT url, events, key_id, nonce, secrets, created_at_ms \
+     FROM callbacks WHERE tenant_id = $1 AND user_id = $2";
+const SET_CALLBACK_SECRETS: &str = "UPDATE callbacks SET key_id = $3, nonce = $4, secrets = $5, \
+     updated_at_ms = $6 WHERE tenant_id = $1 AND user_id = $2";
+const DELETE_CALLBACK: &str = "DELETE FROM callbacks WHERE tenant_id = $1 AND user_id = $2";
+
 const PLUGIN_COLUMNS: &str = "id, tenant_id, name, version, world, digest, size, created_at_ms, \
      disabled_at_ms, disabled_reason";
 const INSERT_PLUGIN: &str = "INSERT INTO plugins \
@@ -344,6 +358,116 @@ async fn record_feed<B: Backend>(
     }
     B::insert_feed(conn, &rows).await?;
     Ok(stored)
+}
+
+/// Stores, inside the caller's transaction, the status callbacks of `notices` whose senders
+/// asked for their events (a live sender with a callback endpoint): each a `scheduled` webhook
+/// message from and to the sender, due at once. Returns them with their due times, to index
+/// after the commit. One lookup for all their senders.
+async fn record_callbacks<B: Backend>(
+    conn: &mut B::Connection,
+    keyring: &Keyring,
+    notices: &[&Notice],
+    now_ms: u64,
+) -> Result<Vec<(MessageId, u64)>, StoreError> {
+    if notices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut senders: Vec<&str> = notices
+        .iter()
+        .map(|notice| notice.sender_id.as_str())
+        .collect();
+    senders.sort_unstable();
+    senders.dedup();
+    let mut wanted: HashMap<(TenantId, UserId), Vec<CallbackEvent>> = HashMap::new();
+    for (user, tenant, events) in B::callback_events(conn, &senders).await? {
+        let events = serde_json::from_str::<Vec<CallbackEvent>>(&events).map_err(|error| {
+            StoreError::Refused(format!(
+                "a stored callback's events are unreadable: {error}"
+            ))
+        })?;
+        wanted.insert((tenant, user), events);
+    }
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let messages: Vec<NewMessage> = notices
+        .iter()
+        .filter(|notice| {
+            wanted
+                .get(&(notice.tenant_id.clone(), notice.sender_id.clone()))
+                .is_some_and(|events| events.contains(&notice.event))
+        })
+        .map(|notice| NewMessage {
+            id: MessageId::new(),
+            tenant_id: notice.tenant_id.clone(),
+            sender_id: notice.sender_id.clone(),
+            recipient_id: notice.sender_id.clone(),
+            channel: Channel::Webhook,
+            content: notice.body.clone(),
+            content_type: callback::CONTENT_TYPE.to_owned(),
+            metadata: BTreeMap::from([
+                ("callback_for".to_owned(), notice.message_id.to_string()),
+                (
+                    "callback_event".to_owned(),
+                    notice.event.as_str().to_owned(),
+                ),
+            ]),
+            requested: Requested::Unspecified,
+            deliver_at_ms: now_ms,
+            created_at_ms: now_ms,
+            // Its key is the sender's callback URL (see the flow routes' query).
+            flow_key: None,
+            fan_out_id: None,
+            history: vec![Event::transition(
+                now_ms,
+                None,
+                Status::Scheduled,
+                format!(
+                    "status callback: {} is {}",
+                    notice.message_id,
+                    notice.event.as_str()
+                ),
+            )],
+        })
+        .collect();
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<NewMessageRow<'_>> = messages
+        .iter()
+        .map(|message| NewMessageRow::seal(message, keyring))
+        .collect();
+    B::insert_messages(conn, &rows).await?;
+    B::insert_states(conn, &rows, ms(now_ms)).await?;
+    let steps: Vec<StepRow<'_>> = messages
+        .iter()
+        .map(|message| StepRow::new(&message.id, StepKind::Submitted, &message.history))
+        .collect();
+    B::insert_steps(conn, &steps).await?;
+    let deltas = rows::count_deltas(
+        messages
+            .iter()
+            .map(|message| (&message.tenant_id, None, Some(Status::Scheduled))),
+        shard::<B>(),
+    );
+    B::add_counts(conn, &deltas).await?;
+    Ok(messages
+        .into_iter()
+        .map(|message| (message.id, message.deliver_at_ms))
+        .collect())
+}
+
+/// The associated data of a user's sealed callback secrets.
+fn callback_record(user: &UserId) -> String {
+    format!("callback:{user}")
+}
+
+/// One signing secret of a callback endpoint, as sealed (newest first, in one JSON array).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CallbackSecret {
+    secret: String,
+    expires_at_ms: Option<u64>,
 }
 
 #[async_trait::async_trait]
@@ -546,6 +670,12 @@ where
                 .execute(&mut *tx)
                 .await?;
             sqlx::query::<B>(LEAVE_GROUPS)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            // A deleted sender is told of nothing more.
+            sqlx::query::<B>(DELETE_CALLBACK)
+                .bind(tenant)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -878,13 +1008,19 @@ where
         ));
         sql.push_bind(tenant);
         match &query.mailbox {
+            // A user's status callbacks are not messages they sent or received.
             Mailbox::Sent(user) => {
-                sql.push(" AND m.sender_id = ").push_bind(user);
+                sql.push(" AND m.sender_id = ")
+                    .push_bind(user)
+                    .push(" AND m.content_type <> ")
+                    .push_bind(callback::CONTENT_TYPE);
             }
             Mailbox::Received(user) => {
                 sql.push(" AND m.recipient_id = ")
                     .push_bind(user)
-                    .push(" AND s.status IN ('delivered', 'read')");
+                    .push(" AND s.status IN ('delivered', 'read')")
+                    .push(" AND m.content_type <> ")
+                    .push_bind(callback::CONTENT_TYPE);
             }
             Mailbox::All => {}
         }
@@ -930,7 +1066,7 @@ where
         id: &MessageId,
         change: &Change,
         now_ms: u64,
-    ) -> Result<Option<Message>, StoreError> {
+    ) -> Result<Option<Changed>, StoreError> {
         if change.from.is_empty() {
             return Ok(None);
         }
@@ -982,9 +1118,12 @@ where
         };
         let deltas = rows::count_deltas([(tenant, Some(previous), Some(change.to))], shard::<B>());
         B::add_counts(&mut tx, &deltas).await?;
+        let notice = callback::notice(&message, change.to, None, None, now_ms);
+        let notices: Vec<&Notice> = notice.iter().collect();
+        let callbacks = record_callbacks::<B>(&mut tx, &self.keyring, &notices, now_ms).await?;
         tx.commit().await?;
         self.feed.notify(feed);
-        Ok(Some(message))
+        Ok(Some(Changed { message, callbacks }))
     }
 
     async fn delete_message(
@@ -1082,9 +1221,9 @@ where
         self.writer.options().get_max_connections() as usize
     }
 
-    async fn finish_deliveries(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError> {
+    async fn finish_deliveries(&self, outcomes: &[Outcome]) -> Result<Finished, StoreError> {
         if outcomes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Finished::default());
         }
         let finishing: Vec<FinishRow<'_>> = outcomes
             .iter()
@@ -1134,9 +1273,18 @@ where
             shard::<B>(),
         );
         B::add_counts(&mut tx, &deltas).await?;
+        let notices: Vec<&Notice> = done
+            .iter()
+            .filter_map(|outcome| outcome.callback.as_ref())
+            .collect();
+        let now = done.iter().map(|outcome| outcome.at_ms).max().unwrap_or(0);
+        let callbacks = record_callbacks::<B>(&mut tx, &self.keyring, &notices, now).await?;
         tx.commit().await?;
         self.feed.notify(feed);
-        Ok(committed)
+        Ok(Finished {
+            committed,
+            callbacks,
+        })
     }
 
     async fn webhooks(
@@ -1396,6 +1544,127 @@ where
             .webhooks(&[(tenant.clone(), user.clone())], now_ms)
             .await?;
         Ok(found.remove(user))
+    }
+
+    async fn set_callback(&self, callback: NewCallback<'_>) -> Result<(), StoreError> {
+        let secrets = [CallbackSecret {
+            secret: callback.secret.to_owned(),
+            expires_at_ms: None,
+        }];
+        let sealed = self.keyring.seal(
+            callback.tenant_id.as_str(),
+            &callback_record(callback.user_id),
+            &serde_json::to_vec(&secrets).expect("secrets serialize"),
+        );
+        let events: Vec<&str> = callback.events.iter().map(|event| event.as_str()).collect();
+        sqlx::query::<B>(UPSERT_CALLBACK)
+            .bind(callback.user_id)
+            .bind(callback.tenant_id)
+            .bind(callback.url)
+            .bind(serde_json::to_string(&events).expect("names serialize"))
+            .bind(&sealed.key_id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .bind(ms(callback.now_ms))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_callback_secret(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        secret: &str,
+        now_ms: u64,
+        retire_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = B::begin_write(&self.writer).await?;
+        let row = sqlx::query_as::<B, CallbackRow>(sqlx::AssertSqlSafe(format!(
+            "{CALLBACK}{}",
+            B::LOCK_ROWS
+        )))
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let mut secrets = self.open_callback_secrets(tenant, user, &row)?;
+        secrets.retain(|old| old.expires_at_ms.is_none_or(|at| at > now_ms));
+        for old in &mut secrets {
+            old.expires_at_ms = Some(
+                old.expires_at_ms
+                    .map_or(retire_at_ms, |at| at.min(retire_at_ms)),
+            );
+        }
+        secrets.insert(
+            0,
+            CallbackSecret {
+                secret: secret.to_owned(),
+                expires_at_ms: None,
+            },
+        );
+        let sealed = self.keyring.seal(
+            tenant.as_str(),
+            &callback_record(user),
+            &serde_json::to_vec(&secrets).expect("secrets serialize"),
+        );
+        sqlx::query::<B>(SET_CALLBACK_SECRETS)
+            .bind(tenant)
+            .bind(user)
+            .bind(&sealed.key_id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .bind(ms(now_ms))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete_callback(&self, tenant: &TenantId, user: &UserId) -> Result<bool, StoreError> {
+        let result = sqlx::query::<B>(DELETE_CALLBACK)
+            .bind(tenant)
+            .bind(user)
+            .execute(&self.writer)
+            .await?;
+        Ok(B::rows_affected(&result) == 1)
+    }
+
+    async fn callback(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now_ms: u64,
+    ) -> Result<Option<Callback>, StoreError> {
+        let row = sqlx::query_as::<B, CallbackRow>(CALLBACK)
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let secrets = self
+            .open_callback_secrets(tenant, user, &row)?
+            .into_iter()
+            .filter(|secret| secret.expires_at_ms.is_none_or(|at| at > now_ms))
+            .map(|secret| secret.secret)
+            .collect();
+        let events = serde_json::from_str::<Vec<CallbackEvent>>(&row.events).map_err(|error| {
+            StoreError::Refused(format!(
+                "a stored callback's events are unreadable: {error}"
+            ))
+        })?;
+        Ok(Some(Callback {
+            url: row.url,
+            events,
+            secrets,
+            created_at_ms: from_ms(row.created_at_ms),
+        }))
     }
 
     async fn disable_webhook(
@@ -1851,6 +2120,30 @@ where
 }
 
 impl<B: Backend> SqlStore<B> {
+    /// A callback endpoint's secrets, opened.
+    fn open_callback_secrets(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        row: &CallbackRow,
+    ) -> Result<Vec<CallbackSecret>, StoreError> {
+        let record = callback_record(user);
+        let sealed = super::crypto::Sealed {
+            key_id: row.key_id.clone(),
+            nonce: row.nonce.clone(),
+            ciphertext: row.secrets.clone(),
+        };
+        let unreadable = |source| StoreError::Sealed {
+            record: record.clone(),
+            source,
+        };
+        let bytes = self
+            .keyring
+            .open(tenant.as_str(), &record, &sealed)
+            .map_err(unreadable)?;
+        serde_json::from_slice(&bytes).map_err(|_| unreadable(super::crypto::CryptoError::Mismatch))
+    }
+
     /// A new webhook secret's id, and the secret sealed under it.
     fn seal_secret(&self, tenant: &TenantId, secret: &str) -> (String, super::crypto::Sealed) {
         let id = format!("whs_{}", ulid::Ulid::from(uuid::Uuid::now_v7().as_u128()));

@@ -147,10 +147,16 @@ const WEBHOOK_SECRETS: &str = "SELECT user_id, id, key_id, nonce, secret FROM we
      WHERE user_id IN (SELECT value FROM json_each($1)) \
      AND (expires_at_ms IS NULL OR expires_at_ms > $2) \
      ORDER BY user_id, created_at_ms DESC, id DESC";
-const FLOW_ROUTES: &str = "SELECT m.id, m.tenant_id, m.recipient_id, m.channel, m.flow_key, w.url, s.deliver_at_ms \
+const FLOW_ROUTES: &str = "SELECT m.id, m.tenant_id, m.recipient_id, m.channel, m.flow_key, \
+     COALESCE(c.url, w.url) AS url, s.deliver_at_ms \
      FROM messages m JOIN message_states s ON s.message_id = m.id \
      LEFT JOIN webhooks w ON w.user_id = m.recipient_id AND w.tenant_id = m.tenant_id \
-     AND m.channel = 'webhook' WHERE m.id IN (SELECT value FROM json_each($1))";
+     AND m.channel = 'webhook' \
+     LEFT JOIN callbacks c ON c.user_id = m.recipient_id AND c.tenant_id = m.tenant_id \
+     AND m.channel = 'webhook' AND m.content_type = 'application/vnd.dms.callback+json' \
+     WHERE m.id IN (SELECT value FROM json_each($1))";
+const CALLBACK_EVENTS: &str = "SELECT c.user_id, c.tenant_id, c.events FROM callbacks c \
+     JOIN users u ON u.id = c.user_id WHERE u.deleted_at_ms IS NULL AND c.user_id IN (SELECT value FROM json_each($1))";
 const LIVE_USERS: &str = "SELECT id FROM users \
      WHERE tenant_id = $1 AND deleted_at_ms IS NULL AND id IN (SELECT value FROM json_each($2))";
 const INSERT_MEMBERS: &str = "INSERT INTO group_members (group_id, tenant_id, user_id, \
@@ -482,6 +488,16 @@ impl Backend for Sqlite {
             .execute(conn)
             .await?;
         Ok(())
+    }
+
+    async fn callback_events(
+        conn: &mut SqliteConnection,
+        users: &[&str],
+    ) -> Result<Vec<(UserId, TenantId, String)>, sqlx::Error> {
+        sqlx::query_as(CALLBACK_EVENTS)
+            .bind(json_ids(users.iter().copied()))
+            .fetch_all(conn)
+            .await
     }
 
     async fn delete_messages(conn: &mut SqliteConnection, ids: &[&str]) -> Result<(), sqlx::Error> {

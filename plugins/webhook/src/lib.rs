@@ -62,10 +62,17 @@ pub fn signature_header(keys: &[Vec<u8>], id: &str, timestamp: u64, body: &[u8])
         .join(" ")
 }
 
+/// The media type of a sender's status callback, whose content is the whole body to post
+/// (the host makes them; the API refuses it on submit).
+pub const CALLBACK_CONTENT_TYPE: &str = "application/vnd.dms.callback+json";
+
 /// The JSON body posted for `message`: `{"type": "message", "timestamp": …, "data": {…}}`,
 /// where `data` is the SDK's [`MessagePayload`], the shape the HTTP API and the inbox event use
-/// too.
+/// too; a status callback's content as it is.
 pub fn payload(message: &Message, now_ms: u64) -> Vec<u8> {
+    if message.content_type == CALLBACK_CONTENT_TYPE {
+        return message.content.clone();
+    }
     json!({
         "type": "message",
         "timestamp": rfc3339(now_ms),
@@ -281,6 +288,16 @@ mod tests {
     fn rejects_secrets_that_are_not_base64() {
         assert_eq!(secret_key("whsec_!!!"), Err(BadSecret));
         assert_eq!(secret_key("whsec_"), Err(BadSecret));
+    }
+
+    #[test]
+    fn a_status_callback_is_posted_as_it_is() {
+        let mut callback = message();
+        callback.content_type = CALLBACK_CONTENT_TYPE.into();
+        callback.content = br#"{"type":"message.delivered"}"#.to_vec();
+        assert_eq!(payload(&callback, NOW), callback.content);
+        let ordinary: Value = serde_json::from_slice(&payload(&message(), NOW)).unwrap();
+        assert_eq!(ordinary["type"], "message");
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl OldDatabase {
              DROP TABLE group_members;
              DROP TABLE groups;
              DROP TABLE fan_outs;
+             DROP TABLE callbacks;
              DELETE FROM _sqlx_migrations WHERE version > {PREVIOUS_SCHEMA};",
             serial = if sqlite {
                 "INTEGER PRIMARY KEY AUTOINCREMENT"

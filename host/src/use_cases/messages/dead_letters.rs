@@ -52,8 +52,9 @@ async fn replay_at(ctx: &Messages, message: &Message, at: u64) -> Result<Message
         .transition(&message.tenant_id, &message.id, &change, ctx.clock.now_ms())
         .await?
         .ok_or(Error::NotFound)?;
-    index(ctx, &changed).await;
-    Ok(changed)
+    super::manage::index_callbacks(ctx, &changed.callbacks).await;
+    index(ctx, &changed.message).await;
+    Ok(changed.message)
 }
 
 /// A page of the tenant's dead letters, newest first.

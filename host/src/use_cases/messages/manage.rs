@@ -117,7 +117,10 @@ async fn apply(ctx: &Messages, message: &MessageState, change: Change) -> Result
         .transition(&message.tenant_id, &message.id, &change, ctx.clock.now_ms())
         .await?;
     match changed {
-        Some(changed) => Ok(changed),
+        Some(changed) => {
+            index_callbacks(ctx, &changed.callbacks).await;
+            Ok(changed.message)
+        }
         None => {
             let current = ctx
                 .store
@@ -207,6 +210,21 @@ pub async fn read(ctx: &Messages, caller: &User, id: &MessageId) -> Result<Messa
 }
 
 /// Puts a message back in the schedule index at its due time.
+/// Puts the status callbacks a change stored into the schedule index (when that fails, the
+/// reconciler, or the next start's rebuild, finds them in the database).
+pub(super) async fn index_callbacks(ctx: &Messages, callbacks: &[(MessageId, u64)]) {
+    if callbacks.is_empty() {
+        return;
+    }
+    if let Err(error) = ctx.schedule.add_many(callbacks).await {
+        tracing::warn!(
+            message = "Status callbacks stored but not yet indexed; the reconciler indexes them.",
+            callbacks = callbacks.len(),
+            %error,
+        );
+    }
+}
+
 pub(super) async fn index(ctx: &Messages, message: &Message) {
     if let Err(error) = ctx.schedule.add(&message.id, message.deliver_at_ms).await {
         tracing::warn!(

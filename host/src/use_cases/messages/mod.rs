@@ -5,8 +5,10 @@
 //! - `dead_letters`: list, replay (one or paced in bulk), delete;
 //! - `endpoint`: the recipient's webhook endpoint and its signing secrets;
 //! - `fan_out`: one submission to a group, one message per member, and its summary;
+//! - `callbacks`: the sender's status callback endpoint and its signing secrets;
 //! - `view`: messages as the API shows them.
 
+pub mod callbacks;
 pub mod dead_letters;
 pub mod endpoint;
 pub mod fan_out;

@@ -492,6 +492,15 @@ pub(super) fn parse_for(
             reason: "the content type must be 1 to 255 characters".into(),
         });
     }
+    if content_type.eq_ignore_ascii_case(crate::domain::callback::CONTENT_TYPE) {
+        return Err(Error::Invalid {
+            field: "/content_type".into(),
+            reason: format!(
+                "{} is reserved for the status callbacks DMS sends (PUT /users/me/callbacks)",
+                crate::domain::callback::CONTENT_TYPE
+            ),
+        });
+    }
     // A media type has none, and PostgreSQL text cannot hold a NUL.
     if content_type.chars().any(char::is_control) {
         return Err(Error::Invalid {
