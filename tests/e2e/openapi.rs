@@ -208,8 +208,14 @@ plugins = {{ values = ["{plugin}"] }}
 "body.plugin_id" = {{ dictionary = "plugins", probability = 0.8 }}
 "body.plugins[*].plugin_id" = {{ dictionary = "plugins", probability = 0.8 }}
 
+# DELETE /messages/{{id}} cancels: the message stays readable, with its history, by design.
 [[operations]]
-include-path-regex = "^/(messages|dead-letters)/\\{{id\\}}"
+include-path-regex = "^/messages/\\{{id\\}}"
+parameters = {{ "path.id" = {{ dictionary = "messages", probability = 0.8 }} }}
+checks.use_after_free.enabled = false
+
+[[operations]]
+include-path-regex = "^/dead-letters/\\{{id\\}}"
 parameters = {{ "path.id" = {{ dictionary = "messages", probability = 0.8 }} }}
 
 [[operations]]
