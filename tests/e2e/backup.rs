@@ -867,6 +867,8 @@ async fn a_backup_that_fails_midway_keeps_the_previous_file() {
 /// The migration a restore of a backup of the previous schema applies after its rows, as the
 /// restore names it.
 const NARROW_MESSAGES: &str = "20261214000000 narrow messages";
+/// The migration after it.
+const SCHEDULES: &str = "20261215000001";
 
 async fn a_backup_of_the_previous_schema_restores_migrated(backend: Backend) {
     previous_schema_round_trip(backend, backend).await;
@@ -992,7 +994,7 @@ async fn previous_schema_round_trip(source: Backend, target: Backend) {
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(
             stderr.contains(&format!(
-                "already migrated past the backup (it has migrations [20261214000000]; the backup's last is {PREVIOUS_SCHEMA})"
+                "already migrated past the backup (it has migrations [20261214000000, {SCHEDULES}]; the backup's last is {PREVIOUS_SCHEMA})"
             )),
             "{stderr}"
         );
@@ -1053,7 +1055,7 @@ async fn previous_schema_round_trip(source: Backend, target: Backend) {
     assert!(stdout.contains("messages 8"), "{stdout}");
     assert!(
         stdout.contains(&format!(
-            "The backup was made at older migrations (the last {PREVIOUS_SCHEMA}); applied to its rows in the same transaction: {NARROW_MESSAGES}."
+            "The backup was made at older migrations (the last {PREVIOUS_SCHEMA}); applied to its rows in the same transaction: {NARROW_MESSAGES}, {SCHEDULES} schedules."
         )),
         "{stdout}"
     );

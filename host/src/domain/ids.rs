@@ -1,4 +1,4 @@
-//! Typed, prefixed ids: `ten_…`, `usr_…`, `ses_…`, `msg_…`, `plg_…`. Each is a UUIDv7
+//! Typed, prefixed ids: `ten_…`, `usr_…`, `ses_…`, `msg_…`, `plg_…`, `sch_…`. Each is a UUIDv7
 //! (time-ordered, so new rows land at the end of indexes) written as 26 Crockford base32
 //! characters after its prefix.
 //!
@@ -188,6 +188,10 @@ id_type!(
 id_type!(
     /// A plugin a tenant uploaded.
     PluginId, "plg", "plugin"
+);
+id_type!(
+    /// A recurring schedule.
+    ScheduleId, "sch", "schedule"
 );
 
 #[cfg(test)]

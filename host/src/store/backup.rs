@@ -35,7 +35,7 @@
 //!
 //! # Sealed values
 //!
-//! Message content, webhook secrets and feed events stay sealed: the file carries the
+//! Message content, schedules' message content, webhook secrets and feed events stay sealed: the file carries the
 //! ciphertext, which opens only with the key ring of the server that sealed it (the tenant and
 //! record ids are bound into each seal, and restores keep every id). Before touching the
 //! target database, a restore reads the whole file once, checks it, and opens one sealed
@@ -127,6 +127,8 @@ pub const TABLES: &[Table] = &[
     table("feed_events", 20261125000002),
     table("plugins", 20261125000003),
     table("hook_bindings", 20261125000003),
+    table("schedules", 20261215000001),
+    table("schedule_runs", 20261215000001),
 ];
 
 /// The tables of a database, or a backup, at `migrations`, in [`TABLES`] order.
@@ -1155,7 +1157,7 @@ impl KeyCheck<'_> {
                     .insert(text("user_id")?, text("tenant_id")?);
                 return Ok(());
             }
-            "messages" => (text("tenant_id")?, text("id")?, "content"),
+            "messages" | "schedules" => (text("tenant_id")?, text("id")?, "content"),
             "webhook_secrets" => {
                 let user = text("user_id")?;
                 let tenant = self.webhook_tenants.get(&user).cloned().ok_or_else(|| {

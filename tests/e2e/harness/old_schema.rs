@@ -101,6 +101,8 @@ impl OldDatabase {
              CREATE INDEX message_events_message ON message_events (message_id, id);
              DROP INDEX idempotency_keys_age;
              ALTER TABLE feed_events DROP COLUMN message_id;
+             DROP TABLE schedule_runs;
+             DROP TABLE schedules;
              DELETE FROM _sqlx_migrations WHERE version > {PREVIOUS_SCHEMA};",
             serial = if sqlite {
                 "INTEGER PRIMARY KEY AUTOINCREMENT"
