@@ -36,6 +36,7 @@ use crate::tls::TlsError;
 use crate::use_cases::accounts::{Accounts, Sessions};
 use crate::use_cases::messages::Messages;
 use crate::use_cases::policies::TenantPolicies;
+use crate::use_cases::schedules::Schedules;
 
 /// What every request handler can reach.
 pub struct Shared {
@@ -63,6 +64,8 @@ pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     /// The message use cases.
     pub messages: Messages,
+    /// Recurring schedules and their runner.
+    pub schedules: Schedules,
     /// The tenants' plugins, hooks and dry runs.
     pub tenant_policies: TenantPolicies,
     /// Live connections, events across nodes, and presence.
@@ -244,6 +247,7 @@ impl AppState {
         );
         let tenant_policies =
             TenantPolicies::new(policies.clone(), store.clone(), messages.clone());
+        let schedules = Schedules::new(store.clone(), messages.clone(), clock.clone());
         if let Err(error) = dispatcher.rebuild().await {
             // Redis may be down at start; the dispatcher rebuilds when it is back.
             tracing::warn!(message = "Could not rebuild the schedule index at start.", %error);
@@ -277,6 +281,7 @@ impl AppState {
             schedule,
             dispatcher,
             messages,
+            schedules,
             tenant_policies,
             hub,
             metrics,

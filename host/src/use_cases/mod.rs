@@ -8,9 +8,11 @@
 //! - [`messages`]: submit (one or a batch), list, view, history, cancel, reschedule, deliver
 //!   now, read, dead letters, webhook endpoints;
 //! - [`policies`]: a tenant's plugins, hooks and dry runs;
-//! - [`operations`]: the queue report and retention.
+//! - [`operations`]: the queue report and retention;
+//! - [`schedules`]: recurring schedules and the runner that creates their occurrences.
 
 pub mod accounts;
 pub mod messages;
 pub mod operations;
 pub mod policies;
+pub mod schedules;

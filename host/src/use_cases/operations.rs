@@ -154,11 +154,14 @@ pub struct Pruned {
     pub messages: Option<StoreError>,
     /// Why idempotency keys were not pruned.
     pub idempotency_keys: Option<StoreError>,
+    /// Why finished schedules were not pruned.
+    pub schedules: Option<StoreError>,
 }
 
 /// One pass of retention at `now_ms`: feed events older than `retention.feed_ms`, messages
-/// that ended more than `retention.messages_ms` ago (in slices, yielding between them), and
-/// idempotency keys past their 24 hours.
+/// that ended more than `retention.messages_ms` ago (in slices, yielding between them),
+/// idempotency keys past their 24 hours, and schedules finished (and occurrence links made)
+/// longer ago than the messages' retention.
 pub async fn prune(store: &dyn Store, retention: Retention, now_ms: u64) -> Pruned {
     let mut pruned = Pruned {
         feed: store
@@ -182,5 +185,6 @@ pub async fn prune(store: &dyn Store, retention: Retention, now_ms: u64) -> Prun
         .prune_idempotency_keys(now_ms.saturating_sub(IDEMPOTENCY_TTL_MS))
         .await
         .err();
+    pruned.schedules = store.prune_schedules(ended_before, PRUNE_SLICE).await.err();
     pruned
 }

@@ -170,13 +170,14 @@ pub async fn submit(
     let span = submit_span(&message);
     // One snapshot of the tenant's hooks decides the whole submission.
     let hooks = ctx.policies.hooks(&sender.tenant_id).await?;
-    let (view, new) = decide(ctx, &hooks, message)
+    let (view, new) = decide(ctx, &hooks, message, "accepted")
         .instrument(span.clone())
         .await?;
     let body = serde_json::to_string(&view).expect("a view is JSON");
     let accepted = Accepted {
         messages: vec![new],
         idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
+        occurrence: None,
     };
     commit(ctx, sender, key.as_ref(), accepted, body, now)
         .instrument(span)
@@ -242,7 +243,9 @@ pub async fn submit_batch(
     for message in drafted {
         let decided = if live.contains(&message.recipient_id) {
             let span = submit_span(&message);
-            decide(ctx, &hooks, message).instrument(span).await
+            decide(ctx, &hooks, message, "accepted")
+                .instrument(span)
+                .await
         } else {
             Err(no_such_recipient())
         };
@@ -259,6 +262,7 @@ pub async fn submit_batch(
     let accepted = Accepted {
         messages,
         idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
+        occurrence: None,
     };
     let submitted = commit(ctx, sender, key.as_ref(), accepted, body, now).await?;
     let accepted_count = match submitted {
@@ -295,6 +299,9 @@ async fn commit(
     span.in_scope(|| tracing::debug!(message = "Submission committed.", ?stored));
     match stored {
         Stored::Committed => Ok(Submitted::Created(body)),
+        Stored::OccurrenceTaken => Err(Error::Store(StoreError::Conflict(
+            "a schedule occurrence without a schedule".into(),
+        ))),
         Stored::KeyTaken => {
             let key = key.ok_or_else(|| {
                 Error::Store(StoreError::Conflict(
@@ -339,6 +346,7 @@ async fn decide(
     ctx: &Messages,
     hooks: &Hooks,
     mut message: Message,
+    accepted: &str,
 ) -> Result<(MessageView, NewMessage), Error> {
     let (validated, mut events) = ctx.policies.validate(hooks, &message).await;
     validated.map_err(Error::Rejected)?;
@@ -349,7 +357,7 @@ async fn decide(
         ctx.clock.now_ms(),
         None,
         Status::Scheduled,
-        "accepted",
+        accepted,
     ));
     let view = MessageView::from(&message);
     let new = NewMessage {
@@ -367,6 +375,36 @@ async fn decide(
         history: events,
     };
     Ok((view, new))
+}
+
+/// Submits one occurrence of a schedule from its owner `sender`, exactly as `POST /messages`
+/// would (the recipient checked, the tenant's validators and delay policy run), with `note`
+/// (which names the schedule and the occurrence) as its acceptance in the history. It is
+/// stored together with `claim`, only if the schedule still waits for that occurrence:
+/// `None` when it no longer does (another node created it, or the schedule changed).
+pub async fn submit_occurrence(
+    ctx: &Messages,
+    sender: &User,
+    submission: Submission,
+    claim: crate::store::OccurrenceClaim,
+    note: &str,
+) -> Result<Option<MessageView>, Error> {
+    let now = ctx.clock.now_ms();
+    let message = draft(ctx, sender, submission, now).await?;
+    let span = submit_span(&message);
+    let hooks = ctx.policies.hooks(&sender.tenant_id).await?;
+    let (view, new) = decide(ctx, &hooks, message, note)
+        .instrument(span.clone())
+        .await?;
+    let accepted = Accepted {
+        messages: vec![new],
+        idempotency: None,
+        occurrence: Some(claim),
+    };
+    match ctx.submitter.commit(accepted).instrument(span).await? {
+        Stored::Committed => Ok(Some(view)),
+        Stored::OccurrenceTaken | Stored::KeyTaken => Ok(None),
+    }
 }
 
 fn no_such_recipient() -> Error {

@@ -4,7 +4,7 @@ use dms_plugin_sdk::payload::MessagePayload;
 use serde::Serialize;
 
 use crate::clock::rfc3339;
-use crate::domain::ids::MessageId;
+use crate::domain::ids::{MessageId, ScheduleId};
 use crate::domain::message::{Channel, Event, EventKind, Message, MessageState, PluginRef, Status};
 
 /// A message: what the sender wrote and who it is between (the payload that the inbox event and
@@ -29,6 +29,20 @@ pub struct MessageView {
     /// When its recipient read it.
     #[schema(format = DateTime)]
     pub(crate) read_at: Option<String>,
+    /// The schedule occurrence it was created for (`GET /messages/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(crate) schedule: Option<OccurrenceView>,
+}
+
+/// The schedule occurrence a message was created for.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OccurrenceView {
+    /// The schedule.
+    pub(crate) schedule_id: ScheduleId,
+    /// The occurrence's time.
+    #[schema(format = DateTime)]
+    pub(crate) occurrence_at: String,
 }
 
 /// The payload of a stored message.
@@ -57,6 +71,7 @@ impl From<&Message> for MessageView {
             last_error: message.last_error.clone(),
             delivered_at: message.delivered_at_ms.map(rfc3339),
             read_at: message.read_at_ms.map(rfc3339),
+            schedule: None,
         }
     }
 }
