@@ -24,7 +24,7 @@ use super::error::{ApiError, Code};
 use super::json;
 use crate::auth::jwt::Claims;
 use crate::auth::rate_limit::Limit;
-use crate::domain::ids::{MessageId, PluginId, SessionId, TenantId, UserId};
+use crate::domain::ids::{MessageId, PluginId, ScheduleId, SessionId, TenantId, UserId};
 use crate::domain::user::{Role, User};
 use crate::state::AppState;
 use crate::store::Page;
@@ -292,6 +292,10 @@ impl Named for MessageId {
 
 impl Named for PluginId {
     const NAME: &'static str = "plugin";
+}
+
+impl Named for ScheduleId {
+    const NAME: &'static str = "schedule";
 }
 
 impl<S: Send + Sync, T: Named> FromRequestParts<S> for Id<T> {
