@@ -1,5 +1,6 @@
 //! Serving: the API on a listener (over TLS when configured), the node's background work
-//! (the dispatcher and the reconciler on worker nodes, retention, rate-limit upkeep), and a
+//! (the dispatcher and the reconciler on worker nodes, retention, rate-limit upkeep, the
+//! schedule runner on every node), and a
 //! graceful shutdown: a shutdown signal stops the API first, then lets deliveries in flight
 //! commit. The state it serves is built in [`crate::state`].
 
@@ -58,6 +59,11 @@ async fn serve_on(
         }
     });
     let pruner = tokio::spawn(retention(state.clone()));
+    // Every node creates schedules' occurrences (once each, whichever node comes first).
+    let (stop_schedules, schedules_stopping) = tokio::sync::oneshot::channel::<()>();
+    let schedules = tokio::spawn(state.schedules.clone().run(async move {
+        let _ = schedules_stopping.await;
+    }));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_workers, workers_stopping) = tokio::sync::watch::channel(false);
     let workers = state.config.worker_enabled.then(|| {
@@ -104,6 +110,10 @@ async fn serve_on(
     }
     janitor.abort();
     pruner.abort();
+    let _ = stop_schedules.send(());
+    if tokio::time::timeout(grace, schedules).await.is_err() {
+        tracing::warn!(message = "The schedule runner did not stop in time.");
+    }
     if let Some((dispatcher, reconciler)) = workers {
         if let Some(reconciler) = reconciler {
             reconciler.abort();
@@ -143,6 +153,9 @@ async fn retention(state: AppState) {
         }
         if let Some(error) = pruned.fan_outs {
             tracing::warn!(message = "Could not prune emptied fan-outs; retrying later.", %error);
+        }
+        if let Some(error) = pruned.schedules {
+            tracing::warn!(message = "Could not prune finished schedules; retrying later.", %error);
         }
     }
 }

@@ -39,6 +39,7 @@ use crate::use_cases::flow::FlowLimits;
 use crate::use_cases::groups::Groups;
 use crate::use_cases::messages::Messages;
 use crate::use_cases::policies::TenantPolicies;
+use crate::use_cases::schedules::Schedules;
 
 /// What every request handler can reach.
 pub struct Shared {
@@ -72,6 +73,8 @@ pub struct Shared {
     pub messages: Messages,
     /// The tenant's groups.
     pub groups: Groups,
+    /// Recurring schedules and their runner.
+    pub schedules: Schedules,
     /// The tenants' plugins, hooks and dry runs.
     pub tenant_policies: TenantPolicies,
     /// Live connections, events across nodes, and presence.
@@ -264,6 +267,7 @@ impl AppState {
         );
         let tenant_policies =
             TenantPolicies::new(policies.clone(), store.clone(), messages.clone());
+        let schedules = Schedules::new(store.clone(), messages.clone(), clock.clone());
         if let Err(error) = dispatcher.rebuild().await {
             // Redis may be down at start; the dispatcher rebuilds when it is back.
             tracing::warn!(message = "Could not rebuild the schedule index at start.", %error);
@@ -301,6 +305,7 @@ impl AppState {
             dispatcher,
             messages,
             groups,
+            schedules,
             tenant_policies,
             hub,
             metrics,

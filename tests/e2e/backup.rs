@@ -867,7 +867,7 @@ async fn a_backup_that_fails_midway_keeps_the_previous_file() {
 /// The migrations a restore of a backup of the previous schema applies after its rows, as the
 /// restore names them.
 const SINCE_PREVIOUS: &str = "20261214000000 narrow messages, 20261215000000 groups, \
-     20261215000002 callbacks, 20261215000003 flow control";
+     20261215000001 schedules, 20261215000002 callbacks, 20261215000003 flow control";
 
 async fn a_backup_of_the_previous_schema_restores_migrated(backend: Backend) {
     previous_schema_round_trip(backend, backend).await;
@@ -993,7 +993,7 @@ async fn previous_schema_round_trip(source: Backend, target: Backend) {
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(
             stderr.contains(&format!(
-                "already migrated past the backup (it has migrations [20261214000000, 20261215000000, 20261215000002, 20261215000003]; the backup's last is {PREVIOUS_SCHEMA})"
+                "already migrated past the backup (it has migrations [20261214000000, 20261215000000, 20261215000001, 20261215000002, 20261215000003]; the backup's last is {PREVIOUS_SCHEMA})"
             )),
             "{stderr}"
         );

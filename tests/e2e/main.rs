@@ -31,6 +31,7 @@ mod redis_limits;
 mod sandbox_defaults;
 mod sandbox_hostile;
 mod schedule;
+mod schedules;
 mod server_binary;
 mod tenant_plugins;
 mod tls;

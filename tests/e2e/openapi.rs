@@ -265,6 +265,8 @@ const SEMANTIC_422: &[&str] = &[
     "hooks_put_delay_policy",
     "hooks_put_channel",
     "plugins_upload",
+    "schedules_create",
+    "schedules_update",
     "users_create",
     "webhooks_set",
     "groups_create",

@@ -367,6 +367,21 @@ impl From<crate::use_cases::groups::Error> for ApiError {
     }
 }
 
+impl From<crate::use_cases::schedules::Error> for ApiError {
+    fn from(error: crate::use_cases::schedules::Error) -> Self {
+        use crate::use_cases::schedules::Error;
+        match error {
+            Error::NotFound => Self::not_found("schedule"),
+            Error::Invalid { field, reason } => {
+                Self::field(field.to_string(), format!("{field}: {reason}"))
+            }
+            Error::Conflict(detail) => Self::new(Code::Conflict, detail),
+            Error::Message(error) => error.into(),
+            Error::Store(store) => store.into(),
+        }
+    }
+}
+
 impl From<crate::use_cases::policies::DryRunError> for ApiError {
     fn from(error: crate::use_cases::policies::DryRunError) -> Self {
         use crate::use_cases::policies::DryRunError;

@@ -24,7 +24,9 @@ use super::error::{ApiError, Code};
 use super::json;
 use crate::auth::jwt::Claims;
 use crate::auth::rate_limit::Limit;
-use crate::domain::ids::{FanOutId, GroupId, MessageId, PluginId, SessionId, TenantId, UserId};
+use crate::domain::ids::{
+    FanOutId, GroupId, MessageId, PluginId, ScheduleId, SessionId, TenantId, UserId,
+};
 use crate::domain::user::{Role, User};
 use crate::state::AppState;
 use crate::store::Page;
@@ -300,6 +302,10 @@ impl Named for GroupId {
 
 impl Named for FanOutId {
     const NAME: &'static str = "fan-out";
+}
+
+impl Named for ScheduleId {
+    const NAME: &'static str = "schedule";
 }
 
 impl<S: Send + Sync, T: Named> FromRequestParts<S> for Id<T> {

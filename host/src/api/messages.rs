@@ -428,7 +428,7 @@ pub(super) async fn list(
     params(("id" = MessageId, Path, description = "A message the caller sent or received.")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The message.", body = MessageView),
+        (status = 200, description = "The message (with `schedule` when a schedule's occurrence created it).", body = MessageView),
         (status = 404, description = "`not_found`: no such message visible to you.", body = Problem, content_type = PROBLEM),
     ),
 )]
@@ -438,7 +438,8 @@ pub(super) async fn get(
     Id(id): Id<MessageId>,
 ) -> Result<Json<MessageView>, ApiError> {
     let message = manage::visible(&state.messages, &caller.user, &id).await?;
-    Ok(Json(MessageView::from(&message)))
+    let view = crate::use_cases::schedules::message_view(state.store.as_ref(), &message).await?;
+    Ok(Json(view))
 }
 
 /// `GET /messages/{id}/status`.

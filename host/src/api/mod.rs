@@ -23,6 +23,7 @@ mod observe;
 mod openapi;
 mod plugins;
 pub mod realtime;
+mod schedules;
 mod users;
 mod webhooks;
 
@@ -97,6 +98,16 @@ pub fn router(state: AppState) -> Router {
             put(groups::add_member).delete(groups::remove_member),
         )
         .route("/fan-outs/{id}", get(groups::fan_out))
+        .route("/schedules", post(schedules::create).get(schedules::list))
+        .route(
+            "/schedules/{id}",
+            get(schedules::get)
+                .delete(schedules::delete)
+                .merge(patch(schedules::update)),
+        )
+        .route("/schedules/{id}/pause", post(schedules::pause))
+        .route("/schedules/{id}/resume", post(schedules::resume))
+        .route("/schedules/{id}/next", get(schedules::next))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/replay", post(dead_letters::replay_many))
         .route("/dead-letters/{id}/replay", post(dead_letters::replay))

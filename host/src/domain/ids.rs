@@ -1,6 +1,6 @@
-//! Typed, prefixed ids: `ten_…`, `usr_…`, `ses_…`, `msg_…`, `plg_…`, `grp_…`, `fan_…`. Each
-//! is a UUIDv7 (time-ordered, so new rows land at the end of indexes) written as 26 Crockford
-//! base32 characters after its prefix.
+//! Typed, prefixed ids: `ten_…`, `usr_…`, `ses_…`, `msg_…`, `plg_…`, `grp_…`, `fan_…`,
+//! `sch_…`. Each is a UUIDv7 (time-ordered, so new rows land at the end of indexes) written as
+//! 26 Crockford base32 characters after its prefix.
 //!
 //! No raw string or UUID id crosses a module boundary: parsing checks the prefix, so a user id
 //! can never be passed where a tenant id is expected, and a malformed id in a URL is a plain
@@ -196,6 +196,10 @@ id_type!(
 id_type!(
     /// One submission to a group: the messages it created share it.
     FanOutId, "fan", "fan-out"
+);
+id_type!(
+    /// A recurring schedule.
+    ScheduleId, "sch", "schedule"
 );
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Pure domain types, no I/O: ids, tenants, users, sessions, messages, users' event feeds,
-//! senders' status callbacks, groups and fan-outs, tenants' plugins and hooks. Everything else
-//! speaks in these.
+//! senders' status callbacks, groups and fan-outs, recurring schedules, tenants' plugins and
+//! hooks. Everything else speaks in these.
 
 pub mod callback;
 pub mod feed;
@@ -9,4 +9,5 @@ pub mod group;
 pub mod ids;
 pub mod message;
 pub mod plugin;
+pub mod schedule;
 pub mod user;

@@ -35,7 +35,7 @@
 //!
 //! # Sealed values
 //!
-//! Message content, webhook secrets and feed events stay sealed: the file carries the
+//! Message content, schedules' message content, webhook secrets and feed events stay sealed: the file carries the
 //! ciphertext, which opens only with the key ring of the server that sealed it (the tenant and
 //! record ids are bound into each seal, and restores keep every id). Before touching the
 //! target database, a restore reads the whole file once, checks it, and opens one sealed
@@ -130,6 +130,8 @@ pub const TABLES: &[Table] = &[
     table("groups", 20261215000000),
     table("group_members", 20261215000000),
     table("fan_outs", 20261215000000),
+    table("schedules", 20261215000001),
+    table("schedule_runs", 20261215000001),
     table("callbacks", 20261215000002),
     table("flow_limits", 20261215000003),
 ];
@@ -1160,7 +1162,7 @@ impl KeyCheck<'_> {
                     .insert(text("user_id")?, text("tenant_id")?);
                 return Ok(());
             }
-            "messages" => (text("tenant_id")?, text("id")?, "content"),
+            "messages" | "schedules" => (text("tenant_id")?, text("id")?, "content"),
             "callbacks" => (
                 text("tenant_id")?,
                 format!("callback:{}", text("user_id")?),

@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod group_commit;
 pub mod postgres;
 mod rows;
+mod schedules;
 mod sql;
 pub mod sqlite;
 
@@ -39,6 +40,7 @@ use crate::domain::plugin::{
 };
 use crate::domain::user::{Role, Session, Tenant, User};
 use crypto::{CryptoError, Keyring};
+pub use schedules::{OccurrenceClaim, ScheduleStore};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +253,9 @@ pub struct Accepted {
     pub idempotency: Option<Idempotency>,
     /// The fan-out the messages are, when they were sent to a group.
     pub fan_out: Option<FanOut>,
+    /// The schedule occurrence these messages are, when they are one: stored only if the
+    /// schedule still waits for exactly that occurrence.
+    pub occurrence: Option<OccurrenceClaim>,
 }
 
 /// What adding members to a group did (all of them, or none).
@@ -280,6 +285,9 @@ pub enum Stored {
     /// Its idempotency key was stored already (by a concurrent request, in the last 24 hours):
     /// nothing of it was stored; the caller answers with what that request stored.
     KeyTaken,
+    /// Its schedule occurrence was created already (by another node) or the schedule changed
+    /// since it was read: nothing of it was stored.
+    OccurrenceTaken,
 }
 
 /// An `Idempotency-Key` and the response to replay for it.
@@ -503,7 +511,7 @@ pub struct Webhook {
 
 /// The storage operations of the server.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ScheduleStore + Send + Sync + 'static {
     /// Which backend this is: `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

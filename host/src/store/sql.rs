@@ -662,6 +662,7 @@ where
             .await?;
         let deleted = B::rows_affected(&result) == 1;
         if deleted {
+            super::schedules::delete_user_schedules::<B>(&mut tx, tenant, id).await?;
             sqlx::query::<B>(REVOKE_USER_SESSIONS)
                 .bind(id)
                 .bind(ms(now_ms))
@@ -899,6 +900,19 @@ where
                 }
             })
             .collect();
+        // A schedule's occurrence is stored once: only if the schedule still waits for it.
+        let mut stored = stored;
+        for (request, stored) in requests.iter().zip(stored.iter_mut()) {
+            if let (Some(claim), Stored::Committed) = (&request.occurrence, *stored) {
+                let message = request
+                    .messages
+                    .first()
+                    .map(|message| (&message.id, message.fan_out_id.as_ref()));
+                if !super::schedules::claim_occurrence::<B>(&mut tx, claim, message).await? {
+                    *stored = Stored::OccurrenceTaken;
+                }
+            }
+        }
         let messages: Vec<&super::NewMessage> = requests
             .iter()
             .zip(&stored)

@@ -10,7 +10,8 @@
 //! - [`groups`]: a tenant's groups and their members;
 //! - [`policies`]: a tenant's plugins, hooks and dry runs;
 //! - [`flow`]: flow-control limits per key pattern;
-//! - [`operations`]: the queue report and retention.
+//! - [`operations`]: the queue report and retention;
+//! - [`schedules`]: recurring schedules and the runner that creates their occurrences.
 
 pub mod accounts;
 pub mod flow;
@@ -18,3 +19,4 @@ pub mod groups;
 pub mod messages;
 pub mod operations;
 pub mod policies;
+pub mod schedules;

@@ -211,12 +211,15 @@ pub struct Pruned {
     pub idempotency_keys: Option<StoreError>,
     /// Why fan-outs whose messages are all gone were not pruned.
     pub fan_outs: Option<StoreError>,
+    /// Why finished schedules were not pruned.
+    pub schedules: Option<StoreError>,
 }
 
 /// One pass of retention at `now_ms`: feed events older than `retention.feed_ms`, messages
 /// that ended more than `retention.messages_ms` ago (in slices, yielding between them),
-/// idempotency keys past their 24 hours, and fan-outs older than the messages' retention none
-/// of whose messages is left.
+/// idempotency keys past their 24 hours, fan-outs older than the messages' retention none of
+/// whose messages is left, and schedules finished (and occurrence links made) longer ago than
+/// the messages' retention.
 pub async fn prune(store: &dyn Store, retention: Retention, now_ms: u64) -> Pruned {
     let mut pruned = Pruned {
         feed: store
@@ -241,5 +244,6 @@ pub async fn prune(store: &dyn Store, retention: Retention, now_ms: u64) -> Prun
         .await
         .err();
     pruned.fan_outs = store.prune_fan_outs(ended_before).await.err();
+    pruned.schedules = store.prune_schedules(ended_before, PRUNE_SLICE).await.err();
     pruned
 }

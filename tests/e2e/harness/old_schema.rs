@@ -106,6 +106,8 @@ impl OldDatabase {
              DROP TABLE groups;
              DROP TABLE fan_outs;
              DROP TABLE callbacks;
+             DROP TABLE schedule_runs;
+             DROP TABLE schedules;
              DELETE FROM _sqlx_migrations WHERE version > {PREVIOUS_SCHEMA};",
             serial = if sqlite {
                 "INTEGER PRIMARY KEY AUTOINCREMENT"

@@ -4,8 +4,8 @@
 //! record, or none; then indexed like any submit. `GET /fan-outs/{id}` summarises where its
 //! messages are.
 //!
-//! [`submit_to_group`] takes only the sender and the submission, so anything that submits on
-//! a user's behalf (the API, a recurring schedule) fans out the same way.
+//! [`submit_to_group`] takes only the sender and the submission, and a recurring schedule's
+//! occurrence sent to a group fans out the same way ([`submit_group_occurrence`]).
 
 use serde::Serialize;
 use tracing::Instrument as _;
@@ -18,7 +18,7 @@ use crate::domain::group::{FanOut, FanOutSummary};
 use crate::domain::ids::{FanOutId, GroupId, MessageId};
 use crate::domain::message::Status;
 use crate::domain::user::{Role, User};
-use crate::store::Accepted;
+use crate::store::{Accepted, NewMessage, OccurrenceClaim, Stored};
 
 /// The answer to a submission to a group: the fan-out and how many messages it created.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -85,10 +85,76 @@ impl From<FanOutSummary> for FanOutView {
 pub async fn submit_to_group(
     ctx: &Messages,
     sender: &User,
-    mut submission: Submission,
+    submission: Submission,
     key: Option<Key>,
     now: u64,
 ) -> Result<Submitted, Error> {
+    let started = std::time::Instant::now();
+    let (fan_out, messages, span) =
+        decide_members(ctx, sender, submission, now, "accepted").await?;
+    let decided = started.elapsed();
+    let body = serde_json::to_string(&FanOutAccepted {
+        fan_out_id: fan_out.id.clone(),
+        group_id: fan_out.group_id.clone(),
+        count: fan_out.count,
+        status: Status::Scheduled,
+        created_at: rfc3339(now),
+    })
+    .expect("an answer is JSON");
+    let accepted = Accepted {
+        messages,
+        idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
+        fan_out: Some(fan_out),
+        occurrence: None,
+    };
+    let submitted = commit(ctx, sender, key.as_ref(), accepted, body, now)
+        .instrument(span.clone())
+        .await?;
+    span.in_scope(|| {
+        tracing::debug!(
+            message = "Fan-out accepted.",
+            decide_ms = decided.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+        );
+    });
+    Ok(submitted)
+}
+
+/// One occurrence of a recurring schedule sent to a group: the fan-out of
+/// [`submit_to_group`], stored only if the schedule still waits for that occurrence
+/// (`claim`); `None` when another node created it first. `note` is each message's acceptance
+/// entry (it names the schedule and the occurrence).
+pub async fn submit_group_occurrence(
+    ctx: &Messages,
+    sender: &User,
+    submission: Submission,
+    claim: OccurrenceClaim,
+    note: &str,
+) -> Result<Option<FanOutId>, Error> {
+    let now = ctx.clock.now_ms();
+    let (fan_out, messages, span) = decide_members(ctx, sender, submission, now, note).await?;
+    let id = fan_out.id.clone();
+    let accepted = Accepted {
+        messages,
+        idempotency: None,
+        fan_out: Some(fan_out),
+        occurrence: Some(claim),
+    };
+    match ctx.submitter.commit(accepted).instrument(span).await? {
+        Stored::Committed => Ok(Some(id)),
+        Stored::OccurrenceTaken | Stored::KeyTaken => Ok(None),
+    }
+}
+
+/// The group's members' messages, each decided by the tenant's plugins (`note` is their
+/// acceptance entry), and the fan-out's record; not stored yet.
+async fn decide_members(
+    ctx: &Messages,
+    sender: &User,
+    mut submission: Submission,
+    now: u64,
+    note: &str,
+) -> Result<(FanOut, Vec<NewMessage>, tracing::Span), Error> {
     let group: GroupId = submission
         .group_id
         .take()
@@ -118,7 +184,6 @@ pub async fn submit_to_group(
         tenant_id = %sender.tenant_id,
         members = members.len(),
     );
-    let started = std::time::Instant::now();
     // One snapshot of the tenant's hooks decides every member's message. The plugin calls
     // are most of a large fan-out's time: they run on every core, a slice of the members
     // each, and the messages keep the members' order.
@@ -128,8 +193,13 @@ pub async fn submit_to_group(
         .min(members.len());
     let mut slices = Vec::with_capacity(workers);
     for slice in members.chunks(members.len().div_ceil(workers)) {
-        let (ctx, hooks, template, slice) =
-            (ctx.clone(), hooks.clone(), template.clone(), slice.to_vec());
+        let (ctx, hooks, template, slice, note) = (
+            ctx.clone(),
+            hooks.clone(),
+            template.clone(),
+            slice.to_vec(),
+            note.to_owned(),
+        );
         slices.push(tokio::spawn(
             async move {
                 let mut decided = Vec::with_capacity(slice.len());
@@ -137,7 +207,7 @@ pub async fn submit_to_group(
                     let mut message = template.clone();
                     message.id = MessageId::new();
                     message.recipient_id = member;
-                    decided.push(decide(&ctx, &hooks, message).await?.1);
+                    decided.push(decide(&ctx, &hooks, message, &note).await?.1);
                 }
                 Ok::<_, Error>(decided)
             }
@@ -151,39 +221,15 @@ pub async fn submit_to_group(
             Err(failed) => std::panic::resume_unwind(failed.into_panic()),
         }
     }
-    let decided = started.elapsed();
-    let count = messages.len() as u64;
-    let body = serde_json::to_string(&FanOutAccepted {
-        fan_out_id: fan_out_id.clone(),
-        group_id: group.clone(),
-        count,
-        status: Status::Scheduled,
-        created_at: rfc3339(now),
-    })
-    .expect("an answer is JSON");
-    let accepted = Accepted {
-        messages,
-        idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
-        fan_out: Some(FanOut {
-            id: fan_out_id,
-            tenant_id: sender.tenant_id.clone(),
-            sender_id: sender.id.clone(),
-            group_id: group,
-            count,
-            created_at_ms: now,
-        }),
+    let fan_out = FanOut {
+        id: fan_out_id,
+        tenant_id: sender.tenant_id.clone(),
+        sender_id: sender.id.clone(),
+        group_id: group,
+        count: messages.len() as u64,
+        created_at_ms: now,
     };
-    let submitted = commit(ctx, sender, key.as_ref(), accepted, body, now)
-        .instrument(span.clone())
-        .await?;
-    span.in_scope(|| {
-        tracing::debug!(
-            message = "Fan-out accepted.",
-            decide_ms = decided.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-        );
-    });
-    Ok(submitted)
+    Ok((fan_out, messages, span))
 }
 
 /// A fan-out's summary, for its sender and the tenant's admins (anyone else: not found).

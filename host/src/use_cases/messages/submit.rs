@@ -118,7 +118,7 @@ impl Submitter {
         }
     }
 
-    async fn commit(&self, accepted: Accepted) -> Result<Stored, StoreError> {
+    pub(super) async fn commit(&self, accepted: Accepted) -> Result<Stored, StoreError> {
         self.committer.commit(accepted).await
     }
 }
@@ -190,7 +190,7 @@ pub async fn submit(
     let span = submit_span(&message);
     // One snapshot of the tenant's hooks decides the whole submission.
     let hooks = ctx.policies.hooks(&sender.tenant_id).await?;
-    let (view, new) = decide(ctx, &hooks, message)
+    let (view, new) = decide(ctx, &hooks, message, "accepted")
         .instrument(span.clone())
         .await?;
     let body = serde_json::to_string(&view).expect("a view is JSON");
@@ -198,6 +198,7 @@ pub async fn submit(
         messages: vec![new],
         idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
         fan_out: None,
+        occurrence: None,
     };
     commit(ctx, sender, key.as_ref(), accepted, body, now)
         .instrument(span)
@@ -263,7 +264,9 @@ pub async fn submit_batch(
     for message in drafted {
         let decided = if live.contains(&message.recipient_id) {
             let span = submit_span(&message);
-            decide(ctx, &hooks, message).instrument(span).await
+            decide(ctx, &hooks, message, "accepted")
+                .instrument(span)
+                .await
         } else {
             Err(no_such_recipient())
         };
@@ -281,6 +284,7 @@ pub async fn submit_batch(
         messages,
         idempotency: key.as_ref().map(|key| record(sender, key, &body, now)),
         fan_out: None,
+        occurrence: None,
     };
     let submitted = commit(ctx, sender, key.as_ref(), accepted, body, now).await?;
     let accepted_count = match submitted {
@@ -317,6 +321,9 @@ pub(super) async fn commit(
     span.in_scope(|| tracing::debug!(message = "Submission committed.", ?stored));
     match stored {
         Stored::Committed => Ok(Submitted::Created(body)),
+        Stored::OccurrenceTaken => Err(Error::Store(StoreError::Conflict(
+            "a schedule occurrence without a schedule".into(),
+        ))),
         Stored::KeyTaken => {
             let key = key.ok_or_else(|| {
                 Error::Store(StoreError::Conflict(
@@ -361,6 +368,7 @@ pub(super) async fn decide(
     ctx: &Messages,
     hooks: &Hooks,
     mut message: Message,
+    accepted: &str,
 ) -> Result<(MessageView, NewMessage), Error> {
     let (validated, mut events) = ctx.policies.validate(hooks, &message).await;
     validated.map_err(Error::Rejected)?;
@@ -371,7 +379,7 @@ pub(super) async fn decide(
         ctx.clock.now_ms(),
         None,
         Status::Scheduled,
-        "accepted",
+        accepted,
     ));
     let view = MessageView::from(&message);
     let new = NewMessage {
@@ -391,6 +399,37 @@ pub(super) async fn decide(
         fan_out_id: message.fan_out_id,
     };
     Ok((view, new))
+}
+
+/// Submits one occurrence of a schedule from its owner `sender`, exactly as `POST /messages`
+/// would (the recipient checked, the tenant's validators and delay policy run), with `note`
+/// (which names the schedule and the occurrence) as its acceptance in the history. It is
+/// stored together with `claim`, only if the schedule still waits for that occurrence:
+/// `None` when it no longer does (another node created it, or the schedule changed).
+pub async fn submit_occurrence(
+    ctx: &Messages,
+    sender: &User,
+    submission: Submission,
+    claim: crate::store::OccurrenceClaim,
+    note: &str,
+) -> Result<Option<MessageView>, Error> {
+    let now = ctx.clock.now_ms();
+    let message = draft(ctx, sender, submission, now).await?;
+    let span = submit_span(&message);
+    let hooks = ctx.policies.hooks(&sender.tenant_id).await?;
+    let (view, new) = decide(ctx, &hooks, message, note)
+        .instrument(span.clone())
+        .await?;
+    let accepted = Accepted {
+        messages: vec![new],
+        idempotency: None,
+        fan_out: None,
+        occurrence: Some(claim),
+    };
+    match ctx.submitter.commit(accepted).instrument(span).await? {
+        Stored::Committed => Ok(Some(view)),
+        Stored::OccurrenceTaken | Stored::KeyTaken => Ok(None),
+    }
 }
 
 fn no_such_recipient() -> Error {

@@ -4,7 +4,7 @@ use dms_plugin_sdk::payload::MessagePayload;
 use serde::Serialize;
 
 use crate::clock::rfc3339;
-use crate::domain::ids::{FanOutId, MessageId};
+use crate::domain::ids::{FanOutId, MessageId, ScheduleId};
 use crate::domain::message::{Channel, Event, EventKind, Message, MessageState, PluginRef, Status};
 
 /// A message: what the sender wrote and who it is between (the payload that the inbox event and
@@ -36,6 +36,20 @@ pub struct MessageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub(crate) fan_out_id: Option<FanOutId>,
+    /// The schedule occurrence it was created for (`GET /messages/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(crate) schedule: Option<OccurrenceView>,
+}
+
+/// The schedule occurrence a message was created for.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OccurrenceView {
+    /// The schedule.
+    pub(crate) schedule_id: ScheduleId,
+    /// The occurrence's time.
+    #[schema(format = DateTime)]
+    pub(crate) occurrence_at: String,
 }
 
 /// The payload of a stored message.
@@ -66,6 +80,7 @@ impl From<&Message> for MessageView {
             delivered_at: message.delivered_at_ms.map(rfc3339),
             read_at: message.read_at_ms.map(rfc3339),
             fan_out_id: message.fan_out_id.clone(),
+            schedule: None,
         }
     }
 }
