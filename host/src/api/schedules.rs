@@ -27,6 +27,7 @@ use crate::use_cases::schedules::{MAX_NEXT, NewSchedule, ScheduleChange, Schedul
     responses(
         (status = 201, description = "Created; `location` names it, `next_at` is its first occurrence.", body = ScheduleView,
             headers(("location" = String, description = "`/schedules/{id}`"))),
+        (status = 404, description = "`not_found`: `message.group_id` names no group of your tenant.", body = Problem, content_type = PROBLEM),
         (status = 422, description = "`invalid_field` (`field` names it): `/cron` (not a pattern, or never matches), `/timezone` (not an IANA zone), `/starts_at`, `/ends_at`, `/max_runs`, or a field of `/message` (such as `/message/recipient_id`: no such user in your tenant).", body = Problem, content_type = PROBLEM),
     ),
 )]
@@ -112,7 +113,7 @@ pub(super) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Changed.", body = ScheduleView),
-        (status = 404, description = "`not_found`: no such schedule visible to you.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such schedule visible to you, or `message.group_id` names no group of your tenant.", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`conflict`: the schedule kept changing meanwhile.", body = Problem, content_type = PROBLEM),
         (status = 422, description = "`invalid_field` (`field` names it), as for `POST /schedules`.", body = Problem, content_type = PROBLEM),
     ),
