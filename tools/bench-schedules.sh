@@ -119,6 +119,8 @@ time.sleep(max(0, run_start + offset + window - time.time()))
 def ms(text):
     from datetime import datetime
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000
+# A fresh connection: the first one sat idle through the window, past the server's idle timeout.
+conn = http.client.HTTPConnection("127.0.0.1", port)
 late, cursor = [], None
 while True:
     path = "/messages?box=sent&status=delivered&limit=100" + (f"&cursor={cursor}" if cursor else "")
