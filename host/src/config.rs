@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn defaults_parse_and_validate() {
         Config::defaults().validate().unwrap();
-        assert_eq!(keys().len(), 56);
+        assert_eq!(keys().len(), 57);
     }
 
     #[test]
