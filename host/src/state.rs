@@ -61,6 +61,8 @@ pub struct Shared {
     pub started: Instant,
     /// The tenants' policy plugins, in the sandbox.
     pub policies: Policies,
+    /// The policies the hub's hook-change listener reaches (weakly): kept as long as the state.
+    _listened_policies: Arc<Policies>,
     /// The schedule index.
     pub schedule: Arc<dyn Schedule>,
     /// Flow control per key: the tenants' limits and the limiter.
@@ -221,9 +223,18 @@ impl AppState {
             config.plugin_quota(),
         )
         .await?;
+        // The hub tells the policies of hook changes made on other nodes. The policies hold
+        // the hub (their sandbox answers presence from it), so the hub holds them weakly: a
+        // strong reference would make a cycle that keeps a dropped state, its engine and its
+        // pools alive.
+        let listened = Arc::new(policies.clone());
         hub.on_hooks_changed({
-            let policies = policies.clone();
-            Arc::new(move |tenant| policies.forget(tenant))
+            let policies = Arc::downgrade(&listened);
+            Arc::new(move |tenant| {
+                if let Some(policies) = policies.upgrade() {
+                    policies.forget(tenant);
+                }
+            })
         });
         let schedule: Arc<dyn Schedule> = match &redis {
             Some(link) => Arc::new(RedisSchedule::new(link.clone())),
@@ -299,6 +310,7 @@ impl AppState {
             clock,
             started: Instant::now(),
             policies,
+            _listened_policies: listened,
             schedule,
             flow_limits,
             flow,
