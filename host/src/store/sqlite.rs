@@ -147,13 +147,15 @@ const WEBHOOK_SECRETS: &str = "SELECT user_id, id, key_id, nonce, secret FROM we
      WHERE user_id IN (SELECT value FROM json_each($1)) \
      AND (expires_at_ms IS NULL OR expires_at_ms > $2) \
      ORDER BY user_id, created_at_ms DESC, id DESC";
+/// Claimed messages and what their flow keys derive from; `$2` is the status callbacks' media
+/// type (a callback's key is its owner's callback URL).
 const FLOW_ROUTES: &str = "SELECT m.id, m.tenant_id, m.recipient_id, m.channel, m.flow_key, \
      COALESCE(c.url, w.url) AS url, s.deliver_at_ms \
      FROM messages m JOIN message_states s ON s.message_id = m.id \
      LEFT JOIN webhooks w ON w.user_id = m.recipient_id AND w.tenant_id = m.tenant_id \
      AND m.channel = 'webhook' \
      LEFT JOIN callbacks c ON c.user_id = m.recipient_id AND c.tenant_id = m.tenant_id \
-     AND m.channel = 'webhook' AND m.content_type = 'application/vnd.dms.callback+json' \
+     AND m.channel = 'webhook' AND m.content_type = $2 \
      WHERE m.id IN (SELECT value FROM json_each($1))";
 const CALLBACK_EVENTS: &str = "SELECT c.user_id, c.tenant_id, c.events FROM callbacks c \
      JOIN users u ON u.id = c.user_id WHERE u.deleted_at_ms IS NULL AND c.user_id IN (SELECT value FROM json_each($1))";
@@ -457,6 +459,7 @@ impl Backend for Sqlite {
     ) -> Result<Vec<FlowRouteRow>, sqlx::Error> {
         sqlx::query_as(FLOW_ROUTES)
             .bind(json_ids(ids.iter().copied()))
+            .bind(crate::domain::callback::CONTENT_TYPE)
             .fetch_all(pool)
             .await
     }
