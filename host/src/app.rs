@@ -80,7 +80,7 @@ async fn serve_on(
     });
     let server = connections::serve(
         listener,
-        crate::api::router(state.clone()),
+        crate::api::router(state.clone(), crate::console::router(state.clone())),
         &state.connections,
         state.admission.clone(),
         {

@@ -14,7 +14,8 @@
 //! - [`use_cases`]: accounts, messages, policies, flow-control limits, operations — the rules, whoever asks;
 //! - serving: [`connections`] (HTTP connections under caps and timeouts), [`tls`], [`state`]
 //!   (the running server's shared state and start-up);
-//! - edge: [`api`] (routes, extractors, the one error table, the OpenAPI document), [`app`]
+//! - edge: [`api`] (routes, extractors, the one error table, the OpenAPI document),
+//!   [`console`] (the web console at `/console/`), [`app`]
 //!   (serving and background work), [`cli`] (the `dms` command line).
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod dispatch;
 pub mod domain;
 pub mod flow;

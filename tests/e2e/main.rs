@@ -11,6 +11,7 @@ mod batch;
 mod callbacks;
 mod config_docs;
 mod connection_limits;
+mod console;
 mod containers;
 mod delivery_hardening;
 mod docs;

@@ -71,6 +71,7 @@ codes! {
     WrongPassword = ("wrong_password", 403, "Wrong password", "The current password does not match.");
     Forbidden = ("forbidden", 403, "Forbidden", "You can see this resource but may not do this to it.");
     OriginNotAllowed = ("origin_not_allowed", 403, "Origin not allowed", "A browser page of this origin may not open real-time connections; the operator lists allowed origins in DMS_ALLOWED_ORIGINS.");
+    CsrfRejected = ("csrf_rejected", 403, "Cross-site request refused", "A change sent with the console's session cookie must carry the `x-dms-csrf` header with the `dms_csrf` cookie's value (a console page does this); reload the console and try again.");
     AdminRequired = ("admin_required", 403, "Admin role required", "Only an admin of the tenant may do this.");
     NotFound = ("not_found", 404, "Not found", "There is no such resource in your tenant.");
     RouteNotFound = ("route_not_found", 404, "No such route", "No endpoint has this path; see /openapi.json.");
@@ -217,6 +218,11 @@ impl ApiError {
     /// The detail sentence.
     pub fn detail(&self) -> &str {
         &self.0.detail
+    }
+
+    /// The seconds to wait before retrying, when it says.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        self.0.retry_after_seconds
     }
 
     /// The field it is about, for field errors.

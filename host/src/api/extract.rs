@@ -5,8 +5,9 @@
 //! - [`Paged`]: a listing's `limit` and `offset` (400 out of range) and its other parameters;
 //! - [`Id`]: an id from the path (404 when malformed, like one that does not exist);
 //! - [`Admin`]: a [`Caller`] who is an admin of their tenant (403 otherwise);
-//! - [`Caller`]: the authenticated user, from a bearer token whose session is still live, after
-//!   the per-user rate limit;
+//! - [`Caller`]: the authenticated user, from a bearer token (or a console page's session
+//!   cookie, see [`cookies`](super::cookies)) whose session is still live, after the per-user
+//!   rate limit;
 //! - [`ClientIp`]: the client's address, for login rate limits.
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
+use super::cookies;
 use super::error::{ApiError, Code};
 use super::json;
 use crate::auth::jwt::Claims;
@@ -351,26 +353,41 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
+        let token = match parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::Unauthenticated,
-                    "this endpoint needs an access token: Authorization: Bearer <token>",
-                )
-            })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::InvalidToken,
-                    "the Authorization header must be \"Bearer <token>\"",
-                )
-            })?
-            .trim();
+        {
+            Some(header) => header
+                .strip_prefix("Bearer ")
+                .or_else(|| header.strip_prefix("bearer "))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        Code::InvalidToken,
+                        "the Authorization header must be \"Bearer <token>\"",
+                    )
+                })?
+                .trim()
+                .to_owned(),
+            // A console page: the session cookie, and for a change the anti-forgery header.
+            None => {
+                let token = cookies::get(&parts.headers, cookies::SESSION).ok_or_else(|| {
+                    ApiError::new(
+                        Code::Unauthenticated,
+                        "this endpoint needs an access token: Authorization: Bearer <token>",
+                    )
+                })?;
+                if cookies::is_unsafe(&parts.method) {
+                    let sent = parts
+                        .headers
+                        .get(cookies::CSRF_HEADER)
+                        .and_then(|value| value.to_str().ok());
+                    cookies::check_csrf(&parts.headers, sent)?;
+                }
+                token
+            }
+        };
+        let token = token.as_str();
         let (user, claims) = authenticate(state, token).await?;
         state
             .limits

@@ -5,6 +5,7 @@
 //! Every response carries `x-request-id` (the client's, or a new UUID); every request is
 //! logged once when it completes, and counted in the metrics (`observe.rs`).
 
+pub mod cookies;
 pub mod error;
 pub mod extract;
 mod json;
@@ -42,8 +43,9 @@ use error::{ApiError, Code};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// The whole API, with `pages` (the console's routes, which share its middleware: request ids,
+/// logging, metrics, body limits) beside it.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let body_limit = state.config.max_body_bytes;
     let batch_limit = state.config.max_batch_body_bytes;
     let upload_limit = state.policies.sandbox().max_component_bytes();
@@ -148,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/problems/{code}", get(error::describe))
         .route("/openapi.json", get(openapi::document))
+        .merge(pages)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())

@@ -29,6 +29,25 @@ use super::error::{ApiError, Code};
 /// Largest frame either way, in bytes.
 pub const MAX_FRAME: usize = 64 << 10;
 
+/// Whether the request comes from a page of this server's own origin (its `Origin` names the
+/// `Host` it was sent to). The console's session cookie opens real-time connections only then.
+pub fn is_same_origin(headers: &HeaderMap) -> bool {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    match (origin, host) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority == host),
+        _ => false,
+    }
+}
+
 /// Refuses a browser page whose origin is neither this server's nor allowed. Clients that send
 /// no `Origin` (servers, mobile apps, tests) pass.
 pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
@@ -39,15 +58,7 @@ pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiEr
         return Ok(());
     };
     let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_ascii_lowercase);
-    let same_origin = host.is_some_and(|host| {
-        origin
-            .split_once("://")
-            .is_some_and(|(_, authority)| authority == host)
-    });
+    let same_origin = is_same_origin(headers);
     if same_origin
         || allowed
             .iter()

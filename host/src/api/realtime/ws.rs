@@ -1,7 +1,8 @@
 //! `GET /ws`: the plain WebSocket transport, JSON text frames.
 //!
 //! The token comes as `Authorization: Bearer`, as `?token=` (browsers cannot set headers on
-//! WebSocket requests), or in a first `{"type":"auth","token":…}` frame within 5 s. A bad
+//! WebSocket requests), as a console page's session cookie (same origin only), or in a first
+//! `{"type":"auth","token":…}` frame within 5 s. A bad
 //! token in the request is refused before the upgrade with the API's problem body; `?cursor=`
 //! replays everything after that cursor right after `ready`.
 
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::connection::{self, Authed, ClientFrame, Connection, Out, close};
-use super::{MAX_FRAME, check_origin};
+use super::{MAX_FRAME, check_origin, is_same_origin};
 use crate::api::error::{ApiError, Code};
 use crate::api::extract::{ApiQuery, ClientIp};
 use crate::realtime::{Next, Unauthenticated};
@@ -85,7 +86,11 @@ pub async fn upgrade(
                 })
         })
         .transpose()?;
-    let token = match bearer.or(query.token) {
+    // A console page of this origin sends its session cookie instead of a token.
+    let cookie = is_same_origin(&headers)
+        .then(|| crate::api::cookies::get(&headers, crate::api::cookies::SESSION))
+        .flatten();
+    let token = match bearer.or(query.token).or(cookie) {
         Some(token) => Token::Sent(connection::authenticate(&app, &token).await?),
         None => Token::InFirstFrame(unauthenticated(&app, &address)?),
     };
