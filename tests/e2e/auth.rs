@@ -12,6 +12,7 @@ on_both_backends!(
     refresh_rotates_and_a_reused_token_revokes_the_session,
     logout_ends_only_that_session,
     sessions_are_listed_and_can_be_ended,
+    an_admin_lists_and_ends_the_sessions_of_the_tenants_users,
     expired_tampered_unsigned_and_foreign_tokens_are_refused,
     login_is_rate_limited_per_username_and_per_address,
     api_requests_are_rate_limited_per_user,
@@ -197,6 +198,81 @@ async fn sessions_are_listed_and_can_be_ended(backend: Backend) {
         .delete("/auth/sessions/garbage")
         .await
         .problem(404, "not_found");
+}
+
+async fn an_admin_lists_and_ends_the_sessions_of_the_tenants_users(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.admin().await;
+    let bob = server.member(&admin, "bob").await;
+    let bob_id = bob.user["id"].as_str().unwrap().to_owned();
+    let other = server.tenant_admin("other").await;
+    let other_id = other.user["id"].as_str().unwrap().to_owned();
+
+    let listed = admin
+        .api
+        .get(&format!("/users/{bob_id}/sessions"))
+        .await
+        .expect(200)
+        .body;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["current"], false);
+    let session = items[0]["id"].as_str().unwrap().to_owned();
+
+    // A member may not; another tenant's user, a malformed id, an unknown session: 404.
+    bob.api
+        .get(&format!("/users/{bob_id}/sessions"))
+        .await
+        .problem(403, "admin_required");
+    bob.api
+        .delete(&format!("/users/{bob_id}/sessions/{session}"))
+        .await
+        .problem(403, "admin_required");
+    admin
+        .api
+        .get(&format!("/users/{other_id}/sessions"))
+        .await
+        .problem(404, "not_found");
+    admin
+        .api
+        .get("/users/garbage/sessions")
+        .await
+        .problem(404, "not_found");
+    let other_session = other.api.get("/auth/sessions").await.expect(200).body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin
+        .api
+        .delete(&format!("/users/{bob_id}/sessions/{other_session}"))
+        .await
+        .problem(404, "not_found");
+    admin
+        .api
+        .delete(&format!("/users/{other_id}/sessions/{other_session}"))
+        .await
+        .problem(404, "not_found");
+    other.api.get("/users/me").await.expect(200);
+    bob.api.get("/users/me").await.expect(200);
+
+    admin
+        .api
+        .delete(&format!("/users/{bob_id}/sessions/{session}"))
+        .await
+        .expect(204);
+    bob.api.get("/users/me").await.problem(401, "session_ended");
+    admin
+        .api
+        .delete(&format!("/users/{bob_id}/sessions/{session}"))
+        .await
+        .problem(404, "not_found");
+    let after = admin
+        .api
+        .get(&format!("/users/{bob_id}/sessions"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(after["items"], json!([]));
 }
 
 fn claims(token: &str) -> Value {

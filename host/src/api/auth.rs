@@ -1,17 +1,18 @@
 //! `/auth`: login, refresh-token rotation, logout, and the caller's sessions.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, ClientIp, Id};
+use super::extract::{Admin, ApiJson, Caller, ClientIp, Id};
 use super::openapi::{PROBLEM, Problem};
 use super::users::UserBody;
 use crate::clock::rfc3339;
-use crate::domain::ids::SessionId;
+use crate::domain::ids::{SessionId, UserId};
 use crate::domain::user::Session;
 use crate::state::AppState;
 use crate::use_cases::accounts::Issued;
@@ -205,5 +206,70 @@ pub(super) async fn end_session(
     Id(id): Id<SessionId>,
 ) -> Result<StatusCode, ApiError> {
     state.sessions.end(&caller.user, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A user and one of their sessions, from the path: malformed ids are the same 404 as
+/// unknown ones.
+type UserSessionPath = Result<Path<(String, String)>, PathRejection>;
+
+/// `GET /users/{id}/sessions` (admin): a user's live sessions.
+#[utoipa::path(
+    get,
+    path = "/users/{id}/sessions",
+    tag = "auth",
+    summary = "List a user's sessions (admin)",
+    description = "The live sessions of a user of the caller's tenant, newest first: console sign-ins and API logins alike.",
+    params(("id" = UserId, Path, description = "A user of the caller's tenant.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Live sessions, newest first.", body = SessionList),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such user in your tenant.", body = Problem, content_type = PROBLEM),
+    ),
+)]
+pub(super) async fn user_sessions(
+    State(state): State<AppState>,
+    admin: Admin,
+    Id(id): Id<UserId>,
+) -> Result<Json<SessionList>, ApiError> {
+    let sessions = state.sessions.list_of(&admin.user, &id).await?;
+    Ok(Json(SessionList {
+        items: sessions
+            .into_iter()
+            .map(|session| SessionBody::new(session, &admin.session))
+            .collect(),
+    }))
+}
+
+/// `DELETE /users/{id}/sessions/{session_id}` (admin): ends a user's session.
+#[utoipa::path(
+    delete,
+    path = "/users/{id}/sessions/{session_id}",
+    tag = "auth",
+    summary = "End a user's session (admin)",
+    description = "Ends a session of a user of the caller's tenant: its tokens stop working and its live connections close.",
+    params(
+        ("id" = UserId, Path, description = "A user of the caller's tenant."),
+        ("session_id" = SessionId, Path, description = "One of that user's live sessions."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Ended."),
+        (status = 403, description = "`admin_required`: only an admin of the tenant may do this.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such user in your tenant, or no such live session of theirs.", body = Problem, content_type = PROBLEM),
+    ),
+)]
+pub(super) async fn end_user_session(
+    State(state): State<AppState>,
+    admin: Admin,
+    path: UserSessionPath,
+) -> Result<StatusCode, ApiError> {
+    let Path((user, session)) = path.map_err(|_| ApiError::not_found("user"))?;
+    let user: UserId = user.parse().map_err(|_| ApiError::not_found("user"))?;
+    let session: SessionId = session
+        .parse()
+        .map_err(|_| ApiError::not_found("session"))?;
+    state.sessions.end_of(&admin.user, &user, &session).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -60,6 +60,11 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .route("/users/me", get(users::me))
         .route("/users/me/password", put(users::change_password))
         .route("/users/{id}", get(users::get).delete(users::delete))
+        .route("/users/{id}/sessions", get(auth::user_sessions))
+        .route(
+            "/users/{id}/sessions/{session_id}",
+            delete(auth::end_user_session),
+        )
         .route(
             "/users/me/webhook",
             get(webhooks::get)

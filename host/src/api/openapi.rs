@@ -65,6 +65,8 @@ Both speak the same frames: `auth {token}`, `ack {message_id}`, `resume {cursor}
         super::auth::logout,
         super::auth::sessions,
         super::auth::end_session,
+        super::auth::user_sessions,
+        super::auth::end_user_session,
         super::users::create,
         super::users::list,
         super::users::me,

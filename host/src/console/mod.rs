@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/assets/{*path}", get(assets::serve))
         // Users and sessions.
         .route("/console/users", get(pages::users::list))
+        .route("/console/users/{id}", get(pages::users::user))
         .route("/console/sessions", get(pages::users::sessions))
         // Messages, a message's page, dead letters.
         // Plugins, hooks and dry runs; the webhook endpoint.

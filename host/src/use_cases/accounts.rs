@@ -519,6 +519,44 @@ impl Sessions {
         Ok(revoked)
     }
 
+    /// The live sessions of `user_id`, a user of `admin`'s tenant, newest first (the caller
+    /// has checked that `admin` is an admin).
+    pub async fn list_of(&self, admin: &User, user_id: &UserId) -> Result<Vec<Session>, Error> {
+        let user = self.user_of_tenant(admin, user_id).await?;
+        self.list(&user).await
+    }
+
+    /// Ends session `id` of `user_id`, a user of `admin`'s tenant (the caller has checked that
+    /// `admin` is an admin): its tokens stop working and its live connections close.
+    pub async fn end_of(
+        &self,
+        admin: &User,
+        user_id: &UserId,
+        id: &SessionId,
+    ) -> Result<(), Error> {
+        let user = self.user_of_tenant(admin, user_id).await?;
+        if self
+            .revoke(
+                &user,
+                id,
+                "ended by an admin",
+                "the session was ended by an admin of the tenant",
+            )
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound("session"))
+        }
+    }
+
+    async fn user_of_tenant(&self, admin: &User, user_id: &UserId) -> Result<User, Error> {
+        self.store
+            .user(&admin.tenant_id, user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))
+    }
+
     /// `user`'s live sessions, newest first.
     pub async fn list(&self, user: &User) -> Result<Vec<Session>, Error> {
         Ok(self

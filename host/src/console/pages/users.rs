@@ -1,12 +1,13 @@
 //! Users of the tenant (admins) and the viewer's own sessions.
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use crate::console::page::{ForViewer, Layout, PageError, render, when};
+use crate::console::page::{ForViewer, Layout, PageError, not_found, render, when};
 use crate::console::session::{AdminViewer, Viewer};
+use crate::domain::ids::UserId;
 use crate::domain::user::{Role, Session, User};
 use crate::state::AppState;
 use crate::store::Page;
@@ -126,6 +127,45 @@ pub(crate) async fn sessions(
     let sessions = app.sessions.list(&viewer.user).await.for_viewer(&viewer)?;
     Ok(render(&SessionsPage {
         layout: Layout::new(&viewer, "/console/sessions", "Your sessions"),
+        sessions: sessions
+            .into_iter()
+            .map(|session| SessionRow::new(session, &viewer))
+            .collect(),
+    }))
+}
+
+/// `/console/users/{id}`.
+#[derive(Template)]
+#[template(path = "user.html")]
+pub(crate) struct UserPage {
+    pub(crate) layout: Layout,
+    pub(crate) user: UserRow,
+    pub(crate) sessions: Vec<SessionRow>,
+}
+
+/// `GET /console/users/{id}` (admins): a user of the tenant and their live sessions, each of
+/// which the admin may end.
+pub(crate) async fn user(
+    State(app): State<AppState>,
+    AdminViewer(viewer): AdminViewer,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let Ok(id) = id.parse::<UserId>() else {
+        return Ok(not_found(Some(&viewer)));
+    };
+    let user = app
+        .accounts
+        .user(&viewer.user.tenant_id, &id)
+        .await
+        .for_viewer(&viewer)?;
+    let sessions = app
+        .sessions
+        .list_of(&viewer.user, &id)
+        .await
+        .for_viewer(&viewer)?;
+    Ok(render(&UserPage {
+        layout: Layout::new(&viewer, "/console/users", format!("User {}", user.username)),
+        user: UserRow::new(user, &viewer),
         sessions: sessions
             .into_iter()
             .map(|session| SessionRow::new(session, &viewer))

@@ -125,3 +125,24 @@ test("an admin adds a user, and a refused one shows the problem next to its fiel
   assert.equal(await page.getByRole("cell", { name, exact: true }).count(), 0);
   assertClean(page);
 });
+
+test("an admin sees a user's sessions and ends one", async () => {
+  const admin = await login();
+  const user = await member(admin, unique("signedin"));
+  assert.equal((await api(user.token, "GET", "/users/me")).username, user.username);
+  const page = await newPage(browser);
+  await signIn(page, "admin", undefined, `/console/users/${user.id}`);
+  await visit(page, `/console/users/${user.id}`, "user");
+  const end = page.getByRole("button", { name: /^End the session/ });
+  assert.equal(await end.count(), 1);
+  page.acceptConfirms = true;
+  await Promise.all([page.waitForEvent("load"), end.click()]);
+  await page.getByText("No live session").waitFor();
+  const answer = await fetch(`${base}/users/me`, { headers: { authorization: `Bearer ${user.token}` } });
+  assert.equal(answer.status, 401);
+  assert.equal((await answer.json()).code, "session_ended");
+  // Another tenant's user, or no user at all, is the 404 page.
+  assert.equal((await page.goto(`${base}/console/users/usr_01ARZ3NDEKTSV4RRFFQ69G5FAV`)).status(), 404);
+  assert.equal((await page.goto(`${base}/console/users/not-an-id`)).status(), 404);
+  assertClean(page);
+});
