@@ -115,6 +115,64 @@ async fn the_handshake_is_tls_1_3_and_https_and_wss_work() {
         .unwrap()
         .to_owned();
 
+    // Over TLS the console's cookies are `Secure` as well as HttpOnly and strict.
+    let form = https
+        .get(format!("{url}/console/login"))
+        .send()
+        .await
+        .unwrap();
+    let set_cookies: Vec<String> = form
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .collect();
+    let csrf = set_cookies
+        .iter()
+        .find_map(|cookie| cookie.strip_prefix("dms_csrf="))
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned();
+    assert!(set_cookies[0].contains("; Secure"), "{set_cookies:?}");
+    let signed_in = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(certificate.pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+        .post(format!("{url}/console/login"))
+        .header(reqwest::header::COOKIE, format!("dms_csrf={csrf}"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(
+            serde_urlencoded::to_string([
+                ("username", "admin"),
+                ("password", crate::harness::ADMIN_PASSWORD),
+                ("csrf", csrf.as_str()),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session_cookies: Vec<&str> = signed_in
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().unwrap())
+        .collect();
+    assert_eq!(session_cookies.len(), 3, "{session_cookies:?}");
+    for cookie in session_cookies {
+        assert!(cookie.contains("; Secure"), "{cookie}");
+        assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+        if !cookie.starts_with("dms_csrf=") {
+            assert!(cookie.contains("HttpOnly"), "{cookie}");
+        }
+    }
+
     // A WebSocket upgrade over TLS (wss://).
     let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
     let tls = client(&certificate, rustls::ALL_VERSIONS)
