@@ -146,3 +146,18 @@ test("an admin sees a user's sessions and ends one", async () => {
   assert.equal((await page.goto(`${base}/console/users/not-an-id`)).status(), 404);
   assertClean(page);
 });
+
+test("usernames and display names are shown as text, never as HTML", async () => {
+  const admin = await login();
+  const xss = "<img src=x onerror=alert(1)>";
+  const name = unique("x<b>y</b>");
+  await api(admin, "POST", "/users", { username: name, password: "a-long-enough-password", display_name: xss });
+  const page = await newPage(browser);
+  await signIn(page, "admin", undefined, "/console/users");
+  await page.goto(`${base}/console/users?offset=0`);
+  await page.getByRole("cell", { name: xss, exact: true }).waitFor();
+  await page.getByRole("link", { name, exact: true }).waitFor();
+  assert.equal(await page.locator("main img").count(), 0);
+  assert.equal(await page.locator("main b").count(), 0);
+  assertClean(page);
+});
