@@ -117,6 +117,8 @@ impl SessionRow {
 pub(crate) struct SessionsPage {
     pub(crate) layout: Layout,
     pub(crate) sessions: Vec<SessionRow>,
+    /// Where the API ends one of them.
+    pub(crate) end_path: String,
 }
 
 /// `GET /console/sessions`: the viewer's live sessions (console and API alike).
@@ -131,6 +133,7 @@ pub(crate) async fn sessions(
             .into_iter()
             .map(|session| SessionRow::new(session, &viewer))
             .collect(),
+        end_path: "/auth/sessions".into(),
     }))
 }
 
@@ -141,6 +144,8 @@ pub(crate) struct UserPage {
     pub(crate) layout: Layout,
     pub(crate) user: UserRow,
     pub(crate) sessions: Vec<SessionRow>,
+    /// Where the API ends one of them.
+    pub(crate) end_path: String,
 }
 
 /// `GET /console/users/{id}` (admins): a user of the tenant and their live sessions, each of
@@ -165,6 +170,7 @@ pub(crate) async fn user(
         .for_viewer(&viewer)?;
     Ok(render(&UserPage {
         layout: Layout::new(&viewer, "/console/users", format!("User {}", user.username)),
+        end_path: format!("/users/{}/sessions", user.id),
         user: UserRow::new(user, &viewer),
         sessions: sessions
             .into_iter()
