@@ -149,8 +149,8 @@ test("an admin sees a user's sessions and ends one", async () => {
 
 test("usernames and display names are shown as text, never as HTML", async () => {
   const admin = await login();
-  const xss = "<img src=x onerror=alert(1)>";
   const name = unique("x<b>y</b>");
+  const xss = `<img src=x onerror=alert(1)> ${name}`;
   await api(admin, "POST", "/users", { username: name, password: "a-long-enough-password", display_name: xss });
   const page = await newPage(browser);
   await signIn(page, "admin", undefined, "/console/users");
