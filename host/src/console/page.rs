@@ -2,10 +2,14 @@
 //! anti-forgery token), rendering a template into a response, and the error pages.
 
 use askama::Template;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use serde::de::DeserializeOwned;
 
 use super::session::Viewer;
+use crate::state::AppState;
 use crate::api::error::{ApiError, Code};
 use crate::clock::rfc3339;
 
@@ -183,5 +187,29 @@ pub(crate) fn when(ms: u64) -> String {
     match text.split_once('T') {
         Some((day, rest)) => format!("{day} {} UTC", rest.get(..8).unwrap_or(rest)),
         None => text,
+    }
+}
+
+/// A page's query string (its filters, cursor, offset): a malformed one is the error page
+/// with a 400 naming what is wrong, never a bare text answer.
+pub(crate) struct PageQuery<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PageQuery<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(query)) => Ok(Self(query)),
+            Err(rejection) => Err(error_page(
+                parts.extensions.get::<Viewer>(),
+                ApiError::new(
+                    Code::InvalidQuery,
+                    format!(
+                        "This link's query string is not one the console makes: {}. Open the page from its menu.",
+                        rejection.body_text()
+                    ),
+                ),
+            )),
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::api::cookies;
 use crate::api::error::ApiError;
 use crate::api::extract::ClientIp;
-use crate::console::page::{Layout, error_page, render, render_with_status};
+use crate::console::page::{Layout, PageQuery, error_page, render, render_with_status};
 use crate::console::session::{
     Csrf, Viewer, clear_session_cookies, csrf_cookie, new_csrf, safe_next, session_cookies,
 };
@@ -54,7 +54,7 @@ pub(crate) struct Next {
 pub(crate) async fn form(
     viewer: Option<Viewer>,
     Csrf(csrf): Csrf,
-    Query(query): Query<Next>,
+    PageQuery(query): PageQuery<Next>,
 ) -> Response {
     let next = safe_next(query.next.as_deref());
     if viewer.is_some() {

@@ -1,11 +1,11 @@
 //! Users of the tenant (admins) and the viewer's own sessions.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use crate::console::page::{ForViewer, Layout, PageError, not_found, render, when};
+use crate::console::page::{ForViewer, Layout, PageError, PageQuery, not_found, render, when};
 use crate::console::session::{AdminViewer, Viewer};
 use crate::domain::ids::UserId;
 use crate::domain::user::{Role, Session, User};
@@ -62,7 +62,7 @@ pub(crate) struct UsersPage {
 pub(crate) async fn list(
     State(app): State<AppState>,
     AdminViewer(viewer): AdminViewer,
-    Query(paging): Query<Paging>,
+    PageQuery(paging): PageQuery<Paging>,
 ) -> Result<Response, PageError> {
     let page = Page {
         limit: PER_PAGE,

@@ -123,6 +123,11 @@ test("an admin adds a user, and a refused one shows the problem next to its fiel
   page.acceptConfirms = true;
   await Promise.all([page.waitForEvent("load"), page.getByRole("button", { name: `Delete ${name}` }).click()]);
   assert.equal(await page.getByRole("cell", { name, exact: true }).count(), 0);
+  // A link with a malformed query is the error page, naming what is wrong.
+  const bad = await page.goto(`${base}/console/users?offset=many`);
+  assert.equal(bad.status(), 400);
+  assert.match(await page.locator(".problem-detail").textContent(), /offset/);
+  assert.equal(await page.getByRole("link", { name: "Users" }).count(), 1, "the error page keeps the navigation");
   assertClean(page);
 });
 
