@@ -252,9 +252,11 @@ pub(super) async fn submit_batch(
             render_batch(outcomes)
         })
         .await?;
-    state
-        .metrics
-        .submitted(&caller.user.tenant_id, accepted as u64, state.clock.now_ms());
+    state.metrics.submitted(
+        &caller.user.tenant_id,
+        accepted as u64,
+        state.clock.now_ms(),
+    );
     let (body, replayed) = match submitted {
         Submitted::Created(body) => (body, false),
         Submitted::Replayed(body) => (body, true),

@@ -115,7 +115,10 @@ impl Activity {
     /// Changes `tenant`'s slot for the minute of `now_ms`.
     fn with_minute(&self, tenant: &TenantId, now_ms: u64, change: impl FnOnce(&mut Minute)) {
         let minute = now_ms / MINUTE_MS;
-        let mut tenants = self.tenants.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tenants = self
+            .tenants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let ring = tenants
             .entry(tenant.clone())
             .or_insert_with(|| vec![Minute::default(); MINUTES]);
@@ -170,7 +173,10 @@ impl Activity {
     /// last.
     pub fn last_hour(&self, tenant: &TenantId, now_ms: u64) -> Vec<MinuteView> {
         let now = now_ms / MINUTE_MS;
-        let tenants = self.tenants.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tenants = self
+            .tenants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let ring = tenants.get(tenant);
         (0..MINUTES as u64)
             .rev()
@@ -224,7 +230,10 @@ impl Activity {
             .arg(&key)
             .query_async(&mut connection)
             .await?;
-        *self.nodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((online, now_ms));
+        *self
+            .nodes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((online, now_ms));
         Ok(online)
     }
 
@@ -242,7 +251,6 @@ impl Activity {
 mod tests {
     use super::*;
 
-
     #[test]
     fn minutes_are_counted_per_tenant_and_forgotten_after_an_hour() {
         let activity = Activity::default();
@@ -257,10 +265,16 @@ mod tests {
         assert_eq!(hour.len(), MINUTES);
         let (before, now) = (&hour[MINUTES - 2], &hour[MINUTES - 1]);
         assert_eq!(before.at_ms, 1_000 * MINUTE_MS);
-        assert_eq!((before.submitted, before.delivered, before.failed), (3, 1, 0));
+        assert_eq!(
+            (before.submitted, before.delivered, before.failed),
+            (3, 1, 0)
+        );
         assert_eq!(before.lateness_p50_ms, Some(0));
         assert_eq!((now.submitted, now.delivered, now.failed), (0, 0, 1));
-        assert!(now.lateness_p99_ms.is_some_and(|ms| (2_000..2_400).contains(&ms)));
+        assert!(
+            now.lateness_p99_ms
+                .is_some_and(|ms| (2_000..2_400).contains(&ms))
+        );
         assert_eq!(activity.last_hour(&b, start)[MINUTES - 1].submitted, 1);
 
         // An hour later the slots hold nothing of the old minutes, even once reused.

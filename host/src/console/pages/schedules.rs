@@ -52,7 +52,10 @@ impl ScheduleRow {
             other => other.to_string(),
         };
         let message = &value["message"];
-        let target = match (message["recipient_id"].as_str(), message["group_id"].as_str()) {
+        let target = match (
+            message["recipient_id"].as_str(),
+            message["group_id"].as_str(),
+        ) {
             (Some(user), _) => format!("user {user}"),
             (None, Some(group)) => format!("group {group}"),
             (None, None) => String::new(),
