@@ -277,8 +277,9 @@ mod tests {
         );
         assert_eq!(activity.last_hour(&b, start)[MINUTES - 1].submitted, 1);
 
-        // An hour later the slots hold nothing of the old minutes, even once reused.
-        let later = start + MINUTES as u64 * MINUTE_MS;
+        // Past the hour the old minutes are gone: a reused slot starts afresh (the failed
+        // attempt's), one not yet reused is not read as a newer minute (the submits').
+        let later = start + (MINUTES as u64 + 1) * MINUTE_MS;
         activity.submitted(&a, 1, later);
         let hour = activity.last_hour(&a, later);
         assert_eq!(hour.iter().map(|minute| minute.submitted).sum::<u64>(), 1);
