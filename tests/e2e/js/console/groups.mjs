@@ -54,6 +54,14 @@ test("an admin creates a group and adds a member; a bad member id is refused nex
   assert.equal(missing.status(), 404);
   const malformed = await viewer.goto(`${base}/console/groups/not-an-id`);
   assert.equal(malformed.status(), 404);
+
+  // The admin removes the member, then deletes the group.
+  await Promise.all([page.waitForEvent("load"), page.getByRole("button", { name: `Remove ${someone.username} from the group` }).click()]);
+  assert.equal(await page.locator("#member-count").textContent(), "0");
+  page.acceptConfirms = true;
+  await Promise.all([page.waitForURL((url) => url.pathname === "/console/groups"), page.getByRole("button", { name: "Delete group" }).click()]);
+  assert.equal(await page.getByRole("link", { name }).count(), 0);
+  assert.equal((await page.goto(`${base}${path}`)).status(), 404);
   assertClean(page);
   assertClean(viewer);
 });
@@ -100,6 +108,12 @@ test("a schedule is created, shows its next occurrences and is paused; bad input
   assert.equal(await page.getByRole("button", { name: "Resume" }).count(), 1);
   // A paused schedule still shows when it would run.
   assert.equal(await page.locator("#occurrences li").count(), 10);
+  await Promise.all([page.waitForEvent("load"), page.getByRole("button", { name: "Resume" }).click()]);
+  assert.equal(await page.locator("#schedule-state").textContent(), "active");
+  page.acceptConfirms = true;
+  await Promise.all([page.waitForURL((url) => url.pathname === "/console/schedules"), page.getByRole("button", { name: "Delete" }).click()]);
+  assert.equal(await page.locator(`a[href="${path}"]`).count(), 0);
+  assert.equal((await page.goto(`${base}${path}`)).status(), 404);
   assertClean(page);
 });
 
