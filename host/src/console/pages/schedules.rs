@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::error::ApiError;
-use crate::console::page::{ForViewer, Layout, PageError, render};
+use crate::clock::parse_rfc3339;
+use crate::console::page::{ForViewer, Layout, PageError, render, when};
 use crate::console::session::Viewer;
 use crate::domain::ids::ScheduleId;
 use crate::state::AppState;
@@ -51,6 +52,11 @@ impl ScheduleRow {
             Value::Null => String::new(),
             other => other.to_string(),
         };
+        // Times for people, like the other pages (UTC, to the second).
+        let time = |value: &Value| {
+            let text = text(value);
+            parse_rfc3339(&text).map_or(text, when)
+        };
         let message = &value["message"];
         let target = match (
             message["recipient_id"].as_str(),
@@ -67,11 +73,11 @@ impl ScheduleRow {
             state: text(&value["state"]),
             runs: text(&value["runs"]),
             max_runs: text(&value["max_runs"]),
-            next_at: text(&value["next_at"]),
-            last_run_at: text(&value["last_run_at"]),
+            next_at: time(&value["next_at"]),
+            last_run_at: time(&value["last_run_at"]),
             last_error: text(&value["last_error"]),
-            starts_at: text(&value["starts_at"]),
-            ends_at: text(&value["ends_at"]),
+            starts_at: time(&value["starts_at"]),
+            ends_at: time(&value["ends_at"]),
             missed: text(&value["missed"]),
             owner_id: text(&value["owner_id"]),
             target,
@@ -144,7 +150,8 @@ pub(crate) struct SchedulePage {
     pub(crate) schedule: ScheduleRow,
     pub(crate) count: u32,
     pub(crate) max_count: u32,
-    pub(crate) occurrences: Vec<String>,
+    /// Each as (RFC 3339, for people).
+    pub(crate) occurrences: Vec<(String, String)>,
 }
 
 /// `GET /console/schedules/{id}?count=N`: a schedule and its next `N` occurrences (1 to
@@ -187,6 +194,12 @@ pub(crate) async fn schedule(
         schedule: ScheduleRow::new(&view),
         count,
         max_count: MAX_NEXT,
-        occurrences,
+        occurrences: occurrences
+            .into_iter()
+            .map(|at| {
+                let shown = parse_rfc3339(&at).map_or_else(|| at.clone(), when);
+                (at, shown)
+            })
+            .collect(),
     }))
 }
