@@ -59,6 +59,7 @@ async fn serve_on(
         }
     });
     let pruner = tokio::spawn(retention(state.clone()));
+    let sampler = tokio::spawn(sample_activity(state.clone()));
     // Every node creates schedules' occurrences (once each, whichever node comes first).
     let (stop_schedules, schedules_stopping) = tokio::sync::oneshot::channel::<()>();
     let schedules = tokio::spawn(state.schedules.clone().run(async move {
@@ -110,6 +111,7 @@ async fn serve_on(
     }
     janitor.abort();
     pruner.abort();
+    sampler.abort();
     let _ = stop_schedules.send(());
     if tokio::time::timeout(grace, schedules).await.is_err() {
         tracing::warn!(message = "The schedule runner did not stop in time.");
@@ -123,6 +125,31 @@ async fn serve_on(
             tracing::warn!(
                 message = "Deliveries still in flight after the grace period; their leases will expire and another node will deliver them."
             );
+        }
+    }
+}
+
+/// Feeds the console's overview ([`crate::metrics::activity`]): every few seconds, the queue
+/// from the kept status counts (a few rows), and with Redis, this node's heartbeat and the
+/// number of nodes online.
+async fn sample_activity(state: AppState) {
+    use crate::metrics::activity::SAMPLE_EVERY;
+    let node = hex::encode(crate::random::random_bytes::<8>());
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = state.clock.now_ms();
+        match state.store.status_counts().await {
+            Ok(counts) => state.metrics.activity().sample(&counts, now),
+            Err(error) => {
+                tracing::warn!(message = "Overview: cannot read the message counts from the database.", %error);
+            }
+        }
+        if let Some(redis) = &state.redis
+            && let Err(error) = state.metrics.activity().heartbeat(redis, &node, now).await
+        {
+            tracing::warn!(message = "Overview: cannot tell Redis this node is online.", %error);
         }
     }
 }

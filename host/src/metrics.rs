@@ -12,10 +12,15 @@
 //!   calls, failures by kind and time (from the sandbox's lock-free counters), and what the
 //!   sandbox keeps: plugins loaded, compiled code cached in memory, compiles running.
 //!
+//! The console's overview reads [`activity`]: the same events, per tenant and minute over the
+//! last hour.
+//!
 //! Labels are bounded: routes are templates (`/messages/{id}`), never raw paths; plugins are
 //! named by name and digest, and only while loaded on this node (held by the built-ins, a
 //! tenant's resolved hooks or a call): a deleted plugin's series go with it, and a plugin
 //! loaded again starts its counters at zero, which Prometheus reads as a counter reset.
+
+pub mod activity;
 
 use std::sync::Mutex;
 
@@ -28,10 +33,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::domain::ids::TenantId;
 use crate::domain::message::Status;
 use crate::sandbox::{FailureKind, Sandbox};
 use crate::schedule::IndexStats;
 use crate::store::StatusCount;
+use activity::Activity;
 
 /// The media type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -149,6 +156,8 @@ pub struct Metrics {
     connections: Gauge,
     /// Serializes renders: the state gauges are set, then encoded, as one step.
     render: Mutex<()>,
+    /// The last hour per tenant and minute, for the console's overview.
+    activity: Activity,
 }
 
 fn request_buckets() -> Histogram {
@@ -265,6 +274,7 @@ impl Metrics {
             flow_waiting_by_key,
             connections,
             render: Mutex::new(()),
+            activity: Activity::default(),
         }
     }
 
@@ -285,9 +295,15 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Counts an accepted message.
-    pub fn submitted(&self) {
-        self.submitted.inc();
+    /// Counts `count` messages `tenant` submitted at `now_ms`.
+    pub fn submitted(&self, tenant: &TenantId, count: u64, now_ms: u64) {
+        self.submitted.inc_by(count);
+        self.activity.submitted(tenant, count, now_ms);
+    }
+
+    /// The last hour per tenant and minute (see [`activity`]).
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// Counts a message a validator refused.
@@ -295,8 +311,13 @@ impl Metrics {
         self.refused.inc();
     }
 
-    /// Counts a delivery attempt that started `late_ms` after its due time.
-    pub fn attempt(&self, outcome: Attempt, late_ms: u64) {
+    /// Counts `tenant`'s delivery attempt that started `late_ms` after its due time and ended
+    /// at `now_ms`.
+    pub fn attempt(&self, tenant: &TenantId, outcome: Attempt, late_ms: u64, now_ms: u64) {
+        if outcome != Attempt::Stale {
+            self.activity
+                .attempt(tenant, outcome == Attempt::Delivered, late_ms, now_ms);
+        }
         self.attempts
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),

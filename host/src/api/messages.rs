@@ -128,9 +128,11 @@ pub(super) async fn submit(
     let answer = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default();
     if !replayed {
         // A fan-out submitted one message per member.
-        for _ in 0..answer["count"].as_u64().unwrap_or(1) {
-            state.metrics.submitted();
-        }
+        state.metrics.submitted(
+            &caller.user.tenant_id,
+            answer["count"].as_u64().unwrap_or(1),
+            state.clock.now_ms(),
+        );
     }
     let location = match (answer["id"].as_str(), answer["fan_out_id"].as_str()) {
         (Some(id), _) => format!("/messages/{id}"),
@@ -250,9 +252,11 @@ pub(super) async fn submit_batch(
             render_batch(outcomes)
         })
         .await?;
-    for _ in 0..accepted {
-        state.metrics.submitted();
-    }
+    state.metrics.submitted(
+        &caller.user.tenant_id,
+        accepted as u64,
+        state.clock.now_ms(),
+    );
     let (body, replayed) = match submitted {
         Submitted::Created(body) => (body, false),
         Submitted::Replayed(body) => (body, true),

@@ -53,6 +53,14 @@ pub fn router(state: AppState) -> Router<AppState> {
         // Messages, a message's page, dead letters.
         // Plugins, hooks and dry runs; the webhook endpoint.
         // The overview, the live feed, groups, schedules and flow control.
+        .route("/console/", get(pages::overview::page))
+        .route("/console/overview.json", get(pages::overview::data))
+        .route("/console/live", get(pages::live::page))
+        .route("/console/groups", get(pages::groups::list))
+        .route("/console/groups/{id}", get(pages::groups::group))
+        .route("/console/schedules", get(pages::schedules::list))
+        .route("/console/schedules/{id}", get(pages::schedules::schedule))
+        .route("/console/flow-control", get(pages::flow::list))
         .route("/console/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn_with_state(
             state,

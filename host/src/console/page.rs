@@ -172,6 +172,10 @@ impl IntoResponse for PageError {
 /// Adds the viewer to an error, so its page keeps the navigation.
 pub(crate) trait ForViewer<T> {
     /// The error as a page for `viewer`.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a page's error is rendered once, at the end of its handler; its size costs nothing"
+    )]
     fn for_viewer(self, viewer: &Viewer) -> Result<T, PageError>;
 }
 

@@ -458,8 +458,10 @@ impl Dispatcher {
             tenant_id = %claim.message.tenant_id,
             attempt = claim.message.attempts,
         );
+        let tenant = claim.message.tenant_id.clone();
         let done = self.attempt(claim, token).instrument(span).await?;
         self.metrics.attempt(
+            &tenant,
             match done {
                 Done::Delivered => Attempt::Delivered,
                 Done::Retried => Attempt::Retried,
@@ -467,6 +469,7 @@ impl Dispatcher {
                 Done::Stale => Attempt::Stale,
             },
             late_ms,
+            self.clock.now_ms(),
         );
         Ok(done)
     }

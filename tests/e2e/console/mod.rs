@@ -75,3 +75,6 @@ mod sign_in;
 // Plugins, hooks and dry runs; the webhook endpoint.
 
 // The overview, the live feed, groups, schedules and flow control.
+mod groups;
+mod live;
+mod overview;

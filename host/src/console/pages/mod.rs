@@ -9,3 +9,8 @@ pub(crate) mod users;
 // Plugins, hooks and dry runs; the webhook endpoint.
 
 // The overview, the live feed, groups, schedules and flow control.
+pub(crate) mod flow;
+pub(crate) mod groups;
+pub(crate) mod live;
+pub(crate) mod overview;
+pub(crate) mod schedules;
