@@ -51,6 +51,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/sessions", get(pages::users::sessions))
         // Messages, a message's page, dead letters.
         // Plugins, hooks and dry runs; the webhook endpoint.
+        .route("/console/plugins", get(pages::plugins::plugins))
+        .route("/console/hooks", get(pages::plugins::hooks))
+        .route("/console/webhook", get(pages::webhook::page))
         // The overview, the live feed, groups, schedules and flow control.
         .route("/console/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn_with_state(
