@@ -195,8 +195,16 @@ pub(crate) async fn hooks(
     AdminViewer(viewer): AdminViewer,
 ) -> Result<Response, PageError> {
     let tenant = &viewer.user.tenant_id;
-    let hooks = app.tenant_policies.hooks(tenant).await.for_viewer(&viewer)?;
-    let plugins = app.tenant_policies.plugins(tenant).await.for_viewer(&viewer)?;
+    let hooks = app
+        .tenant_policies
+        .hooks(tenant)
+        .await
+        .for_viewer(&viewer)?;
+    let plugins = app
+        .tenant_policies
+        .plugins(tenant)
+        .await
+        .for_viewer(&viewer)?;
     let (users, _) = app
         .accounts
         .users(

@@ -8,7 +8,8 @@ use axum::response::Response;
 use crate::console::page::{ForViewer, Layout, PageError, render, when};
 use crate::console::session::Viewer;
 use crate::state::AppState;
-use crate::use_cases::messages::{self, endpoint};
+use crate::domain::callback::CallbackEvent;
+use crate::use_cases::messages::{self, callbacks, endpoint};
 
 /// Attempts shown.
 const ATTEMPTS: usize = 25;
@@ -19,6 +20,20 @@ pub(crate) struct EndpointView {
     pub(crate) created: String,
     pub(crate) active_secrets: usize,
     pub(crate) disabled: Option<String>,
+}
+
+/// The status callback endpoint, without its secrets.
+pub(crate) struct CallbacksView {
+    pub(crate) url: String,
+    pub(crate) events: String,
+    pub(crate) created: String,
+    pub(crate) active_secrets: usize,
+}
+
+/// A status a callback can be asked for, and whether it is asked for now.
+pub(crate) struct EventChoice {
+    pub(crate) name: &'static str,
+    pub(crate) chosen: bool,
 }
 
 /// An attempt as a row.
@@ -38,12 +53,17 @@ pub(crate) struct AttemptRow {
 pub(crate) struct WebhookPage {
     pub(crate) layout: Layout,
     pub(crate) endpoint: Option<EndpointView>,
+    pub(crate) callbacks: Option<CallbacksView>,
+    pub(crate) events: Vec<EventChoice>,
     pub(crate) attempts: Vec<AttemptRow>,
     pub(crate) looked_at: u32,
 }
 
 /// `GET /console/webhook`: the viewer's endpoint and the latest attempts to deliver to it.
-pub(crate) async fn page(State(app): State<AppState>, viewer: Viewer) -> Result<Response, PageError> {
+pub(crate) async fn page(
+    State(app): State<AppState>,
+    viewer: Viewer,
+) -> Result<Response, PageError> {
     let endpoint = match endpoint::get(&app.messages, &viewer.user).await {
         Ok(webhook) => Some(EndpointView {
             url: webhook.url,
@@ -54,6 +74,20 @@ pub(crate) async fn page(State(app): State<AppState>, viewer: Viewer) -> Result<
         Err(messages::Error::NotFound) => None,
         Err(error) => return Err(error).for_viewer(&viewer),
     };
+    let callbacks = match callbacks::get(&app.messages, &viewer.user).await {
+        Ok(callback) => Some(callback),
+        Err(messages::Error::NotFound) => None,
+        Err(error) => return Err(error).for_viewer(&viewer),
+    };
+    let events = CallbackEvent::ALL
+        .into_iter()
+        .map(|event| EventChoice {
+            name: event.as_str(),
+            chosen: callbacks
+                .as_ref()
+                .is_none_or(|callback| callback.events.contains(&event)),
+        })
+        .collect();
     let attempts = endpoint::recent_attempts(&app.messages, &viewer.user, ATTEMPTS)
         .await
         .for_viewer(&viewer)?;
@@ -63,6 +97,18 @@ pub(crate) async fn page(State(app): State<AppState>, viewer: Viewer) -> Result<
             ..Layout::new(&viewer, "/console/webhook", "Your webhook")
         },
         endpoint,
+        callbacks: callbacks.map(|callback| CallbacksView {
+            url: callback.url,
+            events: callback
+                .events
+                .iter()
+                .map(|event| event.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            created: when(callback.created_at_ms),
+            active_secrets: callback.secrets.len(),
+        }),
+        events,
         attempts: attempts
             .into_iter()
             .map(|attempt| AttemptRow {

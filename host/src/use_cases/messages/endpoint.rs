@@ -222,3 +222,40 @@ pub async fn recent_attempts(
     attempts.truncate(limit);
     Ok(attempts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WebhookAttempt;
+
+    fn attempt(result: &str) -> WebhookAttempt {
+        WebhookAttempt {
+            message_id: crate::domain::ids::MessageId::new(),
+            at_ms: 0,
+            attempt: Some(1),
+            result: result.into(),
+            duration_ms: Some(3),
+        }
+    }
+
+    #[test]
+    fn the_http_status_is_read_from_the_result() {
+        assert_eq!(attempt("delivered").http_status().as_deref(), Some("2xx"));
+        assert_eq!(
+            attempt("failed, will retry: HTTP 503: busy")
+                .http_status()
+                .as_deref(),
+            Some("503")
+        );
+        assert_eq!(
+            attempt("failed permanently: HTTP 410")
+                .http_status()
+                .as_deref(),
+            Some("410")
+        );
+        assert_eq!(
+            attempt("failed, will retry: connection refused").http_status(),
+            None
+        );
+        assert_eq!(attempt("failed, will retry: HTTP 5").http_status(), None);
+    }
+}
