@@ -7,8 +7,8 @@ use axum::response::Response;
 
 use crate::console::page::{ForViewer, Layout, PageError, render, when};
 use crate::console::session::Viewer;
-use crate::state::AppState;
 use crate::domain::callback::CallbackEvent;
+use crate::state::AppState;
 use crate::use_cases::messages::{self, callbacks, endpoint};
 
 /// Attempts shown.

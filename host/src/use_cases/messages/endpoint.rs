@@ -218,7 +218,7 @@ pub async fn recent_attempts(
                 }),
         );
     }
-    attempts.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+    attempts.sort_by_key(|attempt| std::cmp::Reverse(attempt.at_ms));
     attempts.truncate(limit);
     Ok(attempts)
 }
