@@ -1,5 +1,6 @@
 //! `plugins.mjs`: uploading a test validator, binding it, dry runs, a message it rejects,
-//! refusals shown next to their control, and no plugin or hook page for a member.
+//! refusals shown next to their control, a plugin the host disabled and enabled again, and no
+//! plugin or hook page for a member.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -14,10 +15,16 @@ async fn plugins(backend: Backend) {
     let wasm = dir.join(format!("tenant-validator-{backend:?}.wasm"));
     std::fs::write(&wasm, guest_artifacts::GUEST_TENANT_VALIDATOR)
         .expect("the component is written");
+    // A validator that traps on every call, for the host to disable.
+    let panic = dir.join(format!("panic-{backend:?}.wasm"));
+    std::fs::write(&panic, guest_artifacts::GUEST_PANIC).expect("the component is written");
     browser_suite_with(
         "plugins.mjs",
         backend,
-        &[("DMS_TEST_VALIDATOR_WASM", &wasm)],
+        &[
+            ("DMS_TEST_VALIDATOR_WASM", &wasm),
+            ("DMS_TEST_PANIC_WASM", &panic),
+        ],
     )
     .await;
 }

@@ -3,7 +3,8 @@
 // shown as the API's detail next to their control, and no admin page for a member.
 //
 // DMS_TEST_VALIDATOR_WASM is the path of `tests/guests/tenant-validator` built as a component:
-// it refuses content containing its `deny` word (code `denied_word`).
+// it refuses content containing its `deny` word (code `denied_word`). DMS_TEST_PANIC_WASM is
+// `tests/guests/panic`, a validator that traps on every call.
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -12,10 +13,12 @@ import { after, before, test } from "node:test";
 import { api, assertClean, base, launch, login, member, newPage, screenshots390And1280, signIn, unique, visit } from "./lib.mjs";
 
 const validatorPath = process.env.DMS_TEST_VALIDATOR_WASM ?? "";
+const panicPath = process.env.DMS_TEST_PANIC_WASM ?? "";
 
 let browser;
 before(async () => {
   assert.ok(validatorPath, "DMS_TEST_VALIDATOR_WASM names the test validator's component");
+  assert.ok(panicPath, "DMS_TEST_PANIC_WASM names the trapping validator's component");
   browser = await launch();
 });
 after(async () => {
@@ -188,4 +191,41 @@ test("upload a validator, bind it, dry-run it, and see a message rejected by it"
   await Promise.all([page.waitForEvent("load"), row.getByRole("button", { name: `Delete ${name}` }).click()]);
   assert.equal(await page.locator(`tr[data-plugin="${name}"]`).count(), 0);
   assertClean(page);
+});
+
+test("a plugin the host disabled shows why, its hook shows the built-in standing in, and Enable serves it again", async () => {
+  const token = await login();
+  const bob = await member(token, unique("bob"));
+  const name = unique("panics-");
+  const upload = await fetch(`${base}/plugins?name=${name}`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/wasm" }, body: readFileSync(panicPath) });
+  assert.equal(upload.status, 201);
+  const plugin = await upload.json();
+  await api(token, "PUT", "/hooks/validators", { plugins: [{ plugin_id: plugin.id }] });
+  try {
+    // Every call traps; after the operator's limit of failures in a row the host disables it.
+    for (let sent = 0; sent < 200 && !(await api(token, "GET", `/plugins/${plugin.id}`)).disabled; sent += 1) {
+      await fetch(`${base}/messages`, { method: "POST", headers: { authorization: `Bearer ${bob.token}`, "content-type": "application/json" }, body: JSON.stringify({ recipient_id: bob.id, content: `try ${sent}` }) });
+    }
+    const disabled = (await api(token, "GET", `/plugins/${plugin.id}`)).disabled;
+    assert.ok(disabled, "the trapping plugin was disabled");
+
+    const page = await newPage(browser);
+    await signIn(page, "admin", undefined, "/console/plugins");
+    await visit(page, "/console/plugins", "plugins-disabled");
+    const row = page.locator(`tr[data-plugin="${name}"]`);
+    assert.match(await row.textContent(), /disabled/);
+    assert.ok((await row.textContent()).includes(disabled.reason));
+    assert.ok(Number(await row.locator("td").nth(7).textContent().then((text) => text.split(" ")[0])) >= 1, "its failures are counted");
+    await page.goto(`${base}/console/hooks`);
+    assert.match(await page.locator("#validators").textContent(), /a built-in stands in/);
+
+    await page.goto(`${base}/console/plugins`);
+    await Promise.all([page.waitForEvent("load"), row.getByRole("button", { name: `Enable ${name}` }).click()]);
+    assert.match(await row.textContent(), /enabled/);
+    assert.equal((await api(token, "GET", `/plugins/${plugin.id}`)).disabled, null);
+    assertClean(page);
+  } finally {
+    await api(token, "DELETE", "/hooks/validators");
+    await api(token, "DELETE", `/plugins/${plugin.id}`);
+  }
 });
