@@ -52,6 +52,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/sessions", get(pages::users::sessions))
         // Messages, a message's page, dead letters.
         // Plugins, hooks and dry runs; the webhook endpoint.
+        .route("/console/plugins", get(pages::plugins::plugins))
+        .route("/console/hooks", get(pages::plugins::hooks))
+        .route("/console/webhook", get(pages::webhook::page))
         // The overview, the live feed, groups, schedules and flow control.
         .route("/console/", get(pages::overview::page))
         .route("/console/overview.json", get(pages::overview::data))

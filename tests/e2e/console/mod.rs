@@ -73,6 +73,8 @@ mod sign_in;
 // Messages, a message's page, dead letters.
 
 // Plugins, hooks and dry runs; the webhook endpoint.
+mod plugins;
+mod webhook;
 
 // The overview, the live feed, groups, schedules and flow control.
 mod groups;

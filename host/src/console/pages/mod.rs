@@ -7,6 +7,8 @@ pub(crate) mod users;
 // Messages, a message's page, dead letters.
 
 // Plugins, hooks and dry runs; the webhook endpoint.
+pub(crate) mod plugins;
+pub(crate) mod webhook;
 
 // The overview, the live feed, groups, schedules and flow control.
 pub(crate) mod flow;

@@ -7,8 +7,10 @@ use base64::Engine as _;
 
 use super::{Error, Messages};
 
+use crate::domain::ids::MessageId;
+use crate::domain::message::{Channel, EventKind};
 use crate::domain::user::User;
-use crate::store::Webhook;
+use crate::store::{Mailbox, MessageQuery, Webhook};
 
 /// How long a replaced secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP_MS: u64 = 24 * 3_600_000;
@@ -136,5 +138,124 @@ pub async fn rotate(ctx: &Messages, caller: &User) -> Result<(String, u64), Erro
         Ok((secret, until))
     } else {
         Err(Error::NotFound)
+    }
+}
+
+/// The caller's most recent received messages read for [`recent_attempts`]: the bound on the
+/// work behind one look (one indexed listing, then one indexed history read per webhook
+/// message among them).
+pub const RECENT_RECEIVED: u32 = 50;
+/// The most webhook messages among those whose histories [`recent_attempts`] reads.
+pub const RECENT_WEBHOOK_MESSAGES: usize = 20;
+
+/// One delivery attempt to the caller's webhook endpoint, as its history records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAttempt {
+    /// The message delivered.
+    pub message_id: MessageId,
+    /// When the attempt ended, Unix ms.
+    pub at_ms: u64,
+    /// Its number (1 for the first delivery).
+    pub attempt: Option<u32>,
+    /// What happened: `delivered` (the endpoint answered 2xx), `failed, will retry: HTTP 503`, …
+    pub result: String,
+    /// How long the attempt took, in ms.
+    pub duration_ms: Option<u64>,
+}
+
+impl WebhookAttempt {
+    /// The HTTP status the endpoint answered, as far as the result says: `2xx` for a delivery,
+    /// the code quoted in a failure (`HTTP 503`), or `None` when no answer came (a refused
+    /// connection, a timeout).
+    pub fn http_status(&self) -> Option<String> {
+        if self.result == "delivered" {
+            return Some("2xx".into());
+        }
+        let (_, after) = self.result.split_once("HTTP ")?;
+        let code: String = after.chars().take_while(char::is_ascii_digit).collect();
+        (code.len() == 3).then_some(code)
+    }
+}
+
+/// The latest delivery attempts to the caller's endpoint, newest first, at most `limit`: the
+/// attempts in the histories of the webhook messages among the caller's
+/// [`RECENT_RECEIVED`] latest received messages (at most [`RECENT_WEBHOOK_MESSAGES`] of
+/// them). Only the attempts are shown: a recipient sees what reached their endpoint, not how
+/// the sender's plugins decided.
+pub async fn recent_attempts(
+    ctx: &Messages,
+    caller: &User,
+    limit: usize,
+) -> Result<Vec<WebhookAttempt>, Error> {
+    let query = MessageQuery {
+        mailbox: Mailbox::Received(caller.id.clone()),
+        status: None,
+        limit: RECENT_RECEIVED,
+        offset: 0,
+        before: None,
+    };
+    let received = ctx.store.list_messages(&caller.tenant_id, &query).await?;
+    let mut attempts = Vec::new();
+    for message in received
+        .iter()
+        .filter(|message| message.channel == Channel::Webhook)
+        .take(RECENT_WEBHOOK_MESSAGES)
+    {
+        let events = ctx
+            .store
+            .message_events(&caller.tenant_id, &message.id)
+            .await?;
+        attempts.extend(
+            events
+                .into_iter()
+                .filter(|event| event.kind == EventKind::Attempt)
+                .map(|event| WebhookAttempt {
+                    message_id: message.id.clone(),
+                    at_ms: event.at_ms,
+                    attempt: event.attempt,
+                    result: event.result,
+                    duration_ms: event.duration_ms,
+                }),
+        );
+    }
+    attempts.sort_by_key(|attempt| std::cmp::Reverse(attempt.at_ms));
+    attempts.truncate(limit);
+    Ok(attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WebhookAttempt;
+
+    fn attempt(result: &str) -> WebhookAttempt {
+        WebhookAttempt {
+            message_id: crate::domain::ids::MessageId::new(),
+            at_ms: 0,
+            attempt: Some(1),
+            result: result.into(),
+            duration_ms: Some(3),
+        }
+    }
+
+    #[test]
+    fn the_http_status_is_read_from_the_result() {
+        assert_eq!(attempt("delivered").http_status().as_deref(), Some("2xx"));
+        assert_eq!(
+            attempt("failed, will retry: HTTP 503: busy")
+                .http_status()
+                .as_deref(),
+            Some("503")
+        );
+        assert_eq!(
+            attempt("failed permanently: HTTP 410")
+                .http_status()
+                .as_deref(),
+            Some("410")
+        );
+        assert_eq!(
+            attempt("failed, will retry: connection refused").http_status(),
+            None
+        );
+        assert_eq!(attempt("failed, will retry: HTTP 5").http_status(), None);
     }
 }
