@@ -2,11 +2,11 @@
 //! forms to set and remove them through the API (`/flow-control/{key}`).
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 
-use crate::console::page::{ForViewer, Layout, PageError, render, when};
+use crate::console::page::{ForViewer, Layout, PageError, PageQuery, render, when};
 use crate::console::session::AdminViewer;
 use crate::state::AppState;
 use crate::store::Page;
@@ -59,7 +59,7 @@ pub(crate) fn path_segment(text: &str) -> String {
 pub(crate) async fn list(
     State(app): State<AppState>,
     AdminViewer(viewer): AdminViewer,
-    Query(paging): Query<Paging>,
+    PageQuery(paging): PageQuery<Paging>,
 ) -> Result<Response, PageError> {
     let page = Page {
         limit: PER_PAGE,

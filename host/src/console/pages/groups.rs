@@ -3,11 +3,11 @@
 //! them, which call the API (`/groups`).
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use crate::console::page::{ForViewer, Layout, PageError, render, when};
+use crate::console::page::{ForViewer, Layout, PageError, PageQuery, render, when};
 use crate::console::session::Viewer;
 use crate::domain::ids::GroupId;
 use crate::state::AppState;
@@ -50,7 +50,7 @@ pub(crate) struct GroupsPage {
 pub(crate) async fn list(
     State(app): State<AppState>,
     viewer: Viewer,
-    Query(paging): Query<Paging>,
+    PageQuery(paging): PageQuery<Paging>,
 ) -> Result<Response, PageError> {
     let page = Page {
         limit: PER_PAGE,
@@ -109,7 +109,7 @@ pub(crate) async fn group(
     State(app): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
-    Query(paging): Query<Paging>,
+    PageQuery(paging): PageQuery<Paging>,
 ) -> Result<Response, PageError> {
     let Ok(id) = id.parse::<GroupId>() else {
         return Ok(crate::console::page::not_found(Some(&viewer)));

@@ -3,14 +3,14 @@
 //! forms (create, pause, resume, delete) call the API (`/schedules`).
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::error::ApiError;
 use crate::clock::parse_rfc3339;
-use crate::console::page::{ForViewer, Layout, PageError, render, when};
+use crate::console::page::{ForViewer, Layout, PageError, PageQuery, render, when};
 use crate::console::session::Viewer;
 use crate::domain::ids::ScheduleId;
 use crate::state::AppState;
@@ -111,7 +111,7 @@ pub(crate) struct SchedulesPage {
 pub(crate) async fn list(
     State(app): State<AppState>,
     viewer: Viewer,
-    Query(paging): Query<Paging>,
+    PageQuery(paging): PageQuery<Paging>,
 ) -> Result<Response, PageError> {
     let page = Page {
         limit: PER_PAGE,
@@ -160,7 +160,7 @@ pub(crate) async fn schedule(
     State(app): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
-    Query(query): Query<Occurrences>,
+    PageQuery(query): PageQuery<Occurrences>,
 ) -> Result<Response, PageError> {
     let Ok(id) = id.parse::<ScheduleId>() else {
         return Ok(crate::console::page::not_found(Some(&viewer)));
