@@ -50,6 +50,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/users", get(pages::users::list))
         .route("/console/sessions", get(pages::users::sessions))
         // Messages, a message's page, dead letters.
+        .route("/console/messages", get(pages::messages::list))
+        .route("/console/messages/{id}", get(pages::messages::show))
+        .route("/console/dead-letters", get(pages::messages::dead_letters))
         // Plugins, hooks and dry runs; the webhook endpoint.
         // The overview, the live feed, groups, schedules and flow control.
         .route("/console/{*rest}", get(not_found).post(not_found))

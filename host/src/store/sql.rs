@@ -1041,8 +1041,14 @@ where
         if let Some(status) = query.status {
             sql.push(" AND s.status = ").push_bind(status.as_str());
         }
+        if let Some(recipient) = &query.recipient {
+            sql.push(" AND m.recipient_id = ").push_bind(recipient);
+        }
         if let Some(before) = &query.before {
             sql.push(" AND m.id < ").push_bind(before);
+        }
+        if let Some(since) = &query.since {
+            sql.push(" AND m.id >= ").push_bind(since);
         }
         sql.push(" ORDER BY m.id DESC LIMIT ")
             .push_bind(i64::from(query.limit))
