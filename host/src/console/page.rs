@@ -166,6 +166,10 @@ impl IntoResponse for PageError {
 }
 
 /// Adds the viewer to an error, so its page keeps the navigation.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is rendered at once as the handler's response, never passed along"
+)]
 pub(crate) trait ForViewer<T> {
     /// The error as a page for `viewer`.
     fn for_viewer(self, viewer: &Viewer) -> Result<T, PageError>;

@@ -328,10 +328,7 @@ pub(crate) async fn list(
         .collect();
     let keep = |value: &Option<String>| value.as_deref().unwrap_or_default().trim().to_owned();
     Ok(render(&MessagesPage {
-        layout: Layout {
-            scripts: &[],
-            ..Layout::new(&viewer, "/console/messages", "Messages")
-        },
+        layout: Layout::new(&viewer, "/console/messages", "Messages"),
         boxes,
         statuses,
         recipient: keep(&params.recipient),
