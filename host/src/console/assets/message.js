@@ -60,8 +60,10 @@ async function follow(root) {
     await sleep(EVERY_MS * Math.min(1 + failures, 10));
     try {
       const status = await api("GET", `${path}/status`);
-      showStatus(status);
+      // The history read after the status holds every step up to it: shown first, so the
+      // status never announces what the timeline does not show yet.
       if (root.dataset.history === "true") showHistory((await api("GET", `${path}/events`)).items);
+      showStatus(status);
       failures = 0;
       if (FINAL.has(status.status)) {
         root.dataset.final = "true";
