@@ -20,6 +20,7 @@ use crate::use_cases::messages::fan_out::FanOutAccepted;
 use crate::use_cases::messages::manage::{self, BoxName, ListFilter};
 use crate::use_cases::messages::submit::{ItemOutcome, Key, MAX_BATCH, Submission, Submitted};
 use crate::use_cases::messages::view::{EventView, MessageView, StatusView};
+use time::format_description::well_known::Rfc3339;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -368,7 +369,8 @@ pub(super) struct ListQuery {
     #[serde(default)]
     #[param(format = DateTime)]
     created_from: Option<String>,
-    /// Only messages created before this time (RFC 3339; later than `created_from`).
+    /// Only messages created before this time (RFC 3339; at or before `created_from`, the
+    /// period is empty and so is the page).
     #[serde(default)]
     #[param(format = DateTime)]
     created_to: Option<String>,
@@ -379,14 +381,14 @@ impl ListQuery {
     fn filter(&self) -> Result<ListFilter, ApiError> {
         let time = |name: &'static str, value: &Option<String>| match value {
             None => Ok(None),
-            Some(text) => parse_rfc3339(text).map(Some).ok_or_else(|| {
-                ApiError::query(
-                    name,
-                    format!("{name}: {text:?} is not an RFC 3339 time from 1970 to 9999"),
-                )
-            }),
+            // Before 1970 is the start of every id's time: no message is older.
+            Some(text) => time::OffsetDateTime::parse(text, &Rfc3339)
+                .map(|at| Some(u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)))
+                .map_err(|_| {
+                    ApiError::query(name, format!("{name}: {text:?} is not an RFC 3339 time"))
+                }),
         };
-        let filter = ListFilter {
+        Ok(ListFilter {
             status: self.status,
             recipient: match &self.recipient_id {
                 None => None,
@@ -396,16 +398,7 @@ impl ListQuery {
             },
             created_from_ms: time("created_from", &self.created_from)?,
             created_to_ms: time("created_to", &self.created_to)?,
-        };
-        if let (Some(from), Some(to)) = (filter.created_from_ms, filter.created_to_ms)
-            && to <= from
-        {
-            return Err(ApiError::query(
-                "created_to",
-                "created_to: must be later than created_from",
-            ));
-        }
-        Ok(filter)
+        })
     }
 }
 
@@ -431,7 +424,7 @@ pub(super) struct MessagePage {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Messages, newest first.", body = MessagePage),
-        (status = 400, description = "`invalid_query`: a malformed `cursor`, `recipient_id`, `created_from` or `created_to`, or `created_to` not later than `created_from` (`field` names it).", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "`invalid_query`: a malformed `cursor`, `recipient_id`, `created_from` or `created_to` (`field` names it).", body = Problem, content_type = PROBLEM),
         (status = 403, description = "`admin_required`: `box=all` is for admins.", body = Problem, content_type = PROBLEM),
     ),
 )]

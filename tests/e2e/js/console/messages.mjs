@@ -184,10 +184,12 @@ test("the API's listing takes the same filters", async () => {
   );
   const none = await api(adminToken, "GET", `/messages?box=all&recipient_id=${dave.id}&created_to=${encodeURIComponent(message.created_at)}`);
   assert.deepEqual(none.items, []);
+  // A period that ends before it starts is empty.
+  const backwards = await api(adminToken, "GET", `/messages?box=all&recipient_id=${dave.id}&created_from=2026-01-02T00:00:00Z&created_to=2026-01-01T00:00:00Z`);
+  assert.deepEqual(backwards.items, []);
   for (const [query, field] of [
     ["recipient_id=bob", "recipient_id"],
     ["created_from=yesterday", "created_from"],
-    ["created_from=2026-01-02T00:00:00Z&created_to=2026-01-01T00:00:00Z", "created_to"],
   ]) {
     const answer = await fetch(`${base}/messages?${query}`, { headers: { authorization: `Bearer ${adminToken}` } });
     assert.equal(answer.status, 400, query);
