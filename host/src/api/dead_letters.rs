@@ -41,7 +41,7 @@ pub(super) async fn list(
     admin: Admin,
     Paged { page, .. }: Paged<NoFilter>,
 ) -> Result<Json<DeadLetters>, ApiError> {
-    let items = dead_letters::list(&state.messages, &admin.user, page).await?;
+    let items = dead_letters::list(&state.messages, &admin.user, None, page, None).await?;
     let Page { limit, offset } = page;
     Ok(Json(DeadLetters {
         items: items.iter().map(MessageView::from).collect(),

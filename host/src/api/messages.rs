@@ -11,15 +11,16 @@ use super::error::{ApiError, Code};
 use super::extract::{ApiJson, Caller, Id, JsonBody, PageParams, Paged};
 use super::openapi::{PROBLEM, Problem};
 use crate::clock::{self, parse_rfc3339};
-use crate::domain::ids::{GroupId, MessageId};
+use crate::domain::ids::{GroupId, MessageId, UserId};
 use crate::domain::message::{Requested, Status};
 use crate::state::AppState;
 use crate::store::Page;
 use crate::use_cases::messages;
 use crate::use_cases::messages::fan_out::FanOutAccepted;
-use crate::use_cases::messages::manage::{self, BoxName};
+use crate::use_cases::messages::manage::{self, BoxName, ListFilter};
 use crate::use_cases::messages::submit::{ItemOutcome, Key, MAX_BATCH, Submission, Submitted};
 use crate::use_cases::messages::view::{EventView, MessageView, StatusView};
+use time::format_description::well_known::Rfc3339;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -364,6 +365,45 @@ pub(super) struct ListQuery {
     #[serde(default)]
     #[param(value_type = Option<MessageId>)]
     cursor: Option<String>,
+    /// Only messages to this recipient.
+    #[serde(default)]
+    #[param(value_type = Option<UserId>)]
+    recipient_id: Option<String>,
+    /// Only messages created at or after this time (RFC 3339).
+    #[serde(default)]
+    #[param(format = DateTime)]
+    created_from: Option<String>,
+    /// Only messages created before this time (RFC 3339; at or before `created_from`, the
+    /// period is empty and so is the page).
+    #[serde(default)]
+    #[param(format = DateTime)]
+    created_to: Option<String>,
+}
+
+impl ListQuery {
+    /// The filter the query asks for; a malformed part is a 400 naming it.
+    fn filter(&self) -> Result<ListFilter, ApiError> {
+        let time = |name: &'static str, value: &Option<String>| match value {
+            None => Ok(None),
+            // Before 1970 is the start of every id's time: no message is older.
+            Some(text) => time::OffsetDateTime::parse(text, &Rfc3339)
+                .map(|at| Some(u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)))
+                .map_err(|_| {
+                    ApiError::query(name, format!("{name}: {text:?} is not an RFC 3339 time"))
+                }),
+        };
+        Ok(ListFilter {
+            status: self.status,
+            recipient: match &self.recipient_id {
+                None => None,
+                Some(id) => Some(id.parse::<UserId>().map_err(|error| {
+                    ApiError::query("recipient_id", format!("recipient_id: {error}"))
+                })?),
+            },
+            created_from_ms: time("created_from", &self.created_from)?,
+            created_to_ms: time("created_to", &self.created_to)?,
+        })
+    }
 }
 
 /// A page of messages, newest first.
@@ -376,16 +416,19 @@ pub(super) struct MessagePage {
     next_cursor: Option<MessageId>,
 }
 
-/// `GET /messages?box=sent|received|all&status=…&limit=…&offset=…|cursor=…`, newest first.
+/// `GET /messages?box=sent|received|all&status=…&recipient_id=…&created_from=…&created_to=…&limit=…&offset=…|cursor=…`,
+/// newest first.
 #[utoipa::path(
     get,
     path = "/messages",
     tag = "messages",
     summary = "List messages",
+    description = "Newest first. Page with `cursor` (each page costs the same however deep it is); the filters combine, and each keeps the listing a range of one index: `recipient_id`, and the creation time bounds `created_from` (inclusive) and `created_to` (exclusive).",
     params(PageParams, ListQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Messages, newest first.", body = MessagePage),
+        (status = 400, description = "`invalid_query`: a malformed `cursor`, `recipient_id`, `created_from` or `created_to` (`field` names it).", body = Problem, content_type = PROBLEM),
         (status = 403, description = "`admin_required`: `box=all` is for admins.", body = Problem, content_type = PROBLEM),
     ),
 )]
@@ -402,11 +445,12 @@ pub(super) async fn list(
             })?),
         };
     let mailbox = query.mailbox.unwrap_or(BoxName::Sent);
+    let filter = query.filter()?;
     let items = manage::list(
         &state.messages,
         &caller.user,
         mailbox,
-        query.status,
+        &filter,
         page,
         before,
     )

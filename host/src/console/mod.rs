@@ -51,6 +51,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/users/{id}", get(pages::users::user))
         .route("/console/sessions", get(pages::users::sessions))
         // Messages, a message's page, dead letters.
+        .route("/console/messages", get(pages::messages::list))
+        .route("/console/messages/{id}", get(pages::messages::show))
+        .route("/console/dead-letters", get(pages::messages::dead_letters))
         // Plugins, hooks and dry runs; the webhook endpoint.
         .route("/console/plugins", get(pages::plugins::plugins))
         .route("/console/hooks", get(pages::plugins::hooks))

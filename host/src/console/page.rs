@@ -27,7 +27,7 @@ pub(crate) struct Link {
 const SECTIONS: &[(&str, &str, bool)] = &[
     ("/console/", "Overview", false),
     ("/console/messages", "Messages", false),
-    ("/console/dead-letters", "Dead letters", false),
+    ("/console/dead-letters", "Dead letters", true),
     ("/console/live", "Live", false),
     ("/console/groups", "Groups", false),
     ("/console/schedules", "Schedules", false),

@@ -331,6 +331,11 @@ pub struct MessageQuery {
     pub offset: u64,
     /// Only messages older than this one (cursor form).
     pub before: Option<MessageId>,
+    /// Only messages this one or newer: ids begin with their creation time, so
+    /// [`MessageId::first_at`] makes "created at or after" a bound of the same index range.
+    pub since: Option<MessageId>,
+    /// Only messages to this recipient (the `messages_received` index).
+    pub recipient: Option<UserId>,
 }
 
 /// A status change requested by a person (cancel, reschedule, deliver now, read, replay).

@@ -1016,6 +1016,18 @@ where
         tenant: &TenantId,
         query: &MessageQuery,
     ) -> Result<Vec<Message>, StoreError> {
+        // A rare status is found through its partial index (`message_states_dead`, `_cancelled`),
+        // bounded and ordered by the state's key; any other listing walks one of the messages' indexes.
+        // The status is one of a fixed set of words, written into the SQL so that SQLite can
+        // match the partial index's condition (it cannot with a bound parameter).
+        let rare = query
+            .status
+            .filter(|status| matches!(status, Status::Dead | Status::Cancelled));
+        let key = if rare.is_some() {
+            "s.message_id"
+        } else {
+            "m.id"
+        };
         let mut sql = sqlx::QueryBuilder::<B>::new(format!(
             "SELECT {}{MESSAGE_JOIN} WHERE m.tenant_id = ",
             rows::MESSAGE_COLUMNS
@@ -1038,13 +1050,27 @@ where
             }
             Mailbox::All => {}
         }
-        if let Some(status) = query.status {
-            sql.push(" AND s.status = ").push_bind(status.as_str());
+        match (rare, query.status) {
+            (Some(status), _) => {
+                sql.push(" AND s.tenant_id = ")
+                    .push_bind(tenant)
+                    .push(format!(" AND s.status = '{}'", status.as_str()));
+            }
+            (None, Some(status)) => {
+                sql.push(" AND s.status = ").push_bind(status.as_str());
+            }
+            (None, None) => {}
+        }
+        if let Some(recipient) = &query.recipient {
+            sql.push(" AND m.recipient_id = ").push_bind(recipient);
         }
         if let Some(before) = &query.before {
-            sql.push(" AND m.id < ").push_bind(before);
+            sql.push(format!(" AND {key} < ")).push_bind(before);
         }
-        sql.push(" ORDER BY m.id DESC LIMIT ")
+        if let Some(since) = &query.since {
+            sql.push(format!(" AND {key} >= ")).push_bind(since);
+        }
+        sql.push(format!(" ORDER BY {key} DESC LIMIT "))
             .push_bind(i64::from(query.limit))
             .push(" OFFSET ")
             .push_bind(ms(query.offset));

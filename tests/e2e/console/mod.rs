@@ -71,6 +71,7 @@ pub(crate) async fn browser_suite(file: &str, backend: Backend) {
 mod sign_in;
 
 // Messages, a message's page, dead letters.
+mod messages;
 
 // Plugins, hooks and dry runs; the webhook endpoint.
 mod plugins;

@@ -5,6 +5,7 @@ pub(crate) mod sign_in;
 pub(crate) mod users;
 
 // Messages, a message's page, dead letters.
+pub(crate) mod messages;
 
 // Plugins, hooks and dry runs; the webhook endpoint.
 pub(crate) mod plugins;

@@ -57,14 +57,23 @@ async fn replay_at(ctx: &Messages, message: &Message, at: u64) -> Result<Message
     Ok(changed.message)
 }
 
-/// A page of the tenant's dead letters, newest first.
-pub async fn list(ctx: &Messages, admin: &User, page: Page) -> Result<Vec<Message>, Error> {
+/// A page of the tenant's dead letters, newest first: only `recipient`'s when given, starting
+/// after `before` (a cursor).
+pub async fn list(
+    ctx: &Messages,
+    admin: &User,
+    recipient: Option<UserId>,
+    page: Page,
+    before: Option<MessageId>,
+) -> Result<Vec<Message>, Error> {
     let query = MessageQuery {
         mailbox: Mailbox::All,
         status: Some(Status::Dead),
         limit: page.limit,
         offset: page.offset,
-        before: None,
+        before,
+        since: None,
+        recipient,
     };
     Ok(ctx.store.list_messages(&admin.tenant_id, &query).await?)
 }
@@ -110,6 +119,8 @@ pub async fn replay_many(
                     limit: 500,
                     offset: 0,
                     before: before.clone(),
+                    since: None,
+                    recipient: filter.recipient_id.clone(),
                 },
             )
             .await?;

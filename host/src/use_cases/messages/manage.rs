@@ -7,7 +7,7 @@
 
 use super::{Error, Messages};
 
-use crate::domain::ids::MessageId;
+use crate::domain::ids::{MessageId, UserId};
 use crate::domain::message::{Event, Message, MessageState, Requested, Status};
 use crate::domain::user::{Role, User};
 use crate::store::{Change, Mailbox, MessageQuery, Page};
@@ -61,13 +61,28 @@ pub enum BoxName {
     All,
 }
 
-/// A page of the messages in `caller`'s `mailbox`, newest first: with `status` only, starting
+/// What a listing narrows to, besides its box. Every part keeps the listing a range of one
+/// index: the recipient is a column of `messages_received`, and creation times are bounds on
+/// the ids (which begin with their creation time).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only messages with this status.
+    pub status: Option<Status>,
+    /// Only messages to this recipient.
+    pub recipient: Option<UserId>,
+    /// Only messages created at or after this time (Unix ms).
+    pub created_from_ms: Option<u64>,
+    /// Only messages created before this time (Unix ms).
+    pub created_to_ms: Option<u64>,
+}
+
+/// A page of the messages in `caller`'s `mailbox` that match `filter`, newest first, starting
 /// after `before` (a cursor).
 pub async fn list(
     ctx: &Messages,
     caller: &User,
     mailbox: BoxName,
-    status: Option<Status>,
+    filter: &ListFilter,
     page: Page,
     before: Option<MessageId>,
 ) -> Result<Vec<Message>, Error> {
@@ -77,12 +92,26 @@ pub async fn list(
         BoxName::All if caller.role == Role::Admin => Mailbox::All,
         BoxName::All => return Err(Error::AdminRequired),
     };
+    if let (Some(from), Some(to)) = (filter.created_from_ms, filter.created_to_ms)
+        && to <= from
+    {
+        // A period that ends before it starts holds no message.
+        return Ok(Vec::new());
+    }
+    // "Created before `to`" is "older than the first id made at `to`": the tighter of that
+    // and the cursor bounds the page.
+    let before = match (before, filter.created_to_ms.map(MessageId::first_at)) {
+        (Some(cursor), Some(to)) => Some(cursor.min(to)),
+        (cursor, to) => cursor.or(to),
+    };
     let query = MessageQuery {
         mailbox,
-        status,
+        status: filter.status,
         limit: page.limit,
         offset: page.offset,
         before,
+        since: filter.created_from_ms.map(MessageId::first_at),
+        recipient: filter.recipient.clone(),
     };
     Ok(ctx.store.list_messages(&caller.tenant_id, &query).await?)
 }
