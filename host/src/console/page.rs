@@ -9,9 +9,9 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use super::session::Viewer;
-use crate::state::AppState;
 use crate::api::error::{ApiError, Code};
 use crate::clock::rfc3339;
+use crate::state::AppState;
 
 /// A link of the navigation.
 pub(crate) struct Link {

@@ -8,12 +8,12 @@
 //! bounds on the ids (which begin with their creation time), and nothing is counted.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 
 use crate::clock::{parse_rfc3339, rfc3339};
-use crate::console::page::{ForViewer, Layout, PageError, render, when};
+use crate::console::page::{ForViewer, Layout, PageError, PageQuery, render, when};
 use crate::console::session::{AdminViewer, Viewer};
 use crate::domain::ids::{MessageId, UserId};
 use crate::domain::message::{Event, Message, Status};
@@ -284,7 +284,7 @@ fn split_page(mut messages: Vec<Message>) -> (Vec<Message>, Option<String>) {
 pub(crate) async fn list(
     State(app): State<AppState>,
     viewer: Viewer,
-    Query(params): Query<ListParams>,
+    PageQuery(params): PageQuery<ListParams>,
 ) -> Result<Response, PageError> {
     let (mailbox, filter, cursor, problems) = read_filter(&params, &viewer);
     let page = Page {
@@ -532,7 +532,7 @@ impl DeadLettersPage {
 pub(crate) async fn dead_letters(
     State(app): State<AppState>,
     AdminViewer(viewer): AdminViewer,
-    Query(params): Query<DeadParams>,
+    PageQuery(params): PageQuery<DeadParams>,
 ) -> Result<Response, PageError> {
     let mut problems = Vec::new();
     let given = |value: &Option<String>| {

@@ -12,7 +12,7 @@ use crate::domain::plugin::World;
 use crate::policies::{Bound, Source};
 use crate::state::AppState;
 use crate::store::Page;
-use crate::use_cases::messages::manage::{self, BoxName};
+use crate::use_cases::messages::manage::{self, BoxName, ListFilter};
 use crate::use_cases::policies::PluginDetails;
 
 /// The start of a message's content, as text, for a list.
@@ -220,7 +220,7 @@ pub(crate) async fn hooks(
         &app.messages,
         &viewer.user,
         BoxName::Sent,
-        None,
+        &ListFilter::default(),
         Page {
             limit: RECENT_MESSAGES,
             offset: 0,

@@ -193,6 +193,8 @@ pub async fn recent_attempts(
         limit: RECENT_RECEIVED,
         offset: 0,
         before: None,
+        since: None,
+        recipient: None,
     };
     let received = ctx.store.list_messages(&caller.tenant_id, &query).await?;
     let mut attempts = Vec::new();

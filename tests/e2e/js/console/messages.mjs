@@ -36,13 +36,13 @@ test("a message sent from the form goes from scheduled to delivered on its page 
   await signIn(page, "admin", undefined, "/console/messages");
   await visit(page, "/console/messages", "messages");
   await page.getByLabel("Send to (user id)").fill(bob.id);
-  await page.getByLabel("Content", { exact: true }).fill("see you in six seconds");
-  await page.getByLabel("Delay in seconds (or a time below; neither: now)").fill("6");
+  await page.getByLabel("Content", { exact: true }).fill("see you in twenty seconds");
+  await page.getByLabel("Delay in seconds (or a time below; neither: now)").fill("20");
   await page.getByLabel("Metadata (a JSON object of strings, optional)").fill('{"order": "1234"}');
   await Promise.all([page.waitForURL(/\/console\/messages\/msg_/), page.getByRole("button", { name: "Send" }).click()]);
   const id = new URL(page.url()).pathname.split("/").pop();
   assert.equal(await page.locator("#message-status").textContent(), "scheduled");
-  assert.equal(await page.locator("#message-content").textContent(), "see you in six seconds");
+  assert.equal(await page.locator("#message-content").textContent(), "see you in twenty seconds");
   assert.equal(await page.locator("#message-metadata dd").textContent(), "1234");
   // The page is not reloaded: a mark set on the window now survives until delivery.
   await page.evaluate(() => {
