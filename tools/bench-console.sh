@@ -47,6 +47,7 @@ echo "database: $(du -sh "$data/dms.sqlite3" | cut -f1)" >&2
 DMS_URL="http://127.0.0.1:$port" DMS_ADMIN_PASSWORD=bench-password python3 tools/bench_console.py \
     /console/login \
     /console/ \
+    /console/overview.json \
     /console/messages \
     "/console/messages?status=delivered" \
     "/console/messages?box=received" \
