@@ -6,12 +6,14 @@ use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::session::Viewer;
 use crate::api::error::{ApiError, Code};
 use crate::clock::rfc3339;
 use crate::state::AppState;
+use crate::store::Page;
 
 /// A link of the navigation.
 pub(crate) struct Link {
@@ -218,6 +220,39 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PageQuery<T> {
                     ),
                 ),
             )),
+        }
+    }
+}
+
+/// `?offset=` of a page of one of a tenant's short lists (users, groups, schedules, flow
+/// limits: its own configuration, not its traffic), which page by offset.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Paging {
+    #[serde(default)]
+    pub(crate) offset: u64,
+}
+
+impl Paging {
+    /// The page of `per_page` rows at this offset.
+    pub(crate) fn page(&self, per_page: u32) -> Page {
+        Page {
+            limit: per_page,
+            offset: self.offset,
+        }
+    }
+
+    /// The previous page's offset, unless this is the first.
+    pub(crate) fn previous(&self, per_page: u32) -> Option<u64> {
+        (self.offset > 0).then(|| self.offset.saturating_sub(per_page.into()))
+    }
+
+    /// The next page's offset after `shown` rows: while fewer than `total` were shown, or
+    /// (without a total) when the page was full.
+    pub(crate) fn next(&self, shown: u64, total: Option<u64>, per_page: u32) -> Option<u64> {
+        let end = self.offset + shown;
+        match total {
+            Some(total) => (end < total).then_some(end),
+            None => (shown == u64::from(per_page)).then_some(end),
         }
     }
 }

@@ -4,22 +4,13 @@
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
-use serde::Deserialize;
 
-use crate::console::page::{ForViewer, Layout, PageError, PageQuery, render, when};
+use crate::console::page::{ForViewer, Layout, PageError, PageQuery, Paging, render, when};
 use crate::console::session::AdminViewer;
 use crate::state::AppState;
-use crate::store::Page;
 
 /// Patterns shown on one page.
 const PER_PAGE: u32 = 100;
-
-/// `?offset=`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Paging {
-    #[serde(default)]
-    offset: u64,
-}
 
 /// A pattern as a row.
 pub(crate) struct LimitRow {
@@ -61,16 +52,13 @@ pub(crate) async fn list(
     AdminViewer(viewer): AdminViewer,
     PageQuery(paging): PageQuery<Paging>,
 ) -> Result<Response, PageError> {
-    let page = Page {
-        limit: PER_PAGE,
-        offset: paging.offset,
-    };
+    let page = paging.page(PER_PAGE);
     let limits = app
         .flow_limits
         .list(&viewer.user.tenant_id, page)
         .await
         .for_viewer(&viewer)?;
-    let full = limits.len() as u64 == u64::from(PER_PAGE);
+    let shown = limits.len() as u64;
     Ok(render(&FlowControlPage {
         layout: Layout {
             scripts: &["flow-control.js"],
@@ -92,8 +80,8 @@ pub(crate) async fn list(
                 key: limit.pattern,
             })
             .collect(),
-        previous: (paging.offset > 0).then(|| paging.offset.saturating_sub(PER_PAGE.into())),
-        next: full.then_some(paging.offset + u64::from(PER_PAGE)),
+        previous: paging.previous(PER_PAGE),
+        next: paging.next(shown, None, PER_PAGE),
     }))
 }
 

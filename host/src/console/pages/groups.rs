@@ -5,9 +5,8 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde::Deserialize;
 
-use crate::console::page::{ForViewer, Layout, PageError, PageQuery, render, when};
+use crate::console::page::{ForViewer, Layout, PageError, PageQuery, Paging, render, when};
 use crate::console::session::Viewer;
 use crate::domain::ids::GroupId;
 use crate::state::AppState;
@@ -18,13 +17,6 @@ const PER_PAGE: u32 = 50;
 
 /// Users offered as suggestions in the add-member form.
 const SUGGESTED: u32 = 200;
-
-/// `?offset=`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Paging {
-    #[serde(default)]
-    offset: u64,
-}
 
 /// A group as a row.
 pub(crate) struct GroupRow {
@@ -52,10 +44,7 @@ pub(crate) async fn list(
     viewer: Viewer,
     PageQuery(paging): PageQuery<Paging>,
 ) -> Result<Response, PageError> {
-    let page = Page {
-        limit: PER_PAGE,
-        offset: paging.offset,
-    };
+    let page = paging.page(PER_PAGE);
     let (groups, total) = app
         .groups
         .list(&viewer.user.tenant_id, page)
@@ -75,8 +64,8 @@ pub(crate) async fn list(
             })
             .collect(),
         total,
-        previous: (paging.offset > 0).then(|| paging.offset.saturating_sub(PER_PAGE.into())),
-        next: (paging.offset + shown < total).then_some(paging.offset + shown),
+        previous: paging.previous(PER_PAGE),
+        next: paging.next(shown, Some(total), PER_PAGE),
     }))
 }
 
@@ -116,10 +105,7 @@ pub(crate) async fn group(
     };
     let tenant = &viewer.user.tenant_id;
     let group = app.groups.get(tenant, &id).await.for_viewer(&viewer)?;
-    let page = Page {
-        limit: PER_PAGE,
-        offset: paging.offset,
-    };
+    let page = paging.page(PER_PAGE);
     let (members, total) = app
         .groups
         .members(tenant, &id, page)
@@ -159,8 +145,8 @@ pub(crate) async fn group(
             })
             .collect(),
         total,
-        previous: (paging.offset > 0).then(|| paging.offset.saturating_sub(PER_PAGE.into())),
-        next: (paging.offset + shown < total).then_some(paging.offset + shown),
+        previous: paging.previous(PER_PAGE),
+        next: paging.next(shown, Some(total), PER_PAGE),
         suggestions,
     }))
 }

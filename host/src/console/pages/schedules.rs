@@ -10,11 +10,10 @@ use serde_json::Value;
 
 use crate::api::error::ApiError;
 use crate::clock::parse_rfc3339;
-use crate::console::page::{ForViewer, Layout, PageError, PageQuery, render, when};
+use crate::console::page::{ForViewer, Layout, PageError, PageQuery, Paging, render, when};
 use crate::console::session::Viewer;
 use crate::domain::ids::ScheduleId;
 use crate::state::AppState;
-use crate::store::Page;
 use crate::use_cases::schedules::{MAX_NEXT, ScheduleView};
 
 /// Schedules shown on one page.
@@ -87,13 +86,6 @@ impl ScheduleRow {
     }
 }
 
-/// `?offset=`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Paging {
-    #[serde(default)]
-    offset: u64,
-}
-
 /// `/console/schedules`.
 #[derive(Template)]
 #[template(path = "schedules.html")]
@@ -113,16 +105,13 @@ pub(crate) async fn list(
     viewer: Viewer,
     PageQuery(paging): PageQuery<Paging>,
 ) -> Result<Response, PageError> {
-    let page = Page {
-        limit: PER_PAGE,
-        offset: paging.offset,
-    };
+    let page = paging.page(PER_PAGE);
     let schedules = app
         .schedules
         .list(&viewer.user, page)
         .await
         .for_viewer(&viewer)?;
-    let full = schedules.len() as u64 == u64::from(PER_PAGE);
+    let shown = schedules.len() as u64;
     Ok(render(&SchedulesPage {
         layout: Layout {
             scripts: &["schedules.js"],
@@ -131,8 +120,8 @@ pub(crate) async fn list(
         admin: viewer.is_admin(),
         user_id: viewer.user.id.to_string(),
         schedules: schedules.iter().map(ScheduleRow::new).collect(),
-        previous: (paging.offset > 0).then(|| paging.offset.saturating_sub(PER_PAGE.into())),
-        next: full.then_some(paging.offset + u64::from(PER_PAGE)),
+        previous: paging.previous(PER_PAGE),
+        next: paging.next(shown, None, PER_PAGE),
     }))
 }
 

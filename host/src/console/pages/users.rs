@@ -3,24 +3,17 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde::Deserialize;
 
-use crate::console::page::{ForViewer, Layout, PageError, PageQuery, not_found, render, when};
+use crate::console::page::{
+    ForViewer, Layout, PageError, PageQuery, Paging, not_found, render, when,
+};
 use crate::console::session::{AdminViewer, Viewer};
 use crate::domain::ids::UserId;
 use crate::domain::user::{Role, Session, User};
 use crate::state::AppState;
-use crate::store::Page;
 
 /// Users shown on one page.
 const PER_PAGE: u32 = 50;
-
-/// `?offset=`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Paging {
-    #[serde(default)]
-    offset: u64,
-}
 
 /// A user as a row.
 pub(crate) struct UserRow {
@@ -64,10 +57,7 @@ pub(crate) async fn list(
     AdminViewer(viewer): AdminViewer,
     PageQuery(paging): PageQuery<Paging>,
 ) -> Result<Response, PageError> {
-    let page = Page {
-        limit: PER_PAGE,
-        offset: paging.offset,
-    };
+    let page = paging.page(PER_PAGE);
     let (users, total) = app
         .accounts
         .users(&viewer.user.tenant_id, page)
@@ -81,8 +71,8 @@ pub(crate) async fn list(
             .map(|user| UserRow::new(user, &viewer))
             .collect(),
         total,
-        previous: (paging.offset > 0).then(|| paging.offset.saturating_sub(PER_PAGE.into())),
-        next: (paging.offset + shown < total).then_some(paging.offset + shown),
+        previous: paging.previous(PER_PAGE),
+        next: paging.next(shown, Some(total), PER_PAGE),
     }))
 }
 
