@@ -7,7 +7,8 @@
 # tools/bench_console.py signs in through the console's form and GETs each page REQUESTS (300)
 # times after WARMUP (20): one JSON line per page on stdout (p50/p99/max in ms, HTML bytes and
 # HTML + CSS + JS bytes). KEEP_DATA=1 keeps the filled data; run again with the same DATA and
-# FILLED=1 to time the pages without filling again. PORT (3300) is the server's port.
+# FILLED=1 to time the pages without filling again. Paths given as arguments are timed instead
+# of every page (`{message}` is the newest message's id). PORT (3300) is the server's port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +45,8 @@ if [ "${FILLED:-0}" != 1 ]; then
 fi
 echo "database: $(du -sh "$data/dms.sqlite3" | cut -f1)" >&2
 
-DMS_URL="http://127.0.0.1:$port" DMS_ADMIN_PASSWORD=bench-password python3 tools/bench_console.py \
+pages=("$@")
+[ ${#pages[@]} -gt 0 ] || pages=(
     /console/login \
     /console/ \
     /console/overview.json \
@@ -62,3 +64,5 @@ DMS_URL="http://127.0.0.1:$port" DMS_ADMIN_PASSWORD=bench-password python3 tools
     /console/groups \
     /console/schedules \
     /console/flow-control
+)
+DMS_URL="http://127.0.0.1:$port" DMS_ADMIN_PASSWORD=bench-password python3 tools/bench_console.py "${pages[@]}"

@@ -1016,8 +1016,9 @@ where
         tenant: &TenantId,
         query: &MessageQuery,
     ) -> Result<Vec<Message>, StoreError> {
-        // A rare status is found through its partial index (`message_states_dead`, `_cancelled`),
-        // bounded and ordered by the state's key; any other listing walks one of the messages' indexes.
+        // A rare status is found on SQLite through its partial index (`message_states_dead`,
+        // `_cancelled`; PostgreSQL has none, see that migration), bounded and ordered by the
+        // state's key; any other listing walks one of the messages' indexes.
         // The status is one of a fixed set of words, written into the SQL so that SQLite can
         // match the partial index's condition (it cannot with a bound parameter).
         let rare = query
