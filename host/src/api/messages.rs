@@ -402,6 +402,7 @@ impl ListQuery {
             },
             created_from_ms: time("created_from", &self.created_from)?,
             created_to_ms: time("created_to", &self.created_to)?,
+            floor: None,
         })
     }
 }

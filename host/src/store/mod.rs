@@ -657,6 +657,17 @@ pub trait Store: ScheduleStore + Send + Sync + 'static {
         id: &MessageId,
     ) -> Result<Option<MessageState>, StoreError>;
 
+    /// The id of the `n`-th newest message of `mailbox` (0: the newest) older than `before`,
+    /// whatever its status: the lower bound of a listing that searches at most `n + 1`
+    /// messages. `None` when no more than `n` remain.
+    async fn nth_message_id(
+        &self,
+        tenant: &TenantId,
+        mailbox: &Mailbox,
+        before: Option<&MessageId>,
+        n: u64,
+    ) -> Result<Option<MessageId>, StoreError>;
+
     /// Messages of the tenant, newest first.
     async fn list_messages(
         &self,

@@ -1011,6 +1011,37 @@ where
         Ok(row.map(Into::into))
     }
 
+    async fn nth_message_id(
+        &self,
+        tenant: &TenantId,
+        mailbox: &Mailbox,
+        before: Option<&MessageId>,
+        n: u64,
+    ) -> Result<Option<MessageId>, StoreError> {
+        // One walk of the mailbox's index (the sender's, the recipient's or the tenant's).
+        let mut sql =
+            sqlx::QueryBuilder::<B>::new("SELECT m.id FROM messages m WHERE m.tenant_id = ");
+        sql.push_bind(tenant);
+        match mailbox {
+            Mailbox::Sent(user) => {
+                sql.push(" AND m.sender_id = ").push_bind(user);
+            }
+            Mailbox::Received(user) => {
+                sql.push(" AND m.recipient_id = ").push_bind(user);
+            }
+            Mailbox::All => {}
+        }
+        if let Some(before) = before {
+            sql.push(" AND m.id < ").push_bind(before);
+        }
+        sql.push(" ORDER BY m.id DESC LIMIT 1 OFFSET ")
+            .push_bind(ms(n));
+        Ok(sql
+            .build_query_scalar::<MessageId>()
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     async fn list_messages(
         &self,
         tenant: &TenantId,

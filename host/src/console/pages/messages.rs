@@ -129,6 +129,10 @@ pub(crate) struct MessagesPage {
     pub(crate) filters_query: String,
     pub(crate) paged: bool,
     pub(crate) next: Option<String>,
+    /// How many messages a status search walks per page.
+    pub(crate) searched: u64,
+    /// Where a status search stopped without filling the page (the next page's cursor).
+    pub(crate) searched_to: Option<String>,
 }
 
 impl MessagesPage {
@@ -246,6 +250,7 @@ fn read_filter(
         recipient,
         created_from_ms,
         created_to_ms,
+        floor: None,
     };
     (mailbox, filter, cursor, problems)
 }
@@ -292,10 +297,16 @@ pub(crate) async fn list(
         offset: 0,
     };
     let paged = cursor.is_some();
-    let messages = manage::list(&app.messages, &viewer.user, mailbox, &filter, page, cursor)
-        .await
-        .for_viewer(&viewer)?;
+    let (messages, stopped) =
+        manage::search(&app.messages, &viewer.user, mailbox, &filter, page, cursor)
+            .await
+            .for_viewer(&viewer)?;
     let (messages, next) = split_page(messages);
+    // A status search that did not fill the page goes on below where it stopped.
+    let searched_to = next
+        .is_none()
+        .then(|| stopped.map(|id| id.to_string()))
+        .flatten();
     let mut boxes = vec![
         Choice {
             value: "sent",
@@ -342,6 +353,8 @@ pub(crate) async fn list(
         filters_query: filters_query(&params),
         paged,
         next,
+        searched: manage::SEARCH_WINDOW,
+        searched_to,
     }))
 }
 

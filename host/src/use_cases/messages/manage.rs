@@ -74,7 +74,12 @@ pub struct ListFilter {
     pub created_from_ms: Option<u64>,
     /// Only messages created before this time (Unix ms).
     pub created_to_ms: Option<u64>,
+    /// Only this message and newer ones: where a [`search`] stops.
+    pub floor: Option<MessageId>,
 }
+
+/// Messages a status-filtered [`search`] walks at most for one page.
+pub const SEARCH_WINDOW: u64 = 10_000;
 
 /// A page of the messages in `caller`'s `mailbox` that match `filter`, newest first, starting
 /// after `before` (a cursor).
@@ -86,12 +91,7 @@ pub async fn list(
     page: Page,
     before: Option<MessageId>,
 ) -> Result<Vec<Message>, Error> {
-    let mailbox = match mailbox {
-        BoxName::Sent => Mailbox::Sent(caller.id.clone()),
-        BoxName::Received => Mailbox::Received(caller.id.clone()),
-        BoxName::All if caller.role == Role::Admin => Mailbox::All,
-        BoxName::All => return Err(Error::AdminRequired),
-    };
+    let mailbox = mailbox_of(caller, mailbox)?;
     if let (Some(from), Some(to)) = (filter.created_from_ms, filter.created_to_ms)
         && to <= from
     {
@@ -110,10 +110,59 @@ pub async fn list(
         limit: page.limit,
         offset: page.offset,
         before,
-        since: filter.created_from_ms.map(MessageId::first_at),
+        since: filter
+            .created_from_ms
+            .map(MessageId::first_at)
+            .max(filter.floor.clone()),
         recipient: filter.recipient.clone(),
     };
     Ok(ctx.store.list_messages(&caller.tenant_id, &query).await?)
+}
+
+/// [`list`] for a person paging through a listing filtered by status: each page walks at most
+/// [`SEARCH_WINDOW`] messages from `before`, so a status that is rare among millions of
+/// messages costs a bounded walk per page, not one over all of them. With the page, the id the
+/// search stopped at when the page is not full and older messages remain: the next page goes
+/// on below it.
+pub async fn search(
+    ctx: &Messages,
+    caller: &User,
+    mailbox: BoxName,
+    filter: &ListFilter,
+    page: Page,
+    before: Option<MessageId>,
+) -> Result<(Vec<Message>, Option<MessageId>), Error> {
+    if filter.status.is_none() {
+        return Ok((
+            list(ctx, caller, mailbox, filter, page, before).await?,
+            None,
+        ));
+    }
+    let floor = ctx
+        .store
+        .nth_message_id(
+            &caller.tenant_id,
+            &mailbox_of(caller, mailbox)?,
+            before.as_ref(),
+            SEARCH_WINDOW - 1,
+        )
+        .await?;
+    let bounded = ListFilter {
+        floor: floor.clone(),
+        ..filter.clone()
+    };
+    let messages = list(ctx, caller, mailbox, &bounded, page, before).await?;
+    let stopped = floor.filter(|_| messages.len() < page.limit as usize);
+    Ok((messages, stopped))
+}
+
+fn mailbox_of(caller: &User, mailbox: BoxName) -> Result<Mailbox, Error> {
+    match mailbox {
+        BoxName::Sent => Ok(Mailbox::Sent(caller.id.clone())),
+        BoxName::Received => Ok(Mailbox::Received(caller.id.clone())),
+        BoxName::All if caller.role == Role::Admin => Ok(Mailbox::All),
+        BoxName::All => Err(Error::AdminRequired),
+    }
 }
 
 /// A message's history, oldest first: for its sender and admins (a recipient sees the message,
