@@ -30,12 +30,18 @@ pub(crate) async fn console_server(backend: Backend) -> (Served, TestStorage) {
 /// Runs `tests/e2e/js/console/{file}` against a new server on `backend`; fails with the
 /// runner's output unless every test in it passes.
 pub(crate) async fn browser_suite(file: &str, backend: Backend) {
+    browser_suite_with(file, backend, &[]).await;
+}
+
+/// [`browser_suite`] with more environment for the runner (paths the tests read).
+pub(crate) async fn browser_suite_with(file: &str, backend: Backend, env: &[(&str, &Path)]) {
     let (served, _storage) = console_server(backend).await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/js/console");
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("console-screenshots")
         .join(format!("{backend:?}").to_lowercase());
-    let run = tokio::process::Command::new("node")
+    let mut command = tokio::process::Command::new("node");
+    command
         .arg("--test")
         .arg("--test-concurrency=1")
         .arg(root.join(file))
@@ -45,9 +51,11 @@ pub(crate) async fn browser_suite(file: &str, backend: Backend) {
         .env("DMS_SCREENSHOTS", &screenshots)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(600), run)
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(600), command.output())
         .await
         .expect("the browser tests finish within 10 minutes")
         .expect("node runs (the README's test setup installs it with the npm packages)");
